@@ -1,0 +1,32 @@
+"""fitformer: pick the cheapest device for a Transformer under latency and accuracy
+constraints, co-optimising hierarchical pruning and an FPGA accelerator model.
+
+The Python API mirrors the command line (``fitformer fetch`` is ``fitformer.fetch()``,
+``fitformer finetune`` is ``fitformer.finetune()``, and so on). Names are imported lazily so
+that ``import fitformer`` and ``fitformer --help`` stay fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from fitformer._version import __version__
+from fitformer.errors import FitformerError
+
+_API = {
+    "fetch": "fitformer.data.fetch",
+    "load_dataset": "fitformer.data",
+    "resolve_model": "fitformer.models.loading",
+    "load_classifier": "fitformer.models.loading",
+    "load_tokenizer": "fitformer.models.loading",
+    "linear_layers": "fitformer.models.layers",
+    "finetune": "fitformer.training.finetune",
+}
+
+__all__ = ["FitformerError", "__version__", *_API]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'fitformer' has no attribute {name!r}")

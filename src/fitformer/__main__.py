@@ -1,0 +1,3 @@
+from fitformer.cli import main
+
+main()

