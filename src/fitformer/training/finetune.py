@@ -18,7 +18,12 @@ from fitformer.data import load_dataset
 from fitformer.data.classification import ClassificationDataset
 from fitformer.errors import FitformerError
 from fitformer.models.layers import linear_layers
-from fitformer.models.loading import load_classifier, load_tokenizer, resolve_model
+from fitformer.models.loading import (
+    load_classifier,
+    load_tokenizer,
+    quiet_transformers,
+    resolve_model,
+)
 from fitformer.training.budgets import get_budget
 from fitformer.training.loop import Encoded, TrainConfig, evaluate_classifier, train_classifier
 from fitformer.training.runs import (
@@ -157,8 +162,9 @@ def finetune(model: str = "default", dataset: str = "rotten-tomatoes", *,
         "smoke": b.smoke,
         "seed": seed,
     }
-    net.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
+    with quiet_transformers():
+        net.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
     write_json(partial / "metrics.json", metrics)
     path = commit_run(partial, key)
     return RunResult(path, key, metrics, cached=False)

@@ -1,0 +1,60 @@
+"""Shared fixtures.
+
+Tests never write into the user's cache: ``FITFORMER_HOME`` points at a temporary folder
+whose ``downloads``, ``models`` and ``data`` link to the real cache (filled by
+``./setup.sh`` / ``fitformer fetch``), so real data is read but runs are private.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import settings
+
+settings.register_profile("ci", max_examples=60, deadline=None)
+settings.load_profile("ci")
+
+REAL_HOME = Path(os.environ.get("FITFORMER_HOME") or "").expanduser() if os.environ.get(
+    "FITFORMER_HOME") else None
+
+
+def _real_home() -> Path:
+    from fitformer.paths import fitformer_home
+
+    return REAL_HOME or fitformer_home()
+
+
+@pytest.fixture(scope="session")
+def real_cache() -> Path:
+    """The real cache with the fetched model and data; fails loudly if not fetched."""
+    home = _real_home()
+    from fitformer.data.fetch import SOURCES
+
+    missing = [s.name for s in SOURCES.values()
+               if not (home / s.dest_kind / s.dest_name / "fitformer-source.json").is_file()]
+    if missing:
+        pytest.fail(f"real inputs {missing} are not in {home}: run ./setup.sh "
+                    "(or `fitformer fetch`) first")
+    return home
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch, real_cache) -> Path:
+    """A private FITFORMER_HOME that sees the real fetched model and data."""
+    h = tmp_path / "home"
+    h.mkdir()
+    for sub in ("downloads", "models", "data"):
+        (h / sub).symlink_to(real_cache / sub)
+    monkeypatch.setenv("FITFORMER_HOME", str(h))
+    return h
+
+
+@pytest.fixture
+def empty_home(tmp_path, monkeypatch) -> Path:
+    """A FITFORMER_HOME with nothing fetched."""
+    h = tmp_path / "empty-home"
+    h.mkdir()
+    monkeypatch.setenv("FITFORMER_HOME", str(h))
+    return h

