@@ -1,0 +1,189 @@
+"""Invariants of every sparsity pattern (design.md §3), property-based, plus hand cases."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fitformer.errors import FitformerError
+from fitformer.sparsity.patterns import (
+    BankBalanced,
+    Block,
+    ColumnBalancedBlock,
+    Hierarchical,
+    Unstructured,
+    make_pattern,
+)
+
+
+def weights(M, N, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(M, N, generator=g)
+
+
+def pad(W, r, c):
+    return F.pad(W, (0, (-W.shape[1]) % c, 0, (-W.shape[0]) % r))
+
+
+def hp_counts(mask, r, c, B):
+    """Blocks kept per stripe and kept weights per bank of each kept row segment."""
+    Mp, Np = mask.shape
+    blocks = mask.view(Mp // r, r, Np // c, c)
+    block_kept = blocks.any(dim=3).any(dim=1)                       # (Mp/r, Np/c)
+    per_stripe = block_kept.sum(dim=0)
+    banks = mask.view(Mp, Np // c, B, c // B).sum(dim=3)             # (Mp, stripes, B)
+    seg_kept = block_kept.repeat_interleave(r, 0)                    # (Mp, stripes)
+    return per_stripe, banks, seg_kept
+
+
+hp_params = st.tuples(
+    st.sampled_from([(2, 4), (4, 4), (4, 8), (8, 8), (16, 16), (8, 16)]),
+    st.sampled_from([1, 2, 4]),
+).filter(lambda t: t[0][1] % t[1] == 0)
+
+
+@given(shape=st.tuples(st.integers(1, 70), st.integers(1, 70)), params=hp_params,
+       sparsity=st.floats(0.0, 1.0), seed=st.integers(0, 3))
+def test_hp_invariants_on_the_padded_matrix(shape, params, sparsity, seed):
+    (r, c), B = params
+    W = weights(*shape, seed)
+    hp = Hierarchical(r, c, banks=B)
+    d1, d2 = hp.plan(shape, sparsity)
+    cnt = hp.counts(shape, (d1, d2))
+    padded_mask = hp.mask(pad(W, r, c), sparsity)
+    # Non-divisible shapes behave as if padded with zeros (documented).
+    assert torch.equal(hp.mask(W, sparsity), padded_mask[: shape[0], : shape[1]])
+    per_stripe, banks, seg_kept = hp_counts(padded_mask, r, c, B)
+    if cnt["k"] > 0:
+        assert (per_stripe == cnt["K1"]).all()
+        assert (banks[seg_kept] == cnt["k"]).all()
+    assert (banks[~seg_kept] == 0).all()
+    # Achieved density never above the request, within one level-1 grid step of it.
+    Mp = padded_mask.shape[0]
+    achieved = padded_mask.float().mean().item()
+    assert achieved <= (1 - sparsity) + 1e-6
+    assert achieved >= (1 - sparsity) - d2 * r / Mp - 1e-6
+
+
+@given(shape=st.tuples(st.integers(1, 64), st.integers(1, 64)), params=hp_params,
+       s=st.lists(st.floats(0.0, 1.0), min_size=2, max_size=4), seed=st.integers(0, 3))
+def test_hp_masks_only_shrink_and_keep_invariants(shape, params, s, seed):
+    (r, c), B = params
+    W = pad(weights(*shape, seed), r, c)
+    hp = Hierarchical(r, c, banks=B, level2_density=1.0)
+    previous = None
+    for sparsity in sorted(s):
+        W = W * (previous if previous is not None else 1)  # pruned weights are zero
+        mask = hp.mask(W, sparsity, previous)
+        if previous is not None:
+            assert not (mask & ~previous).any()
+        cnt = hp.counts(tuple(W.shape), hp.plan(tuple(W.shape), sparsity))
+        per_stripe, banks, seg_kept = hp_counts(mask, r, c, B)
+        if cnt["k"]:
+            assert (per_stripe == cnt["K1"]).all()
+        previous = mask
+
+
+def test_hp_hand_computed_4x4():
+    # r=2, c=4, B=2 (banks of 2 columns). Sparsity 0.75: d=0.25, default d2 = 0.5 (smallest
+    # grid value >= max(0.5, d)), d1 = 0.5, K1 = floor(0.5 * 2) = 1 block per stripe, k = 1.
+    W = torch.tensor([[1.0, 2.0, 3.0, 4.0],
+                      [5.0, 6.0, 7.0, 8.0],
+                      [0.1, 0.2, 0.3, 9.0],
+                      [0.1, 0.1, 0.1, 0.1]])
+    hp = Hierarchical(2, 4, banks=2)
+    assert hp.plan((4, 4), 0.75) == (0.5, 0.5)
+    # Block norms^2: top = 1+4+9+16+25+36+49+64 = 204, bottom = 0.14 + 81 + 0.04 = 81.18:
+    # keep the top block. Banks (cols 0-1, 2-3) keep their largest weight per row.
+    expected = torch.tensor([[0, 1, 0, 1],
+                             [0, 1, 0, 1],
+                             [0, 0, 0, 0],
+                             [0, 0, 0, 0]], dtype=torch.bool)
+    assert torch.equal(hp.mask(W, 0.75), expected)
+
+
+def test_hp_default_split_and_flags():
+    hp = Hierarchical()  # 16x16, B=4: grid 0.25, 0.5, 0.75, 1
+    assert hp.level2_grid == (0.25, 0.5, 0.75, 1.0)
+    assert hp.split(0.8) == pytest.approx((0.4, 0.5))
+    assert hp.split(0.3) == pytest.approx((0.7 / 0.75, 0.75))
+    assert hp.split(0.0) == (1.0, 1.0)
+    assert Hierarchical(level2_density=0.25).split(0.9) == pytest.approx((0.4, 0.25))
+    with pytest.raises(FitformerError, match="not on the grid"):
+        Hierarchical(level2_density=0.6)
+    with pytest.raises(FitformerError, match="cannot reach density"):
+        Hierarchical(level2_density=0.25).split(0.5)
+    with pytest.raises(FitformerError, match="must divide"):
+        Hierarchical(16, 16, banks=3)
+    with pytest.raises(FitformerError, match="outside"):
+        hp.split(1.5)
+
+
+def test_minilm_shapes_hp_counts():
+    hp = Hierarchical()
+    W = weights(1536, 384, 0)
+    m = hp.mask(W, 0.9)
+    cnt = hp.counts((1536, 384), hp.plan((1536, 384), 0.9))
+    assert cnt == {"K1": 19, "k": 2}   # floor(0.2 * 96) = 19 blocks, 2 of 4 per bank
+    assert 1 - m.float().mean().item() == pytest.approx(1 - 19 / 96 * 0.5)
+
+
+@given(shape=st.tuples(st.integers(1, 50), st.integers(1, 50)), sparsity=st.floats(0, 1),
+       seed=st.integers(0, 3))
+def test_unstructured_exact_count_and_magnitude(shape, sparsity, seed):
+    W = weights(*shape, seed)
+    m = Unstructured().mask(W, sparsity)
+    kept = m.sum().item()
+    assert kept == math.floor((1 - sparsity) * W.numel() + 1e-9)
+    if 0 < kept < W.numel():
+        assert W.abs()[m].min() >= W.abs()[~m].max()
+
+
+@given(shape=st.tuples(st.integers(1, 50), st.integers(1, 50)),
+       rc=st.sampled_from([(1, 1), (2, 2), (4, 2), (3, 5)]), sparsity=st.floats(0, 1),
+       seed=st.integers(0, 3))
+def test_block_and_cbb_invariants(shape, rc, sparsity, seed):
+    r, c = rc
+    W = pad(weights(*shape, seed), r, c)
+    Mp, Np = W.shape
+    for pat in (Block(r, c), ColumnBalancedBlock(r, c)):
+        m = pat.mask(W, sparsity)
+        blocks = m.view(Mp // r, r, Np // c, c)
+        full = blocks.all(dim=3).all(dim=1)
+        assert torch.equal(full, blocks.any(dim=3).any(dim=1))   # whole blocks only
+        cnt = pat.counts((Mp, Np), pat.plan((Mp, Np), sparsity))
+        if isinstance(pat, Block):
+            assert full.sum().item() == cnt["blocks"]
+        else:
+            assert (full.sum(dim=0) == cnt["K1"]).all()
+
+
+@given(shape=st.tuples(st.integers(1, 40), st.integers(1, 64)), B=st.sampled_from([1, 2, 4]),
+       sparsity=st.floats(0, 1), seed=st.integers(0, 3))
+def test_bank_balanced_every_bank_same_count(shape, B, sparsity, seed):
+    W = weights(*shape, seed)
+    M, N = shape
+    width = math.ceil(N / B)
+    Wp = F.pad(W, (0, width * B - N))
+    pat = BankBalanced(B)
+    m = pat.mask(Wp, sparsity)
+    per_bank = m.view(M, B, width).sum(dim=2)
+    assert (per_bank == pat.counts(tuple(Wp.shape), pat.plan(tuple(Wp.shape), sparsity))["k"]
+            ).all()
+    assert torch.equal(pat.mask(W, sparsity), m[:, :N])
+
+
+def test_nm_two_four():
+    W = weights(8, 16, 0)
+    m = make_pattern("nm").mask(W, 0.5)
+    assert (m.view(8, 4, 4).sum(dim=2) == 2).all()
+    with pytest.raises(FitformerError, match="larger m"):
+        make_pattern("nm").mask(W, 0.9)
+
+
+def test_unknown_pattern():
+    with pytest.raises(FitformerError, match="choose from"):
+        make_pattern("random")
