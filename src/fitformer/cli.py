@@ -178,6 +178,79 @@ def finetune(model: Annotated[str, typer.Option(help="default, a folder or a hub
               f" (budget {m['budget']}{', smoke run' if m['smoke'] else ''})")
 
 
+class PatternName(StrEnum):
+    hp = "hp"
+    unstructured = "unstructured"
+    block = "block"
+    cbb = "cbb"
+    bank = "bank"
+    nm = "nm"
+
+
+class PrunerName(StrEnum):
+    gradual = "gradual"
+    admm = "admm"
+
+
+@app.command()
+def prune(model: Annotated[str, typer.Option(help="Base model: default, a folder or a hub id.")]
+          = "default",
+          dataset: Annotated[str, typer.Option(help="rotten-tomatoes or a file.")]
+          = "rotten-tomatoes",
+          pattern: Annotated[PatternName, typer.Option(
+              help="hp (hierarchical), unstructured, block, cbb (column-balanced block), "
+                   "bank (bank-balanced) or nm (N:M).")] = PatternName.hp,
+          sparsity: Annotated[float, typer.Option(
+              help="Fraction of pruned weights in every prunable matrix (0-1).")] = 0.8,
+          from_dir: Annotated[str | None, typer.Option(
+              "--from", help="Run directory to start from (default: the cached dense "
+                             "fine-tune, created if missing).")] = None,
+          budget: Annotated[BudgetName, typer.Option(help="tiny, quick or default.")]
+          = BudgetName.default,
+          block: Annotated[str, typer.Option(help="Block RxC (rows x columns).")] = "16x16",
+          banks: Annotated[int, typer.Option(help="Banks B per block row segment.")] = 4,
+          level2_density: Annotated[float | None, typer.Option(
+              help="HP split: level-2 density d2 on the grid k*B/c (default: smallest "
+                   "grid value >= max(0.5, density)).")] = None,
+          nm_m: Annotated[int, typer.Option(help="M of N:M.")] = 4,
+          pruner: Annotated[PrunerName, typer.Option(help="gradual (cubic) or admm.")]
+          = PrunerName.gradual,
+          task: TaskOpt = Task.classification,
+          seed: Annotated[int, typer.Option(help="Seed of data order and dropout.")] = 0,
+          max_length: Annotated[int, typer.Option(help="Tokens per sequence.")] = 64,
+          text_column: TextCol = "text", label_column: LabelCol = "label",
+          force: Annotated[bool, typer.Option(help="Retrain even if cached.")] = False,
+          as_json: JsonOpt = False) -> None:
+    """Prune and fine-tune to one sparsity point; writes (or reuses) a run directory with
+    masks.safetensors, pruning.json (per-layer K1/k/d1/d2) and metrics.json (dev/test
+    accuracy at fp32, fx16, fx8)."""
+    from fitformer.sparsity.patterns import parse_block
+    from fitformer.sparsity.prune import PruneSpec
+    from fitformer.sparsity.prune import prune as do_prune
+
+    spec = PruneSpec(pattern=pattern.value, sparsity=sparsity, block=parse_block(block),
+                     banks=banks, level2_density=level2_density, nm_m=nm_m,
+                     pruner=pruner.value)
+    result = do_prune(model, dataset, spec=spec, from_dir=from_dir, budget=budget.value,
+                      task=task.value, seed=seed, max_length=max_length,
+                      text_column=text_column, label_column=label_column, force=force)
+    m = result.metrics
+    if as_json:
+        _print_json({"run_dir": str(result.path), "cached": result.cached, "metrics": m})
+        return
+    out.print(f"run: {result.path}{' (cached)' if result.cached else ''}")
+    table = Table("split", "fp32", "fx16", "fx8", "examples")
+    for s in ("dev", "test"):
+        a = m["accuracy"][s]
+        table.add_row(s, *(f"{a[p]:.4f}" for p in ("fp32", "fx16", "fx8")),
+                      str(m["split_sizes"][s]))
+    out.print(table)
+    out.print(f"sparsity requested {sparsity:g}, achieved {m['sparsity']['overall']:.4f}"
+              f"{'; hp_split ' + str(m['hp_split']) if m['hp_split'] else ''}; "
+              f"wall time {m['wall_time_s']:.0f} s (budget {m['budget']}"
+              f"{', smoke run' if m['smoke'] else ''})")
+
+
 def main() -> None:
     """Entry point of the ``fitformer`` console script."""
     try:

@@ -17,6 +17,7 @@ from fitformer._version import __version__
 from fitformer.data import load_dataset
 from fitformer.data.classification import ClassificationDataset
 from fitformer.errors import FitformerError
+from fitformer.models.fixed_point import PRECISIONS
 from fitformer.models.layers import linear_layers
 from fitformer.models.loading import (
     load_classifier,
@@ -25,7 +26,8 @@ from fitformer.models.loading import (
     resolve_model,
 )
 from fitformer.training.budgets import get_budget
-from fitformer.training.loop import Encoded, TrainConfig, evaluate_classifier, train_classifier
+from fitformer.training.evaluation import accuracy_at_precisions
+from fitformer.training.loop import Encoded, TrainConfig, train_classifier
 from fitformer.training.runs import (
     METRICS_SCHEMA_VERSION,
     commit_run,
@@ -71,10 +73,26 @@ def dense_key(model_ref, data, budget_name: str, config: TrainConfig) -> dict:
     }
 
 
-def _accuracy_block(fp32: float) -> dict:
-    # Fixed-point accuracies are measured by the precision stage (design.md §4); a dense
-    # fine-tune records fp32 only until then.
-    return {"fp32": fp32, "fx16": None, "fx8": None}
+def complete_precisions(path: Path, metrics: dict, data: ClassificationDataset,
+                        budget_name: str, max_length: int) -> dict:
+    """Fill fixed-point accuracies missing from a cached run's ``metrics.json`` (runs made
+    before precision evaluation existed); evaluation only, written back atomically."""
+    missing = [p for p in PRECISIONS
+               if any(metrics["accuracy"][s].get(p) is None for s in ("dev", "test"))]
+    if not missing:
+        return metrics
+    b = get_budget(budget_name)
+    ref = resolve_model(str(path))
+    tokenizer = load_tokenizer(ref)
+    net = load_classifier(ref)
+    train = Encoded(tokenizer, data.train.subset(b.train_examples), max_length)
+    splits = {s: Encoded(tokenizer, data.split(s).subset(getattr(b, f"{s}_examples")),
+                         max_length) for s in ("dev", "test")}
+    table = accuracy_at_precisions(net, splits, train, missing)
+    for s in ("dev", "test"):
+        metrics["accuracy"][s].update(table["accuracy"][s])
+    write_json(path / "metrics.json", metrics)
+    return metrics
 
 
 def finetune(model: str = "default", dataset: str = "rotten-tomatoes", *,
@@ -119,6 +137,7 @@ def finetune(model: str = "default", dataset: str = "rotten-tomatoes", *,
     cached = find_run(key)
     if cached is not None and not force:
         run, metrics = load_run_info(cached)
+        metrics = complete_precisions(cached, metrics, data, budget, max_length)
         return RunResult(cached, run, metrics, cached=True)
 
     started = time.perf_counter()
@@ -135,24 +154,21 @@ def finetune(model: str = "default", dataset: str = "rotten-tomatoes", *,
     write_json(partial / "run.json", key)
     trained = train_classifier(net, train, config, checkpoint=partial / "checkpoint.pt",
                                description=f"dense fine-tune ({budget})")
-    dev_r = evaluate_classifier(net, dev)
-    test_r = evaluate_classifier(net, test)
+    table = accuracy_at_precisions(net, {"dev": dev, "test": test}, train)
     per_layer = {info.name: 0.0 for info in linear_layers(net) if info.prunable}
     window = max(1, len(trained.losses) // 10)
     metrics = {
         "schema_version": METRICS_SCHEMA_VERSION,
         "task": data.task,
-        "accuracy": {"dev": _accuracy_block(dev_r.accuracy),
-                     "test": _accuracy_block(test_r.accuracy)},
+        "accuracy": table["accuracy"],
         "loss": {
             "train_first": sum(trained.losses[:window]) / window,
             "train_last": sum(trained.losses[-window:]) / window,
-            "dev": dev_r.loss, "test": test_r.loss,
+            "dev": table["loss"]["dev"]["fp32"], "test": table["loss"]["test"]["fp32"],
         },
         "sparsity": {"overall": 0.0, "per_layer": per_layer},
         "hp_split": None,
         "examples_per_s": trained.train_examples_per_s,
-        "eval_examples_per_s": test_r.examples_per_s,
         "wall_time_s": time.perf_counter() - started,
         "train_time_s": trained.wall_time_s,
         "steps": trained.steps,

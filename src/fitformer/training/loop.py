@@ -77,6 +77,11 @@ class TrainHook:
     def on_train_begin(self, model: torch.nn.Module, total_steps: int) -> None:
         """Before the first step (also on resume, after the state was restored)."""
 
+    def before_optimizer_step(self, model: torch.nn.Module, step: int, total_steps: int
+                              ) -> None:
+        """After the backward pass of step ``step`` (1-based), before the optimiser uses
+        the gradients (e.g. to add a proximal term)."""
+
     def on_step_end(self, model: torch.nn.Module, step: int, total_steps: int) -> None:
         """After optimiser step ``step`` (1-based)."""
 
@@ -104,16 +109,6 @@ class TrainResult:
     train_examples_per_s: float = 0.0
     wall_time_s: float = 0.0
     resumed_from_step: int = 0
-
-
-@dataclass(frozen=True)
-class EvalResult:
-    """Accuracy (fraction correct, 0-1) and mean cross-entropy loss (nats) on ``n`` examples."""
-
-    accuracy: float
-    loss: float
-    n: int
-    examples_per_s: float
 
 
 class Encoded:
@@ -186,24 +181,28 @@ def train_classifier(model: torch.nn.Module, train: Encoded, config: TrainConfig
     log = log or (lambda msg: console.print(msg, highlight=False))
     total = config.total_steps(len(train))
     steps_per_epoch = max(1, math.ceil(len(train) / config.batch_size))
+    result = TrainResult(steps=0)
+    state = None
+    if checkpoint is not None and checkpoint.is_file():
+        state = torch.load(checkpoint, weights_only=True)
+        for hook, hs in zip(hooks, state["hooks"], strict=True):
+            hook.load_state_dict(hs)
+    # Hooks may change the model's structure (mask parametrizations) before the optimiser
+    # is built and the saved model state is loaded into it.
+    for hook in hooks:
+        hook.on_train_begin(model, total)
     optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay),
                                   lr=config.learning_rate)
     scheduler = get_linear_schedule_with_warmup(
         optimizer, int(config.warmup_ratio * total), total)
-    result = TrainResult(steps=0)
-    if checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, weights_only=True)
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
-        for hook, hs in zip(hooks, state["hooks"], strict=True):
-            hook.load_state_dict(hs)
         result.steps = result.resumed_from_step = int(state["step"])
         result.losses = list(state["losses"])
         log(f"{description}: resuming from step {result.steps} of {total} ({checkpoint})")
-    for hook in hooks:
-        hook.on_train_begin(model, total)
 
     def save_checkpoint() -> None:
         if checkpoint is None:
@@ -229,6 +228,8 @@ def train_classifier(model: torch.nn.Module, train: Encoded, config: TrainConfig
             batch = train.batch(idx)
             out = model(**batch)
             out.loss.backward()
+            for hook in hooks:
+                hook.before_optimizer_step(model, result.steps + 1, total)
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             scheduler.step()
@@ -252,28 +253,3 @@ def train_classifier(model: torch.nn.Module, train: Encoded, config: TrainConfig
     result.train_examples_per_s = seen / result.wall_time_s if result.wall_time_s else 0.0
     model.eval()
     return result
-
-
-@torch.no_grad()
-def evaluate_classifier(model: torch.nn.Module, data: Encoded, batch_size: int = 128
-                        ) -> EvalResult:
-    """Accuracy and mean loss of ``model`` on ``data`` (eval mode, no dropout).
-
-    Batches are formed from length-sorted examples so padding is minimal; the result does
-    not depend on the order.
-    """
-    was_training = model.training
-    model.eval()
-    order = sorted(range(len(data)), key=lambda i: len(data.features[i]["input_ids"]))
-    correct, loss_sum = 0, 0.0
-    start = time.perf_counter()
-    for b in range(0, len(order), batch_size):
-        batch = data.batch(order[b:b + batch_size])
-        labels = batch.pop("labels")
-        logits = model(**batch).logits.float()
-        loss_sum += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
-        correct += int((logits.argmax(-1) == labels).sum())
-    elapsed = time.perf_counter() - start
-    model.train(was_training)
-    n = len(data)
-    return EvalResult(correct / n, loss_sum / n, n, n / elapsed if elapsed else 0.0)

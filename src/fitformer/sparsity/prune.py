@@ -1,0 +1,265 @@
+"""Prune and fine-tune: one sparsity point (design.md §3, §9).
+
+``prune(...)`` starts from a run directory (by default the cached dense fine-tune, created
+when missing), prunes the prunable linear layers to the requested sparsity with the chosen
+pattern and pruner while fine-tuning for the budget's steps, squashes the masks, measures
+dev and test accuracy at fp32, fx16 and fx8, and writes a run directory:
+``save_pretrained`` files + ``masks.safetensors`` (bool) + ``pruning.json`` +
+``metrics.json`` + ``run.json``. Starting from a pruned run of the same pattern chains the
+points (masks only shrink).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from fitformer._version import __version__
+from fitformer.data import load_dataset
+from fitformer.data.classification import ClassificationDataset
+from fitformer.errors import FitformerError
+from fitformer.models.layers import linear_layers
+from fitformer.models.loading import (
+    load_classifier,
+    load_tokenizer,
+    quiet_transformers,
+    resolve_model,
+)
+from fitformer.sparsity.masking import squash_masks
+from fitformer.sparsity.patterns import Hierarchical, Pattern, make_pattern
+from fitformer.sparsity.pruners import make_pruner
+from fitformer.training.budgets import get_budget
+from fitformer.training.evaluation import accuracy_at_precisions
+from fitformer.training.finetune import RunResult, finetune
+from fitformer.training.loop import Encoded, TrainConfig, train_classifier
+from fitformer.training.runs import (
+    METRICS_SCHEMA_VERSION,
+    commit_run,
+    find_run,
+    load_run_info,
+    partial_path,
+    read_json,
+    write_json,
+)
+
+#: Fine-tuning while pruning: a fine-tuned model needs a smaller step than the dense recipe.
+PRUNE_RECIPE = TrainConfig(batch_size=32, learning_rate=5e-5, weight_decay=0.01,
+                           warmup_ratio=0.0, max_length=64, seed=0)
+#: Fraction of a point's steps during which masks change; the rest recovers accuracy.
+PRUNING_WINDOW = 2 / 3
+
+
+@dataclass(frozen=True)
+class PruneSpec:
+    """What to prune to: pattern, its parameters, sparsity and pruner."""
+
+    pattern: str = "hp"
+    sparsity: float = 0.8
+    block: tuple[int, int] = (16, 16)
+    banks: int = 4
+    level2_density: float | None = None
+    nm_m: int = 4
+    pruner: str = "gradual"
+
+    def make_pattern(self) -> Pattern:
+        return make_pattern(self.pattern, block=self.block, banks=self.banks,
+                            level2_density=self.level2_density, nm_m=self.nm_m)
+
+    def hp_split(self) -> dict | None:
+        """Requested ``{"d1", "d2"}`` (design.md §3), ``None`` for other patterns."""
+        pat = self.make_pattern()
+        if not isinstance(pat, Hierarchical):
+            return None
+        d1, d2 = pat.split(self.sparsity)
+        return {"d1": d1, "d2": d2}
+
+
+def _source_state(src: Path) -> tuple[dict, dict | None, dict[str, torch.Tensor] | None]:
+    run, _ = load_run_info(src)
+    masks_file = src / "masks.safetensors"
+    if not masks_file.is_file():
+        return run, None, None
+    pruning = read_json(src / "pruning.json", "re-create the pruned run")
+    try:
+        masks = load_file(str(masks_file))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several kinds
+        raise FitformerError(f"{masks_file} is corrupt ({exc}); re-create the run.") from None
+    return run, pruning, {k: v.to(torch.bool) for k, v in masks.items()}
+
+
+def prune_key(source_run: dict, source_dir: Path, data, spec: PruneSpec, pattern: Pattern,
+              budget: str, config: TrainConfig) -> dict:
+    """The run key of a pruned run (design.md §9)."""
+    return {
+        "kind": "prune",
+        "fitformer_version": __version__,
+        "task": data.task,
+        "model": source_run.get("model"),
+        "from": source_dir.name if source_dir.parent.name == "runs" else str(source_dir),
+        "dataset": data.name,
+        "data_split": data.data_split,
+        "pattern": spec.pattern,
+        "pattern_params": pattern.params(),
+        "density": 1.0 - spec.sparsity,
+        "hp_split": spec.hp_split(),
+        "pruner": spec.pruner,
+        "budget": budget,
+        "max_length": config.max_length,
+        "seed": config.seed,
+        "recipe": {**config.as_key(), "window": PRUNING_WINDOW},
+    }
+
+
+def prune(model: str = "default", dataset: str = "rotten-tomatoes", *,
+          spec: PruneSpec = PruneSpec(), from_dir: str | Path | None = None,
+          budget: str = "default", task: str = "classification", seed: int = 0,
+          max_length: int = 64, text_column: str = "text", label_column: str = "label",
+          force: bool = False) -> RunResult:
+    """Prune and fine-tune to one sparsity point; write (or reuse) its run directory.
+
+    Args:
+        model: base model (``default``, a folder or a hub id); used to create the dense
+            fine-tune when ``from_dir`` is not given.
+        dataset: ``rotten-tomatoes`` or a local file.
+        spec: pattern, sparsity (fraction of pruned weights in each prunable matrix, 0-1),
+            block ``(r, c)``, banks ``B``, HP level-2 density, pruner.
+        from_dir: run directory to start from; default the cached dense fine-tune (full
+            data, created if missing). A pruned run of the same pattern chains the points.
+        budget: ``tiny``, ``quick`` or ``default``: data caps and steps per point.
+        seed: data order and dropout.
+
+    Returns:
+        :class:`~fitformer.training.finetune.RunResult`.
+
+    Raises:
+        FitformerError: bad pattern parameters, a source pruned with another pattern or at
+            a higher sparsity, missing inputs.
+    """
+    if task != "classification":
+        raise FitformerError("prune --task translation is not available yet (issue 9).")
+    b = get_budget(budget)
+    pattern = spec.make_pattern()
+    data = load_dataset(dataset, task=task, text_column=text_column, label_column=label_column)
+    assert isinstance(data, ClassificationDataset)
+    if from_dir is None:
+        src = finetune(model, dataset, budget="default", seed=seed, max_length=max_length,
+                       text_column=text_column, label_column=label_column).path
+    else:
+        src = Path(from_dir).expanduser()
+        if not src.is_dir():
+            raise FitformerError(f"--from {src} does not exist; give a run directory.")
+    source_run, source_pruning, source_masks = _source_state(src)
+    if source_pruning is not None:
+        same = (source_pruning["pattern"] == spec.pattern
+                and source_pruning["params"] == pattern.params())
+        if not same:
+            raise FitformerError(
+                f"--from {src} was pruned with {source_pruning['pattern']} "
+                f"{source_pruning['params']}; chain only the same pattern and parameters "
+                f"({spec.pattern} {pattern.params()}), or start from the dense run."
+            )
+        if source_pruning["requested_sparsity"] > spec.sparsity + 1e-9:
+            raise FitformerError(
+                f"--from {src} is already pruned to {source_pruning['requested_sparsity']}; "
+                f"masks only shrink, so request a sparsity >= that."
+            )
+    ref = resolve_model(str(src))
+    train_split = data.train.subset(b.train_examples)
+    steps = b.steps_per_point or math.ceil(len(train_split) / PRUNE_RECIPE.batch_size)
+    config = replace(PRUNE_RECIPE, seed=seed, max_length=max_length, max_steps=steps)
+    key = prune_key(source_run, src, data, spec, pattern, budget, config)
+    cached = find_run(key)
+    if cached is not None and not force:
+        run, metrics = load_run_info(cached)
+        return RunResult(cached, run, metrics, cached=True)
+
+    started = time.perf_counter()
+    torch.manual_seed(seed)
+    tokenizer = load_tokenizer(ref)
+    net = load_classifier(ref)
+    layers = [i for i in linear_layers(net) if i.prunable]
+    final_levels = {i.name: pattern.plan(i.shape, spec.sparsity) for i in layers}
+    initial_levels = None
+    if source_pruning is not None:
+        initial_levels = {n: tuple(v["levels"]) for n, v in source_pruning["layers"].items()}
+    pruner = make_pruner(spec.pruner, pattern, final_levels, initial_masks=source_masks,
+                         initial_levels=initial_levels, window=PRUNING_WINDOW)
+    train = Encoded(tokenizer, train_split, max_length)
+    dev = Encoded(tokenizer, data.dev.subset(b.dev_examples), max_length)
+    test = Encoded(tokenizer, data.test.subset(b.test_examples), max_length)
+    partial = partial_path(key)
+    if force and partial.exists():
+        (partial / "checkpoint.pt").unlink(missing_ok=True)
+    partial.mkdir(parents=True, exist_ok=True)
+    write_json(partial / "run.json", key)
+    label = f"{spec.pattern} {spec.sparsity:g} ({spec.pruner}, {budget})"
+    trained = train_classifier(net, train, config, hooks=[pruner],
+                               checkpoint=partial / "checkpoint.pt", description=label)
+    masks = squash_masks(net)
+    pruning = _pruning_report(net, layers, masks, pattern, spec, final_levels)
+    table = accuracy_at_precisions(net, {"dev": dev, "test": test}, train)
+    window = max(1, len(trained.losses) // 10)
+    metrics = {
+        "schema_version": METRICS_SCHEMA_VERSION,
+        "task": data.task,
+        "accuracy": table["accuracy"],
+        "loss": {"train_first": sum(trained.losses[:window]) / window,
+                 "train_last": sum(trained.losses[-window:]) / window,
+                 "dev": table["loss"]["dev"]["fp32"], "test": table["loss"]["test"]["fp32"]},
+        "sparsity": {"overall": pruning["achieved_sparsity"],
+                     "per_layer": {n: v["achieved_sparsity"]
+                                   for n, v in pruning["layers"].items()}},
+        "hp_split": spec.hp_split(),
+        "examples_per_s": trained.train_examples_per_s,
+        "wall_time_s": time.perf_counter() - started,
+        "train_time_s": trained.wall_time_s,
+        "steps": trained.steps,
+        "resumed_from_step": trained.resumed_from_step,
+        "split_sizes": {"train": len(train), "dev": len(dev), "test": len(test)},
+        "budget": budget,
+        "smoke": b.smoke,
+        "seed": seed,
+        "from": key["from"],
+    }
+    with quiet_transformers():
+        net.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+    save_file({k: v.contiguous() for k, v in masks.items()}, str(partial / "masks.safetensors"))
+    write_json(partial / "pruning.json", pruning)
+    write_json(partial / "metrics.json", metrics)
+    path = commit_run(partial, key)
+    return RunResult(path, key, metrics, cached=False)
+
+
+def _pruning_report(net, layers, masks, pattern: Pattern, spec: PruneSpec,
+                    final_levels) -> dict:
+    per_layer = {}
+    kept = total = 0
+    for info in layers:
+        mask = masks[info.name]
+        plan = pattern.describe(net.get_submodule(info.name).weight, mask,
+                                final_levels[info.name])
+        entry = {"shape": list(info.shape), "role": info.role, "layer": info.layer,
+                 "levels": list(plan.levels), **plan.counts,
+                 "achieved_sparsity": plan.achieved_sparsity}
+        if isinstance(pattern, Hierarchical):
+            M = math.ceil(info.out_features / pattern.r) * pattern.r
+            entry["d1"] = plan.counts["K1"] * pattern.r / M
+            entry["d2"] = plan.counts["k"] / pattern.bank_width
+        per_layer[info.name] = entry
+        kept += int(mask.sum())
+        total += mask.numel()
+    return {
+        "pattern": spec.pattern,
+        "params": pattern.params(),
+        "pruner": spec.pruner,
+        "requested_sparsity": spec.sparsity,
+        "achieved_sparsity": 1.0 - kept / total,
+        "hp_split": spec.hp_split(),
+        "layers": per_layer,
+    }
