@@ -81,7 +81,10 @@ def _fixed_point_attention(module, query, key, value, attention_mask, scaling=No
         scaling = query.size(-1) ** -0.5
     scores = torch.matmul(query, key.transpose(2, 3)) * scaling
     if attention_mask is not None:
-        scores = scores + attention_mask
+        if attention_mask.dtype == torch.bool:  # True = attend (the library's sdpa-style mask)
+            scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+        else:
+            scores = scores + attention_mask
     probs = nn.functional.softmax(scores, dim=-1)
     if hook is not None:
         probs = hook("probs", probs)
@@ -91,9 +94,13 @@ def _fixed_point_attention(module, query, key, value, attention_mask, scaling=No
 
 
 def _register_attention() -> None:
+    """Register the attention function and its mask format (eager: additive float) with
+    ``transformers`` under one name; without a mask function the library passes no mask."""
     from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
     AttentionInterface.register(_ATTN_NAME, _fixed_point_attention)
+    AttentionMaskInterface.register(_ATTN_NAME, eager_mask)
 
 
 def _attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
