@@ -58,3 +58,27 @@ def empty_home(tmp_path, monkeypatch) -> Path:
     h.mkdir()
     monkeypatch.setenv("FITFORMER_HOME", str(h))
     return h
+
+
+@pytest.fixture(scope="session")
+def tiny_dense(real_cache, tmp_path_factory):
+    """A real dense fine-tune on the `tiny` budget (320 real sentences), in its own home;
+    returns (home, RunResult)."""
+    from fitformer.training import finetune
+
+    h = tmp_path_factory.mktemp("tiny-home")
+    for sub in ("downloads", "models", "data"):
+        (h / sub).symlink_to(real_cache / sub)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FITFORMER_HOME", str(h))
+    try:
+        yield h, finetune("default", "rotten-tomatoes", budget="tiny")
+    finally:
+        mp.undo()
+
+
+@pytest.fixture
+def in_tiny_home(tiny_dense, monkeypatch):
+    """Run the test inside the tiny dense run's FITFORMER_HOME."""
+    monkeypatch.setenv("FITFORMER_HOME", str(tiny_dense[0]))
+    return tiny_dense

@@ -12,15 +12,9 @@ from fitformer.training.evaluation import evaluate_classifier
 from fitformer.training.loop import Encoded, TrainConfig, TrainHook, train_classifier
 
 
-@pytest.fixture(scope="module")
-def tiny_run(real_cache, tmp_path_factory):
-    home = tmp_path_factory.mktemp("home")
-    for sub in ("downloads", "models", "data"):
-        (home / sub).symlink_to(real_cache / sub)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("FITFORMER_HOME", str(home))
-    yield home, finetune("default", "rotten-tomatoes", budget="tiny")
-    mp.undo()
+@pytest.fixture
+def tiny_run(in_tiny_home):
+    return in_tiny_home
 
 
 def test_tiny_finetune_learns(tiny_run):

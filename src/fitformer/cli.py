@@ -26,6 +26,8 @@ data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
 model_app = typer.Typer(help="Inspect models.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(model_app, name="model")
+experiment_app = typer.Typer(help="Long, resumable experiments.", no_args_is_help=True)
+app.add_typer(experiment_app, name="experiment")
 
 # Wide tables when piped (CI logs, files): rich would otherwise cut them at 80 columns.
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -249,6 +251,26 @@ def prune(model: Annotated[str, typer.Option(help="Base model: default, a folder
               f"{'; hp_split ' + str(m['hp_split']) if m['hp_split'] else ''}; "
               f"wall time {m['wall_time_s']:.0f} s (budget {m['budget']}"
               f"{', smoke run' if m['smoke'] else ''})")
+
+
+@experiment_app.command("patterns")
+def experiment_patterns(
+        budget: Annotated[BudgetName, typer.Option(help="Budget of every run.")]
+        = BudgetName.default,
+        out: Annotated[str, typer.Option(help="Folder for the table, JSON and plot.")]
+        = "docs",
+        only: Annotated[list[str] | None, typer.Option(
+            help="Run only these series (hp, unstructured, cbb, bank, block, hp-d2-1, "
+                 "hp-d2-0.75, hp-d2-0.25, hp-admm).")] = None) -> None:
+    """Accuracy vs sparsity for every pattern on MiniLM + Rotten Tomatoes (resumable: rerun
+    the same command after an interruption); writes OUT/pattern-comparison.md, .json and
+    OUT/img/pattern-accuracy.png."""
+    from pathlib import Path
+
+    from fitformer.experiments.patterns import run_patterns
+
+    run_patterns(budget=budget.value, out_dir=Path(out), only=only,
+                 log=lambda m: err.print(m, highlight=False))
 
 
 def main() -> None:

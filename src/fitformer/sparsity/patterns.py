@@ -180,9 +180,10 @@ def _block_norms(scores: torch.Tensor, r: int, c: int) -> torch.Tensor:
     ``-inf``."""
     Mp, Np = scores.shape
     blocks = scores.view(Mp // r, r, Np // c, c)
-    kept = torch.isfinite(blocks)
-    sq = torch.where(kept, blocks, torch.zeros_like(blocks)).pow(2).sum(dim=(1, 3)).sqrt()
-    any_kept = kept.any(dim=3).any(dim=1)
+    # Scores are magnitudes (>= 0) or -inf for pruned weights: clamp_min(0) drops the
+    # pruned ones from the norm, the block maximum tells whether any weight is kept.
+    sq = blocks.clamp_min(0).square().sum(dim=(1, 3)).sqrt()
+    any_kept = blocks.amax(dim=(1, 3)) > -math.inf
     return torch.where(any_kept, sq, torch.full_like(sq, -math.inf))
 
 
@@ -276,7 +277,6 @@ class BankBalanced(Pattern):
         M, N = weight.shape
         width = math.ceil(N / self.banks)
         s = _pad_to(_scores(weight, previous), 1, width * self.banks)
-        s = _pad_to(s, 1, 1)
         k = self.counts((M, N), levels)["k"]
         banked = s.view(M, self.banks, width)
         m = _topk_mask(banked, k, 2).view(M, self.banks * width)

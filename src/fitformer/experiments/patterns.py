@@ -1,0 +1,195 @@
+"""The pattern comparison: accuracy vs sparsity for every pattern on MiniLM + Rotten
+Tomatoes, at one budget for every run (issue 3, design.md §3, §9).
+
+Protocol:
+
+- one chain per pattern (unstructured, block, column-balanced block, bank-balanced, HP with
+  the default split) over sparsities 0.5, 0.7, 0.8, 0.9, each point starting from the
+  previous one (the first from the dense fine-tune), gradual magnitude pruning;
+- HP's other level-2 splits (``d2`` = 1, 0.75, 0.25) at 0.8 and 0.9, chained 0.8 -> 0.9
+  from the dense fine-tune (a smaller ``d2`` than the default is not reachable from the
+  default chain's masks, which only shrink);
+- one ADMM run: HP (default split) at 0.8 from the dense fine-tune.
+
+Every run is a :func:`fitformer.sparsity.prune.prune` call, cached by its key, so the
+experiment resumes where it stopped; an interrupted run resumes from its checkpoint.
+Accuracies come with 95% Wilson score intervals (Wilson 1927) computed by
+``scipy.stats.binomtest``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from fitformer.sparsity.prune import PruneSpec, prune
+
+GRID = (0.5, 0.7, 0.8, 0.9)
+PATTERN_ORDER = ("hp", "unstructured", "cbb", "bank", "block")
+LABELS = {"hp": "HP (default split)", "unstructured": "unstructured",
+          "cbb": "column-balanced block", "bank": "bank-balanced", "block": "block 16x16"}
+
+
+@dataclass(frozen=True)
+class Series:
+    """A chain of points sharing pattern, split and pruner."""
+
+    name: str
+    label: str
+    specs: tuple[PruneSpec, ...]
+
+
+def protocol() -> list[Series]:
+    """The runs of the comparison, most informative first."""
+    series = [Series(p, LABELS[p], tuple(PruneSpec(pattern=p, sparsity=s) for s in GRID))
+              for p in PATTERN_ORDER]
+    for d2 in (1.0, 0.75, 0.25):
+        series.append(Series(f"hp-d2-{d2:g}", f"HP d2={d2:g}",
+                             tuple(PruneSpec(pattern="hp", sparsity=s, level2_density=d2)
+                                   for s in (0.8, 0.9))))
+    series.append(Series("hp-admm", "HP (default split), ADMM",
+                         (PruneSpec(pattern="hp", sparsity=0.8, pruner="admm"),)))
+    return series
+
+
+def wilson_interval(correct: int, n: int) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion (scipy.stats.binomtest)."""
+    from scipy.stats import binomtest
+
+    ci = binomtest(correct, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def _row(series: Series, spec: PruneSpec, metrics: dict, path: Path) -> dict:
+    row = {"series": series.name, "label": series.label, "pattern": spec.pattern,
+           "pruner": spec.pruner, "requested_sparsity": spec.sparsity,
+           "achieved_sparsity": metrics["sparsity"]["overall"],
+           "hp_split": metrics["hp_split"], "budget": metrics["budget"],
+           "steps": metrics["steps"], "train_time_s": metrics.get("train_time_s"),
+           "run_dir": path.name}
+    for split in ("dev", "test"):
+        n = metrics["split_sizes"][split]
+        for prec, acc in metrics["accuracy"][split].items():
+            row[f"{split}_{prec}"] = acc
+        acc = metrics["accuracy"][split]["fp32"]
+        lo, hi = wilson_interval(round(acc * n), n)
+        row[f"{split}_fp32_ci95"] = [lo, hi]
+        row[f"{split}_n"] = n
+    return row
+
+
+def run_patterns(*, budget: str = "default", out_dir: Path = Path("docs"),
+                 only: list[str] | None = None, dense_dir: Path | None = None,
+                 log: Callable[[str], None] = print) -> list[dict]:
+    """Run (or resume) the comparison and write its results, table and plot.
+
+    Args:
+        budget: the budget every run uses (stated in the outputs).
+        out_dir: where ``pattern-comparison.md``, ``pattern-comparison.json`` and
+            ``img/pattern-accuracy.png`` go.
+        only: series names to run (default: all of :func:`protocol`).
+        dense_dir: the dense run every chain starts from (default: the cached dense
+            fine-tune on the full data, created if missing).
+        log: progress lines.
+
+    Returns:
+        One row per finished point.
+    """
+    from fitformer.errors import FitformerError
+    from fitformer.training.finetune import finetune
+    from fitformer.training.runs import load_run_info
+
+    if dense_dir is None:
+        dense_dir = finetune("default", "rotten-tomatoes", budget="default").path
+    _, dense_metrics = load_run_info(Path(dense_dir))
+    names = [s.name for s in protocol()]
+    unknown = sorted(set(only or ()) - set(names))
+    if unknown:
+        raise FitformerError(f"unknown series {unknown}; choose from {', '.join(names)}.")
+    rows: list[dict] = []
+    todo = [s for s in protocol() if only is None or s.name in only]
+    for series in todo:
+        previous = dense_dir
+        for spec in series.specs:
+            started = time.perf_counter()
+            result = prune("default", "rotten-tomatoes", spec=spec, from_dir=previous,
+                           budget=budget)
+            previous = result.path
+            rows.append(_row(series, spec, result.metrics, result.path))
+            acc = result.metrics["accuracy"]
+            log(f"{series.label} @ {spec.sparsity:g}: dev {acc['dev']['fp32']:.4f} test "
+                f"{acc['test']['fp32']:.4f} ({'cached' if result.cached else 'trained'} in "
+                f"{time.perf_counter() - started:.0f} s) {result.path}")
+            write_report(rows, dense_metrics, budget, out_dir)
+    return rows
+
+
+def write_report(rows: list[dict], dense_metrics: dict, budget: str, out_dir: Path) -> None:
+    """Write ``pattern-comparison.json``, ``.md`` and ``img/pattern-accuracy.png``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dense = {s: dense_metrics["accuracy"][s] for s in ("dev", "test")}
+    (out_dir / "pattern-comparison.json").write_text(json.dumps(
+        {"budget": budget, "dense": dense, "rows": rows}, indent=2) + "\n")
+    _plot(rows, dense, budget, out_dir / "img" / "pattern-accuracy.png")
+    lines = [
+        "# Pattern comparison: accuracy vs sparsity (MiniLM, Rotten Tomatoes)",
+        "",
+        "Made by `fitformer experiment patterns --budget " + budget + "` "
+        "(resumable; see `src/fitformer/experiments/patterns.py` for the protocol).",
+        "",
+        f"Every run uses the `{budget}` budget: one epoch of the training split per "
+        "sparsity point, gradual magnitude pruning on the cubic schedule over the first "
+        "two thirds of the steps, AdamW 5e-5; points of a chain start from the previous "
+        "point, the first from the dense fine-tune. Accuracy on 1,000 dev and 1,000 test "
+        "sentences; [a, b] is the 95% Wilson interval of the fp32 accuracy.",
+        "",
+        f"Dense fine-tune: dev {dense['dev']['fp32']:.4f} / test {dense['test']['fp32']:.4f} "
+        "(fp32).",
+        "",
+        "![accuracy vs sparsity](img/pattern-accuracy.png)",
+        "",
+        "| series | sparsity (req. / achieved) | hp_split d1, d2 | dev fp32 [95% CI] | "
+        "dev fx16 | dev fx8 | test fp32 [95% CI] | test fx16 | test fx8 |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        split = r["hp_split"]
+        hs = f"{split['d1']:.3g}, {split['d2']:.3g}" if split else "-"
+        lines.append(
+            f"| {r['label']} | {r['requested_sparsity']:g} / {r['achieved_sparsity']:.4f} | "
+            f"{hs} | {r['dev_fp32']:.4f} [{r['dev_fp32_ci95'][0]:.3f}, "
+            f"{r['dev_fp32_ci95'][1]:.3f}] | {r['dev_fx16']:.4f} | {r['dev_fx8']:.4f} | "
+            f"{r['test_fp32']:.4f} [{r['test_fp32_ci95'][0]:.3f}, "
+            f"{r['test_fp32_ci95'][1]:.3f}] | {r['test_fx16']:.4f} | {r['test_fx8']:.4f} |")
+    (out_dir / "pattern-comparison.md").write_text("\n".join(lines) + "\n")
+
+
+def _plot(rows: list[dict], dense: dict, budget: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for ax, split in zip(axes, ("dev", "test"), strict=True):
+        ax.axhline(dense[split]["fp32"], color="grey", ls=":", label="dense")
+        for series in dict.fromkeys(r["series"] for r in rows):
+            pts = [r for r in rows if r["series"] == series]
+            x = [r["achieved_sparsity"] for r in pts]
+            y = [r[f"{split}_fp32"] for r in pts]
+            err = [[r[f"{split}_fp32"] - r[f"{split}_fp32_ci95"][0] for r in pts],
+                   [r[f"{split}_fp32_ci95"][1] - r[f"{split}_fp32"] for r in pts]]
+            style = "-o" if not series.startswith("hp-") else "--s"
+            ax.errorbar(x, y, yerr=err, fmt=style, capsize=3, label=pts[0]["label"])
+        ax.set_title(f"{split} accuracy (fp32), budget {budget}")
+        ax.set_xlabel("achieved sparsity of the prunable matrices")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy")
+    axes[1].legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
