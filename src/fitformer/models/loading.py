@@ -111,7 +111,8 @@ def load_tokenizer(ref: ModelRef):
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(ref.load_from)
+        with quiet_transformers():
+            return AutoTokenizer.from_pretrained(ref.load_from)
     except Exception as exc:  # noqa: BLE001 - hub and file errors of many kinds
         raise FitformerError(_load_failure(ref, "tokenizer", exc)) from None
 
@@ -120,15 +121,19 @@ def load_tokenizer(ref: ModelRef):
 def quiet_transformers():
     """Silence ``transformers`` warnings and progress bars that are expected here (a new
     classification head, loading / writing shards) for the duration of the block."""
+    from huggingface_hub.utils import logging as hub_logging
     from transformers.utils import logging as hf_logging
 
     previous = hf_logging.get_verbosity()
+    previous_hub = hub_logging.get_verbosity()
     hf_logging.set_verbosity_error()
+    hub_logging.set_verbosity_error()  # hub retry chatter when offline
     hf_logging.disable_progress_bar()
     try:
         yield
     finally:
         hf_logging.set_verbosity(previous)
+        hub_logging.set_verbosity(previous_hub)
         hf_logging.enable_progress_bar()
 
 
