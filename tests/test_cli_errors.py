@@ -96,3 +96,16 @@ def test_unknown_dataset_name():
 def test_help_on_every_command(cmd):
     proc = run_cli(*cmd, "--help")
     assert proc.returncode == 0 and "Usage:" in proc.stdout
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["--block", "16by16"], ["--block", "16x16"]),
+    (["--banks", "3"], ["--banks 3 must divide", "c = 16"]),
+    (["--level2-density", "0.6"], ["not on the grid"]),
+    (["--level2-density", "0.25", "--sparsity", "0.5"], ["cannot reach density"]),
+    (["--sparsity", "1.5"], ["outside [0, 1]"]),
+    (["--pattern", "nm", "--sparsity", "0.9"], ["larger m"]),
+    (["--from", "/nonexistent/run"], ["/nonexistent/run", "does not exist"]),
+])
+def test_prune_bad_parameters(args, needles, home):
+    assert_user_error(run_cli("prune", "--budget", "tiny", *args, home=home), *needles)

@@ -1,0 +1,33 @@
+"""The pattern-comparison runner on the tiny budget: one series, real runs, real outputs."""
+
+import json
+
+from fitformer.experiments.patterns import protocol, run_patterns, wilson_interval
+
+
+def test_protocol_covers_the_issue():
+    names = [s.name for s in protocol()]
+    assert names[:5] == ["hp", "unstructured", "cbb", "bank", "block"]
+    assert {"hp-d2-1", "hp-d2-0.75", "hp-d2-0.25", "hp-admm"} <= set(names)
+    hp = protocol()[0]
+    assert [s.sparsity for s in hp.specs] == [0.5, 0.7, 0.8, 0.9]
+
+
+def test_wilson_interval_hand_case():
+    # 850 of 1000, z = 1.96: centre (p + z^2/2n) / (1 + z^2/n) = 0.84866, half-width
+    # z sqrt(p(1-p)/n + z^2/4n^2) / (1 + z^2/n) = 0.02213 -> [0.8265, 0.8708].
+    lo, hi = wilson_interval(850, 1000)
+    assert round(lo, 4) == 0.8265 and round(hi, 4) == 0.8708
+
+
+def test_runner_writes_table_json_and_plot(in_tiny_home, tmp_path):
+    _, dense = in_tiny_home
+    rows = run_patterns(budget="tiny", out_dir=tmp_path, only=["hp-admm"],
+                        dense_dir=dense.path, log=lambda m: None)
+    assert len(rows) == 1 and rows[0]["pruner"] == "admm"
+    data = json.loads((tmp_path / "pattern-comparison.json").read_text())
+    assert data["budget"] == "tiny" and data["rows"][0]["dev_n"] == 160
+    md = (tmp_path / "pattern-comparison.md").read_text()
+    assert "HP (default split), ADMM" in md and "--budget tiny" in md
+    png = (tmp_path / "img" / "pattern-accuracy.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
