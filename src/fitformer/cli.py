@@ -253,6 +253,137 @@ def prune(model: Annotated[str, typer.Option(help="Base model: default, a folder
               f"{', smoke run' if m['smoke'] else ''})")
 
 
+class PrecisionName(StrEnum):
+    fp32 = "fp32"
+    fx16 = "fx16"
+    fx8 = "fx8"
+
+
+def _parse_shape(text: str) -> tuple[int, int]:
+    try:
+        m, n = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise FitformerError(f"--shape {text!r} must look like 1536x384 (out x in).") from None
+    if m < 1 or n < 1:
+        raise FitformerError(f"--shape {text!r} must be positive.")
+    return m, n
+
+
+@app.command()
+def formats(shape: Annotated[str | None, typer.Option(
+        help="Matrix shape MxN (out x in); random N(0,1) weights, seed 0.")] = None,
+            pattern: Annotated[PatternName, typer.Option(help="Pattern of the mask.")]
+            = PatternName.hp,
+            sparsity: Annotated[float, typer.Option(help="Sparsity of the mask (0-1).")] = 0.9,
+            pruned: Annotated[str | None, typer.Option(
+                help="A pruned run directory: report every layer and the model total.")]
+            = None,
+            precision: Annotated[PrecisionName, typer.Option(
+                help="Value width: fp32 (32 bits), fx16 or fx8.")] = PrecisionName.fx16,
+            block: Annotated[str, typer.Option(help="Block RxC.")] = "16x16",
+            banks: Annotated[int, typer.Option(help="Banks B.")] = 4,
+            level2_density: Annotated[float | None, typer.Option(help="HP split d2.")] = None,
+            nm_m: Annotated[int, typer.Option(help="M of N:M.")] = 4,
+            aligned: Annotated[bool, typer.Option(
+                help="Round index widths up to 8/16/32 bits.")] = False,
+            as_json: JsonOpt = False) -> None:
+    """Size of a masked matrix (or of every layer of a pruned run) in the eight storage
+    formats, in bits split into values / indices / pointers, against the lower bound."""
+    from fitformer.formats.report import formats_for_run, formats_for_shape
+    from fitformer.sparsity.patterns import parse_block
+
+    value_bits = {"fp32": 32, "fx16": 16, "fx8": 8}[precision.value]
+    if (shape is None) == (pruned is None):
+        raise FitformerError("give exactly one of --shape MxN or --pruned DIR.")
+    if shape is not None:
+        rows = formats_for_shape(_parse_shape(shape), pattern.value, sparsity,
+                                 value_bits=value_bits, block=parse_block(block), banks=banks,
+                                 level2_density=level2_density, nm_m=nm_m, aligned=aligned)
+        if as_json:
+            _print_json([{k: r[k] for k in ("format", "total_bits", "value_bits", "index_bits",
+                                            "pointer_bits", "ratio_to_bound")} for r in rows])
+            return
+        _print_format_rows(rows, f"{shape} {pattern.value} sparsity {sparsity:g}, "
+                                 f"{value_bits}-bit values")
+        return
+    report = formats_for_run(pruned, value_bits=value_bits, aligned=aligned)
+    if as_json:
+        _print_json(report)
+        return
+    _print_format_rows(report["total"], f"{pruned}: all {len(report['layers'])} pruned layers, "
+                                        f"{value_bits}-bit values")
+    out.print(f"lower bound {report['total_bound_bits'] / 8e6:.3f} MB")
+
+
+def _print_format_rows(rows: list[dict], title: str) -> None:
+    table = Table("format", "total bits", "MB", "values", "indices", "pointers",
+                  "x lower bound", title=title)
+    for r in rows:
+        table.add_row(r["format"], f"{r['total_bits']:,}", f"{r['total_bits'] / 8e6:.3f}",
+                      f"{r['value_bits']:,}", f"{r['index_bits']:,}", f"{r['pointer_bits']:,}",
+                      f"{r['ratio_to_bound']:.3f}")
+    out.print(table)
+
+
+@app.command()
+def export(pruned: Annotated[str, typer.Option(help="A run directory made by "
+                                                     "`fitformer prune --pattern hp`.")],
+           out_file: Annotated[str, typer.Option("--out", help="Container file to write.")],
+           precision: Annotated[PrecisionName, typer.Option(
+               help="Stored value dtype.")] = PrecisionName.fp32,
+           as_json: JsonOpt = False) -> None:
+    """Write a pruned model as an HP container: HP-format layers, every other tensor, the
+    config and tokenizer, a versioned header and checksums (no pickle)."""
+    from fitformer.formats.export import export_run
+
+    header = export_run(pruned, out_file, precision.value)
+    info = {"file": out_file, "file_bytes": header["file_bytes"],
+            "value_dtype": header["value_dtype"], "layers": len(header["layers"]),
+            "hp_bytes": sum(s["length"] for s in header["sections"]
+                            if s["name"].startswith("hp:"))}
+    if as_json:
+        _print_json(info)
+        return
+    out.print(f"wrote {out_file}: {info['file_bytes'] / 1e6:.2f} MB, {info['layers']} HP "
+              f"layers ({info['hp_bytes'] / 1e6:.3f} MB) at {info['value_dtype']}")
+
+
+@app.command()
+def load(file: Annotated[str, typer.Argument(help="An HP container file.")],
+         compare: Annotated[str | None, typer.Option(
+             help="A pruned run directory: check the rebuilt model's logits against it.")]
+         = None,
+         as_json: JsonOpt = False) -> None:
+    """Verify an HP container (magic, version, checksums), rebuild the model from it, and
+    optionally compare its logits with the masked model of a run at the stored dtype."""
+    from pathlib import Path
+
+    from fitformer.formats.container import read_container
+    from fitformer.formats.export import compare_with_run, rebuild_model, summary
+
+    c = read_container(Path(file))
+    rebuild_model(c)
+    info = {k: v for k, v in summary(c).items() if k != "json"}
+    info["verified"] = True
+    if compare is not None:
+        from fitformer.data import load_dataset
+
+        dev = load_dataset("rotten-tomatoes").dev.texts[:64]
+        info["compare"] = compare_with_run(c, compare, list(dev))
+    if as_json:
+        _print_json(info)
+    else:
+        out.print(f"{file}: HP container v{info['version']}, {info['layers']} layers at "
+                  f"{info['value_dtype']}, checksums OK, model rebuilt")
+        if compare is not None:
+            cmp = info["compare"]
+            out.print(f"logits vs {compare} on {cmp['sentences']} dev sentences: max |diff| "
+                      f"{cmp['max_abs_logit_diff']:.3g} ({'equal' if cmp['equal'] else 'DIFFER'}"
+                      f"), masks {'equal' if cmp['masks_equal'] else 'DIFFER'}")
+    if compare is not None and not (info["compare"]["equal"] and info["compare"]["masks_equal"]):
+        raise typer.Exit(1)
+
+
 @experiment_app.command("patterns")
 def experiment_patterns(
         budget: Annotated[BudgetName, typer.Option(help="Budget of every run.")]
