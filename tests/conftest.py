@@ -82,3 +82,13 @@ def in_tiny_home(tiny_dense, monkeypatch):
     """Run the test inside the tiny dense run's FITFORMER_HOME."""
     monkeypatch.setenv("FITFORMER_HOME", str(tiny_dense[0]))
     return tiny_dense
+
+
+@pytest.fixture
+def tiny_hp_run(in_tiny_home):
+    """(dense RunResult, RunResult of HP at 0.8 pruned from it on the tiny budget); cached
+    after the first use in the session."""
+    from fitformer.sparsity.prune import PruneSpec, prune
+
+    _, dense = in_tiny_home
+    return dense, prune(spec=PruneSpec("hp", 0.8), from_dir=dense.path, budget="tiny")

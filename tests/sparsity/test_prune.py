@@ -13,9 +13,8 @@ from fitformer.sparsity.prune import PruneSpec, prune
 
 
 @pytest.fixture
-def hp_08(in_tiny_home):
-    _, dense = in_tiny_home
-    return dense, prune(spec=PruneSpec("hp", 0.8), from_dir=dense.path, budget="tiny")
+def hp_08(tiny_hp_run):
+    return tiny_hp_run
 
 
 def expected_hp_sparsity(sparsity, shapes):
