@@ -109,3 +109,37 @@ def test_help_on_every_command(cmd):
 ])
 def test_prune_bad_parameters(args, needles, home):
     assert_user_error(run_cli("prune", "--budget", "tiny", *args, home=home), *needles)
+
+
+def test_formats_json_contract():
+    proc = run_cli("formats", "--shape", "1536x384", "--pattern", "hp", "--sparsity", "0.9",
+                   "--json")
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    rows = json.loads(proc.stdout)
+    assert [r["format"] for r in rows] == ["dense", "coo", "csr", "csc", "bcsr", "csb", "cbr",
+                                           "hp"]
+    for r in rows:
+        assert set(r) == {"format", "total_bits", "value_bits", "index_bits", "pointer_bits",
+                          "ratio_to_bound"}
+        assert r["total_bits"] == r["value_bits"] + r["index_bits"] + r["pointer_bits"]
+    hp = rows[-1]
+    assert hp["total_bits"] == min(r["total_bits"] for r in rows)
+    assert hp["pointer_bits"] == 0 and hp["ratio_to_bound"] < 1.15
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["formats"], ["exactly one of --shape"]),
+    (["formats", "--shape", "12x"], ["--shape '12x'"]),
+    (["load", "/nonexistent/model.fitf"], ["does not exist"]),
+    (["export", "--pruned", "/nonexistent", "--out", "/tmp/x.fitf"], ["not a pruned run"]),
+])
+def test_format_commands_bad_input(args, needles, tmp_path):
+    assert_user_error(run_cli(*args), *needles)
+
+
+def test_load_rejects_a_garbage_file(tmp_path):
+    p = tmp_path / "junk.fitf"
+    p.write_bytes(b"PK\x03\x04 definitely not a container" * 10)
+    assert_user_error(run_cli("load", str(p)), "not a valid HP container", "wrong magic")
