@@ -392,7 +392,10 @@ def experiment_patterns(
         = "docs",
         only: Annotated[list[str] | None, typer.Option(
             help="Run only these series (hp, unstructured, cbb, bank, block, hp-d2-1, "
-                 "hp-d2-0.75, hp-d2-0.25, hp-admm).")] = None) -> None:
+                 "hp-d2-0.75, hp-d2-0.25, hp-admm).")] = None,
+        report_only: Annotated[bool, typer.Option(
+            help="Train nothing: write the report from the runs already cached.")] = False
+        ) -> None:
     """Accuracy vs sparsity for every pattern on MiniLM + Rotten Tomatoes (resumable: rerun
     the same command after an interruption); writes OUT/pattern-comparison.md, .json and
     OUT/img/pattern-accuracy.png."""
@@ -400,7 +403,7 @@ def experiment_patterns(
 
     from fitformer.experiments.patterns import run_patterns
 
-    run_patterns(budget=budget.value, out_dir=Path(out), only=only,
+    run_patterns(budget=budget.value, out_dir=Path(out), only=only, report_only=report_only,
                  log=lambda m: err.print(m, highlight=False))
 
 

@@ -83,6 +83,7 @@ def _row(series: Series, spec: PruneSpec, metrics: dict, path: Path) -> dict:
 
 def run_patterns(*, budget: str = "default", out_dir: Path = Path("docs"),
                  only: list[str] | None = None, dense_dir: Path | None = None,
+                 report_only: bool = False,
                  log: Callable[[str], None] = print) -> list[dict]:
     """Run (or resume) the comparison and write its results, table and plot.
 
@@ -93,6 +94,7 @@ def run_patterns(*, budget: str = "default", out_dir: Path = Path("docs"),
         only: series names to run (default: all of :func:`protocol`).
         dense_dir: the dense run every chain starts from (default: the cached dense
             fine-tune on the full data, created if missing).
+        report_only: train nothing; write the report from the runs already cached.
         log: progress lines.
 
     Returns:
@@ -111,28 +113,36 @@ def run_patterns(*, budget: str = "default", out_dir: Path = Path("docs"),
         raise FitformerError(f"unknown series {unknown}; choose from {', '.join(names)}.")
     rows: list[dict] = []
     todo = [s for s in protocol() if only is None or s.name in only]
+    planned = sum(len(s.specs) for s in todo)
     for series in todo:
         previous = dense_dir
         for spec in series.specs:
             started = time.perf_counter()
             result = prune("default", "rotten-tomatoes", spec=spec, from_dir=previous,
-                           budget=budget)
+                           budget=budget, cached_only=report_only)
+            if result is None:
+                break  # not run yet: the rest of this chain cannot exist either
             previous = result.path
             rows.append(_row(series, spec, result.metrics, result.path))
             acc = result.metrics["accuracy"]
             log(f"{series.label} @ {spec.sparsity:g}: dev {acc['dev']['fp32']:.4f} test "
                 f"{acc['test']['fp32']:.4f} ({'cached' if result.cached else 'trained'} in "
                 f"{time.perf_counter() - started:.0f} s) {result.path}")
-            write_report(rows, dense_metrics, budget, out_dir)
+            write_report(rows, dense_metrics, budget, out_dir, planned)
+    if report_only:
+        write_report(rows, dense_metrics, budget, out_dir, planned)
     return rows
 
 
-def write_report(rows: list[dict], dense_metrics: dict, budget: str, out_dir: Path) -> None:
+def write_report(rows: list[dict], dense_metrics: dict, budget: str, out_dir: Path,
+                 planned: int | None = None) -> None:
     """Write ``pattern-comparison.json``, ``.md`` and ``img/pattern-accuracy.png``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     dense = {s: dense_metrics["accuracy"][s] for s in ("dev", "test")}
+    planned = planned or len(rows)
     (out_dir / "pattern-comparison.json").write_text(json.dumps(
-        {"budget": budget, "dense": dense, "rows": rows}, indent=2) + "\n")
+        {"budget": budget, "dense": dense, "runs_finished": len(rows), "runs_planned": planned,
+         "rows": rows}, indent=2) + "\n")
     _plot(rows, dense, budget, out_dir / "img" / "pattern-accuracy.png")
     lines = [
         "# Pattern comparison: accuracy vs sparsity (MiniLM, Rotten Tomatoes)",
@@ -148,6 +158,9 @@ def write_report(rows: list[dict], dense_metrics: dict, budget: str, out_dir: Pa
         "",
         f"Dense fine-tune: dev {dense['dev']['fp32']:.4f} / test {dense['test']['fp32']:.4f} "
         "(fp32).",
+        "",
+        f"Runs finished: {len(rows)} of {planned}"
+        + ("." if len(rows) >= planned else " (in progress: rerun the command to resume)."),
         "",
         "![accuracy vs sparsity](img/pattern-accuracy.png)",
         "",

@@ -32,7 +32,7 @@ from fitformer.models.loading import (
 )
 from fitformer.sparsity.masking import squash_masks
 from fitformer.sparsity.patterns import Hierarchical, Pattern, make_pattern
-from fitformer.sparsity.pruners import make_pruner
+from fitformer.sparsity.pruners import PRUNERS, make_pruner
 from fitformer.training.budgets import get_budget
 from fitformer.training.evaluation import accuracy_at_precisions
 from fitformer.training.finetune import RunResult, finetune
@@ -67,8 +67,15 @@ class PruneSpec:
     pruner: str = "gradual"
 
     def make_pattern(self) -> Pattern:
-        return make_pattern(self.pattern, block=self.block, banks=self.banks,
-                            level2_density=self.level2_density, nm_m=self.nm_m)
+        """The pattern, checked against the requested sparsity.
+
+        Raises:
+            FitformerError: invalid parameters, or a sparsity the pattern cannot reach.
+        """
+        pattern = make_pattern(self.pattern, block=self.block, banks=self.banks,
+                               level2_density=self.level2_density, nm_m=self.nm_m)
+        pattern.plan((64, 64), self.sparsity)  # validates before any data or model is loaded
+        return pattern
 
     def hp_split(self) -> dict | None:
         """Requested ``{"d1", "d2"}`` (design.md §3), ``None`` for other patterns."""
@@ -119,7 +126,7 @@ def prune(model: str = "default", dataset: str = "rotten-tomatoes", *,
           spec: PruneSpec = PruneSpec(), from_dir: str | Path | None = None,
           budget: str = "default", task: str = "classification", seed: int = 0,
           max_length: int = 64, text_column: str = "text", label_column: str = "label",
-          force: bool = False) -> RunResult:
+          force: bool = False, cached_only: bool = False) -> RunResult | None:
     """Prune and fine-tune to one sparsity point; write (or reuse) its run directory.
 
     Args:
@@ -132,9 +139,11 @@ def prune(model: str = "default", dataset: str = "rotten-tomatoes", *,
             data, created if missing). A pruned run of the same pattern chains the points.
         budget: ``tiny``, ``quick`` or ``default``: data caps and steps per point.
         seed: data order and dropout.
+        cached_only: return the cached run, or ``None`` instead of training.
 
     Returns:
-        :class:`~fitformer.training.finetune.RunResult`.
+        :class:`~fitformer.training.finetune.RunResult` (``None`` only with
+        ``cached_only`` when the run is not cached).
 
     Raises:
         FitformerError: bad pattern parameters, a source pruned with another pattern or at
@@ -144,6 +153,8 @@ def prune(model: str = "default", dataset: str = "rotten-tomatoes", *,
         raise FitformerError("prune --task translation is not available yet (issue 9).")
     b = get_budget(budget)
     pattern = spec.make_pattern()
+    if spec.pruner not in PRUNERS:
+        raise FitformerError(f"unknown pruner {spec.pruner!r}; choose from {', '.join(PRUNERS)}.")
     data = load_dataset(dataset, task=task, text_column=text_column, label_column=label_column)
     assert isinstance(data, ClassificationDataset)
     if from_dir is None:
@@ -177,6 +188,8 @@ def prune(model: str = "default", dataset: str = "rotten-tomatoes", *,
     if cached is not None and not force:
         run, metrics = load_run_info(cached)
         return RunResult(cached, run, metrics, cached=True)
+    if cached_only:
+        return None
 
     started = time.perf_counter()
     torch.manual_seed(seed)
