@@ -384,6 +384,51 @@ def load(file: Annotated[str, typer.Argument(help="An HP container file.")],
         raise typer.Exit(1)
 
 
+class Objective(StrEnum):
+    price = "price"
+    power = "power"
+
+
+@app.command()
+def devices(devices_file: Annotated[str | None, typer.Option(
+        "--devices", help="YAML/JSON file whose entries merge into the catalog by id.")] = None,
+            only: Annotated[str | None, typer.Option(
+                help="Comma-separated device ids to keep.")] = None,
+            objective: Annotated[Objective, typer.Option(
+                help="Order by price or power (unknown last).")] = Objective.price,
+            as_json: JsonOpt = False) -> None:
+    """List the device catalog (FPGA boards, GPUs, the host CPU) in objective order, with
+    resources, on-chip memory, bandwidth, price and power; '*' marks unverified figures."""
+    from fitformer.hardware.catalog import load_catalog, order_by_objective
+
+    ids = [i.strip() for i in only.split(",") if i.strip()] if only else None
+    devs = order_by_objective(load_catalog(devices_file, ids), objective.value)
+    rows = [d.summary() for d in devs]
+    if as_json:
+        _print_json(rows)
+        return
+
+    def cell(row, key, fmt="{:,.0f}"):
+        v = row[key]
+        if v is None:
+            return "-"
+        text = fmt.format(v) if isinstance(v, int | float) else str(v)
+        return text + ("*" if key in row["unverified"] else "")
+
+    table = Table("id", "kind", "DSP", "BRAM_18K", "URAM", "LUT", "on-chip MB", "DRAM GB/s",
+                  "clock MHz", "precisions", "price USD", "power W",
+                  title=f"device catalog, by {objective.value} (* = unverified or assumed)")
+    for r in rows:
+        table.add_row(r["id"], r["kind"], cell(r, "dsp"), cell(r, "bram_18k"), cell(r, "uram"),
+                      cell(r, "lut"), "-" if r["on_chip_mb"] is None else f"{r['on_chip_mb']:.1f}",
+                      cell(r, "dram_gbytes_per_s", "{:g}"), cell(r, "clock_mhz", "{:g}"),
+                      ",".join(r["precisions"]), cell(r, "price_usd"), cell(r, "power_w", "{:g}"))
+    out.print(table)
+    out.print("Sources and notes: src/fitformer/hardware/devices.yaml and "
+              "docs/research/catalog-research.md. Devices without a price are shown but not "
+              "selected; give prices with --devices FILE.")
+
+
 @experiment_app.command("patterns")
 def experiment_patterns(
         budget: Annotated[BudgetName, typer.Option(help="Budget of every run.")]

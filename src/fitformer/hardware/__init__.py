@@ -1,0 +1,1 @@
+"""Hardware: the device catalog and (to come) accelerator models, DSE and simulator."""
