@@ -48,10 +48,27 @@ def test_export_load_gives_the_same_logits(tiny_hp_run, tmp_path, precision):
 
 
 @pytest.fixture
-def small_container(tiny_hp_run, tmp_path):
-    _, run = tiny_hp_run
+def small_container(tmp_path):
+    """A small but complete container (two HP layers, other tensors, a tokenizer file), so
+    that hundreds of corrupted copies can be tried quickly."""
+    import torch
+
+    from fitformer.formats.container import write_container
+    from fitformer.sparsity.patterns import make_pattern
+
+    g = torch.Generator().manual_seed(0)
+    layers = {}
+    for name, shape in (("enc.q", (32, 32)), ("enc.ffn", (64, 32))):
+        w = torch.randn(*shape, generator=g)
+        layers[name] = (w, make_pattern("hp").mask(w, 0.75))
     out = tmp_path / "m.fitf"
-    export_run(run.path, out, "fx8")
+    write_container(out, config={"model_type": "bert"}, layers=layers,
+                    other_tensors={"enc.q.bias": torch.zeros(32)},
+                    files={"vocab.txt": b"[PAD]\n[UNK]\n"}, precision="fx8", block=(16, 16),
+                    banks=4, pattern_params={"r": 16, "c": 16, "B": 4}, source="test")
+    c = read_container(out)
+    w, m = c.weight("enc.ffn")
+    assert np.array_equal(m, layers["enc.ffn"][1].numpy())
     return out
 
 
@@ -59,7 +76,7 @@ def test_container_rejects_truncation_bit_flips_and_versions(small_container, tm
     data = small_container.read_bytes()
     bad = tmp_path / "bad.fitf"
 
-    @settings(max_examples=40, deadline=None,
+    @settings(max_examples=150, deadline=None,
               suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(cut=st.integers(0, len(data) - 1))
     def truncated(cut):
@@ -67,7 +84,7 @@ def test_container_rejects_truncation_bit_flips_and_versions(small_container, tm
         with pytest.raises(FitformerError, match="not a valid HP container"):
             read_container(bad)
 
-    @settings(max_examples=60, deadline=None)
+    @settings(max_examples=300, deadline=None)
     @given(pos=st.integers(0, len(data) - 1), bit=st.integers(0, 7))
     def flipped(pos, bit):
         b = bytearray(data)
