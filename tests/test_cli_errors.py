@@ -143,3 +143,40 @@ def test_load_rejects_a_garbage_file(tmp_path):
     p = tmp_path / "junk.fitf"
     p.write_bytes(b"PK\x03\x04 definitely not a container" * 10)
     assert_user_error(run_cli("load", str(p)), "not a valid HP container", "wrong magic")
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["finetune", "--budget", "tiny", "--lr", "0"], ["--lr 0.0", "(0, 1]"]),
+    (["finetune", "--budget", "tiny", "--epochs", "-1"], ["--epochs -1.0", "positive"]),
+    (["finetune", "--budget", "tiny", "--max-length", "100000"], ["--max-length 100000"]),
+    (["prune", "--budget", "tiny", "--from", "/etc/hostname"], ["is a file"]),
+    (["formats", "--shape", "20x20"], ["pruning the whole matrix", "smaller --block"]),
+    (["formats", "--pruned", "/nonexistent"], ["/nonexistent does not exist"]),
+])
+def test_training_and_shape_flags_are_checked(args, needles, home):
+    assert_user_error(run_cli(*args, home=home), *needles)
+
+
+def test_user_text_with_markup_brackets_is_printed_verbatim(tmp_path):
+    p = tmp_path / "m.csv"
+    p.write_text("text,label\n" + "".join(f"film {i},[/pos]\n" for i in range(30)))
+    assert_user_error(run_cli("data", "show", str(p)), "'[/pos]'", "at least two classes")
+
+
+def test_split_column_with_unknown_value(tmp_path):
+    p = tmp_path / "s.csv"
+    rows = [f"good film {i},pos,train" for i in range(20)] + [f"bad film {i},neg,test"
+                                                             for i in range(20)]
+    rows[3] = "good film 3,pos,holdout"
+    p.write_text("text,label,split\n" + "\n".join(rows) + "\n")
+    assert_user_error(run_cli("data", "show", str(p)), "'holdout'", "row 5")
+
+
+def test_prune_refuses_a_source_run_of_another_dataset(tiny_dense, tmp_path):
+    home, dense = tiny_dense
+    p = tmp_path / "other.csv"
+    p.write_text("text,label\n" + "".join(f"review number {i},{'pos' if i % 2 else 'neg'}\n"
+                                          for i in range(60)))
+    assert_user_error(run_cli("prune", "--budget", "tiny", "--from", str(dense.path),
+                              "--dataset", str(p), home=home),
+                      "trained on 'rotten-tomatoes'", "same data")

@@ -74,3 +74,13 @@ def test_corrupt_safetensors_is_a_user_error(minilm, tmp_path):
 ])
 def test_role_names(name, role):
     assert role_of(name) == role
+
+
+def test_weights_of_another_model_are_refused(minilm, tmp_path):
+    from safetensors.torch import save_file
+
+    ref, net = minilm
+    net.save_pretrained(tmp_path / "m")
+    save_file({"foo": torch.zeros(3)}, str(tmp_path / "m" / "model.safetensors"))
+    with pytest.raises(FitformerError, match="lack .* tensors"):
+        load_classifier(resolve_model(str(tmp_path / "m")))

@@ -21,6 +21,15 @@ _API = {
     "load_tokenizer": "fitformer.models.loading",
     "linear_layers": "fitformer.models.layers",
     "finetune": "fitformer.training.finetune",
+    "prune": "fitformer.sparsity.prune",
+    "PruneSpec": "fitformer.sparsity.prune",
+    "make_pattern": "fitformer.sparsity.patterns",
+    "format_sizes": "fitformer.formats.table",
+    "formats_for_run": "fitformer.formats.report",
+    "export_run": "fitformer.formats.export",
+    "read_container": "fitformer.formats.container",
+    "rebuild_model": "fitformer.formats.export",
+    "load_catalog": "fitformer.hardware.catalog",
 }
 
 __all__ = ["FitformerError", "__version__", *_API]

@@ -30,8 +30,9 @@ experiment_app = typer.Typer(help="Long, resumable experiments.", no_args_is_hel
 app.add_typer(experiment_app, name="experiment")
 
 # Wide tables when piped (CI logs, files): rich would otherwise cut them at 80 columns.
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True)
+# markup=False: paths, labels and messages come from users and may contain "[...]".
+out = Console(width=None if sys.stdout.isatty() else 160, markup=False)
+err = Console(stderr=True, markup=False)
 
 
 class Task(StrEnum):
@@ -100,7 +101,7 @@ def data_show(dataset: Annotated[str, typer.Argument(
     if as_json:
         _print_json(summary)
         return
-    out.print(f"[bold]{summary['dataset']}[/] ({summary['task']})  {summary['license']}")
+    out.print(f"{summary['dataset']} ({summary['task']})  {summary['license']}")
     if summary["task"] == "classification":
         labels = summary["labels"]
         table = Table("split", "size", *labels)
@@ -175,7 +176,8 @@ def finetune(model: Annotated[str, typer.Option(help="default, a folder or a hub
     out.print(f"run: {result.path}{' (cached)' if result.cached else ''}")
     out.print(f"dev accuracy {acc['dev']['fp32']:.4f}  test accuracy {acc['test']['fp32']:.4f}"
               f"  ({m['split_sizes']['dev']} / {m['split_sizes']['test']} examples)")
-    out.print(f"train loss {m['loss']['train_first']:.4f} -> {m['loss']['train_last']:.4f}; "
+    out.print(f"train loss (mean of the first / last 10% of steps) {m['loss']['train_first']:.4f}"
+              f" -> {m['loss']['train_last']:.4f}; "
               f"{m['examples_per_s']:.1f} train examples/s; wall time {m['wall_time_s']:.0f} s"
               f" (budget {m['budget']}{', smoke run' if m['smoke'] else ''})")
 
@@ -247,8 +249,10 @@ def prune(model: Annotated[str, typer.Option(help="Base model: default, a folder
         table.add_row(s, *(f"{a[p]:.4f}" for p in ("fp32", "fx16", "fx8")),
                       str(m["split_sizes"][s]))
     out.print(table)
-    out.print(f"sparsity requested {sparsity:g}, achieved {m['sparsity']['overall']:.4f}"
-              f"{'; hp_split ' + str(m['hp_split']) if m['hp_split'] else ''}; "
+    split = m["hp_split"]
+    split_text = f"; hp_split d1 {split['d1']:.3f}, d2 {split['d2']:.3f}" if split else ""
+    out.print(f"sparsity requested {sparsity:g}, achieved {m['sparsity']['overall']:.4f} "
+              f"(counts round down per layer: never below the request){split_text}; "
               f"wall time {m['wall_time_s']:.0f} s (budget {m['budget']}"
               f"{', smoke run' if m['smoke'] else ''})")
 
@@ -459,7 +463,7 @@ def main() -> None:
     except FitformerError as exc:
         if os.environ.get("FITFORMER_DEBUG"):
             raise
-        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"error: {exc}", highlight=False, soft_wrap=True, style="red")
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted; completed work is cached and a rerun resumes.")

@@ -108,3 +108,33 @@ def test_export_refuses_a_dense_run(in_tiny_home, tmp_path):
     _, dense = in_tiny_home
     with pytest.raises(FitformerError, match="not a pruned run"):
         export_run(dense.path, tmp_path / "x.fitf")
+
+
+def test_edited_header_with_recomputed_checksums_is_refused(small_container, tmp_path):
+    import hashlib
+    import json
+
+    from fitformer.formats.container import _PREFIX
+
+    data = small_container.read_bytes()
+    _, version, hlen = _PREFIX.unpack_from(data)
+    header = json.loads(data[_PREFIX.size:_PREFIX.size + hlen])
+    payload = data[_PREFIX.size + hlen:-32]
+    edits = [
+        lambda h: h.update(value_dtype="fx4"),
+        lambda h: h["layers"]["enc.q"].update(B=0),
+        lambda h: h["layers"]["enc.q"].update(padded=[1 << 40, 32]),
+        lambda h: h["layers"]["enc.q"]["widths"].update(block_row=0),
+        lambda h: h["layers"]["enc.q"].update(I=10**9),
+        lambda h: h.update(config="bert"),
+        lambda h: h.update(sections=[s for s in h["sections"] if s["name"] != "tensors"]),
+    ]
+    for i, edit in enumerate(edits):
+        h = json.loads(json.dumps(header))
+        edit(h)
+        blob = json.dumps(h).encode()
+        body = _PREFIX.pack(b"FITFHP\r\n", version, len(blob)) + blob + payload
+        bad = tmp_path / f"edit{i}.fitf"
+        bad.write_bytes(body + hashlib.sha256(body).digest())
+        with pytest.raises(FitformerError, match="not a valid HP container"):
+            read_container(bad)

@@ -102,15 +102,17 @@ def _make_dataset(name: str, texts: list[str], labels: list[str], *, test_size: 
     label_names = tuple(sorted(set(labels)))
     if len(label_names) < 2:
         only = label_names[0] if label_names else "none"
+        empty = (dropped or {}).get("empty", 0)
+        extra = f" ({empty} rows without a text or label were dropped)" if empty else ""
         raise FitformerError(
-            f"{name}: every example has the label {only!r}; a classifier needs at least two "
-            "classes. Check --label-column or add examples of the other classes."
+            f"{name}: every example has the label {only!r}{extra}; a classifier needs at "
+            "least two classes. Check --label-column or add examples of the other classes."
         )
     ids = [label_names.index(y) for y in labels]
-    if test_size + dev_size >= len(ids):
+    if min(test_size, dev_size) < 1 or test_size + dev_size >= len(ids):
         raise FitformerError(
-            f"{name}: {len(ids)} examples after removing duplicates is too few for "
-            f"{test_size} test + {dev_size} dev; provide more data."
+            f"{name}: {len(ids)} examples after removing duplicates is too few for a "
+            f"train / dev / test split (at least 10 are needed); provide more data."
         )
     test_idx, dev_idx, train_idx = stratified_split(ids, (test_size, dev_size), seed=seed)
 
@@ -245,7 +247,15 @@ def load_local(path: str | Path, *, text_column: str = "text", label_column: str
     if not texts:
         raise FitformerError(f"{path}: no row has both a text and a label.")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if "split" in columns and all(splits):
+    if "split" in columns:
+        bad = [(i, r.get("split")) for i, r in enumerate(rows, 2)
+               if _SPLIT_ALIASES.get(str(r.get("split", "")).strip().lower()) is None]
+        if bad:
+            line, value = bad[0]
+            raise FitformerError(
+                f"{path}: the split column has {len(bad)} row(s) with an unknown value (first: "
+                f"{value!r} in row {line}); use train, dev/validation or test, or drop the "
+                "column to split automatically.")
         return _presplit(str(path), texts, labels, splits, digest, empty)
     n = len(deduplicate(texts, labels).keep)
     size = min(1000, n // 10)

@@ -208,10 +208,61 @@ def write_container(path: Path, *, config: dict, layers: dict[str, tuple[torch.T
     body = _PREFIX.pack(MAGIC, CONTAINER_VERSION, len(blob)) + blob + b"".join(
         d for _, d in sections)
     path = Path(path)
+    if path.is_dir():
+        raise FitformerError(f"--out {path} is a directory; give a file name, e.g. model.fitf.")
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(body + hashlib.sha256(body).digest())
-    tmp.replace(path)
+    try:
+        tmp.write_bytes(body + hashlib.sha256(body).digest())
+        tmp.replace(path)
+    except OSError as exc:
+        if tmp.parent.is_dir():
+            tmp.unlink(missing_ok=True)
+        raise FitformerError(f"cannot write --out {path} ({exc.strerror}); check that its "
+                             "folder exists and is writable.") from None
     return header
+
+
+_MAX_ELEMENTS = 1 << 28
+
+
+def _validate_header(header: dict, sections: dict[str, bytes]) -> None:
+    """Check every header field the decoder trusts (types, ranges, widths, sections), so an
+    edited header with recomputed checksums is an error, never a crash or wrong weights.
+
+    Raises:
+        ValueError / KeyError / TypeError: caught by :func:`read_container`.
+    """
+    if not isinstance(header.get("config"), dict) or "model_type" not in header["config"]:
+        raise ValueError("config must be an object with model_type")
+    if header.get("value_dtype") not in ("fp32", "fx16", "fx8"):
+        raise ValueError(f"value_dtype {header.get('value_dtype')!r} is not fp32, fx16 or fx8")
+    if "tensors" not in sections:
+        raise ValueError("the tensors section is missing")
+    width = width_of(header["value_dtype"]) or 32
+    for name, info in header["layers"].items():
+        r, c, B, S, K1, k = (int(info[x]) for x in ("r", "c", "B", "S", "K1", "k"))
+        M, N = (int(x) for x in info["shape"])
+        Mp, Np = (int(x) for x in info["padded"])
+        if min(r, c, B, M, N) < 1 or c % B or Mp != -(-M // r) * r or Np != -(-N // c) * c:
+            raise ValueError(f"layer {name}: inconsistent shape or block parameters")
+        if Mp * Np > _MAX_ELEMENTS or S != Np // c or not 0 <= K1 <= Mp // r \
+                or not 0 <= k <= c // B:
+            raise ValueError(f"layer {name}: counts out of range")
+        widths = info["widths"]
+        expected = {"block_row": 0 if K1 == Mp // r else index_bits(Mp // r),
+                    "offset": 0 if k == c // B else index_bits(c // B), "value": width}
+        if {key: widths.get(key) for key in expected} != expected:
+            raise ValueError(f"layer {name}: field widths {widths} differ from {expected}")
+        ib = info.get("I")
+        if width != 32 and not (isinstance(ib, int) and -64 <= ib <= 64):
+            raise ValueError(f"layer {name}: integer bits I = {ib!r} out of range")
+        n_vals = S * K1 * r * B * k
+        need = {"values": (n_vals, widths["value"]), "block_rows": (S * K1, widths["block_row"]),
+                "offsets": (n_vals, widths["offset"])}
+        for part, (count, bits) in need.items():
+            data = sections.get(f"hp:{name}/{part}")
+            if bits and (data is None or len(data) != math.ceil(count * bits / 8)):
+                raise ValueError(f"layer {name}: section {part} missing or of the wrong size")
 
 
 def read_container(path: Path) -> Container:
@@ -226,6 +277,8 @@ def read_container(path: Path) -> Container:
         data = path.read_bytes()
     except FileNotFoundError:
         raise FitformerError(f"container {path} does not exist; check the path.") from None
+    except IsADirectoryError:
+        raise FitformerError(f"{path} is a directory; give a .fitf container file.") from None
     except OSError as exc:
         raise FitformerError(f"cannot read {path} ({exc}).") from None
 
@@ -260,8 +313,7 @@ def read_container(path: Path) -> Container:
             if hashlib.sha256(chunk).hexdigest() != s["sha256"]:
                 raise bad(f"section {s['name']} checksum mismatch")
             sections[s["name"]] = chunk
-        for key in ("config", "layers", "value_dtype"):
-            header[key]  # noqa: B018 - presence check
+        _validate_header(header, sections)
     except FitformerError:
         raise
     except (ValueError, KeyError, TypeError) as exc:

@@ -23,17 +23,41 @@ def _load_run(run_dir: Path):
     from fitformer.models.loading import load_classifier, resolve_model
     from fitformer.training.runs import read_json
 
-    run_dir = Path(run_dir)
-    if not (run_dir / "masks.safetensors").is_file():
-        raise FitformerError(f"{run_dir} has no masks.safetensors: it is not a pruned run "
-                             "(create one with `fitformer prune`).")
+    run_dir = check_pruned_dir(run_dir)
     pruning = read_json(run_dir / "pruning.json", "re-create the pruned run")
     if pruning.get("pattern") != "hp":
         raise FitformerError(f"{run_dir} was pruned with {pruning.get('pattern')!r}; the HP "
                              "container stores HP-pruned runs (`fitformer prune --pattern hp`).")
     net = load_classifier(resolve_model(str(run_dir)))
-    masks = {k: v.to(torch.bool) for k, v in load_file(str(run_dir / "masks.safetensors")).items()}
+    try:
+        masks = {k: v.to(torch.bool)
+                 for k, v in load_file(str(run_dir / "masks.safetensors")).items()}
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several kinds
+        raise FitformerError(f"{run_dir}/masks.safetensors is corrupt ({exc}); re-create the "
+                             "run with `fitformer prune`.") from None
+    for name, mask in masks.items():
+        w = net.get_submodule(name).weight if name in dict(net.named_modules()) else None
+        if w is None or tuple(w.shape) != tuple(mask.shape):
+            raise FitformerError(f"{run_dir}/masks.safetensors: mask {name} does not match the "
+                                 "model; re-create the run.")
     return net, masks, pruning
+
+
+def check_pruned_dir(run_dir: str | Path) -> Path:
+    """``run_dir`` as a Path if it is an existing pruned run directory.
+
+    Raises:
+        FitformerError: it does not exist, is a file, or has no masks.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise FitformerError(f"--pruned {run_dir} does not exist; check the path.")
+    if not run_dir.is_dir():
+        raise FitformerError(f"--pruned {run_dir} is a file; give a run directory.")
+    if not (run_dir / "masks.safetensors").is_file():
+        raise FitformerError(f"{run_dir} has no masks.safetensors: it is not a pruned run "
+                             "(create one with `fitformer prune`).")
+    return run_dir
 
 
 def export_run(run_dir: str | Path, out: str | Path, precision: str = "fp32") -> dict:
@@ -82,11 +106,18 @@ def rebuild_model(container: Container) -> torch.nn.Module:
             net = AutoModelForSequenceClassification.from_config(config)
     except Exception as exc:  # noqa: BLE001
         raise FitformerError(f"the container's model config cannot be built ({exc}).") from None
-    state = load_tensors(container.sections["tensors"])
+    try:
+        state = load_tensors(container.sections["tensors"])
+    except Exception as exc:  # noqa: BLE001
+        raise FitformerError(f"the container's tensors section is corrupt ({exc}).") from None
     for name in container.layer_names():
         w, _ = container.weight(name)
         state[f"{name}.weight"] = torch.from_numpy(w)
-    missing, unexpected = net.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise FitformerError(f"the container's tensors do not fit its config ({str(exc)[:200]})."
+                             ) from None
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:
         raise FitformerError(f"the container does not match its config: missing {missing[:3]}, "

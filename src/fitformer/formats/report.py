@@ -17,12 +17,18 @@ def formats_for_shape(shape: tuple[int, int], pattern: str, sparsity: float, *,
                       aligned: bool = False, seed: int = 0) -> list[dict]:
     """Sizes of an ``(M, N)`` matrix of N(0, 1) weights (seeded) masked by ``pattern`` at
     ``sparsity`` (sizes depend on the mask only)."""
+    from fitformer.errors import FitformerError
     from fitformer.sparsity.patterns import make_pattern
+    from fitformer.sparsity.prune import check_not_emptied
 
+    if shape[0] * shape[1] > 1 << 26:
+        raise FitformerError(f"--shape {shape[0]}x{shape[1]} has more than 2**26 elements; "
+                             "this command sizes one layer of a real model.")
     pat = make_pattern(pattern, block=block, banks=banks, level2_density=level2_density,
                        nm_m=nm_m)
-    w = torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
     levels = pat.plan(shape, sparsity)
+    check_not_emptied(pat, "--shape", shape, levels, sparsity)
+    w = torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
     mask = pat.mask_from_levels(w, levels)
     return format_sizes(w.numpy(), mask.numpy(), value_bits=value_bits, pattern=pattern,
                         counts=pat.counts(shape, levels), block=block, banks=banks,
@@ -44,19 +50,26 @@ def formats_for_run(run_dir: str | Path, *, value_bits: int = 16,
     from safetensors.torch import load_file
 
     from fitformer.errors import FitformerError
+    from fitformer.formats.export import check_pruned_dir
     from fitformer.training.runs import read_json
 
-    run_dir = Path(run_dir)
-    if not (run_dir / "masks.safetensors").is_file():
-        raise FitformerError(f"{run_dir} has no masks.safetensors: not a pruned run "
-                             "(make one with `fitformer prune`).")
+    run_dir = check_pruned_dir(run_dir)
     pruning = read_json(run_dir / "pruning.json", "re-create the pruned run")
-    masks = load_file(str(run_dir / "masks.safetensors"))
+    try:
+        masks = load_file(str(run_dir / "masks.safetensors"))
+    except Exception as exc:  # noqa: BLE001
+        raise FitformerError(f"{run_dir}/masks.safetensors is corrupt ({exc}); re-create the "
+                             "run.") from None
     params = pruning["params"]
     block = (params.get("r", 16), params.get("c", 16))
     banks = params.get("B", 4)
     layers = {}
-    with safe_open(str(run_dir / "model.safetensors"), "pt") as f:
+    try:
+        handle = safe_open(str(run_dir / "model.safetensors"), "pt")
+    except Exception as exc:  # noqa: BLE001
+        raise FitformerError(f"{run_dir}/model.safetensors is corrupt ({exc}); re-create the "
+                             "run.") from None
+    with handle as f:
         keys = set(f.keys())
         for name, mask in masks.items():
             key = f"{name}.weight" if f"{name}.weight" in keys else None

@@ -28,6 +28,6 @@ def format_sizes(values: np.ndarray, mask: np.ndarray, *, value_bits: int, patte
         fmt = make_format(name, block=block, banks=banks)
         size = fmt.size(fmt.encode(values, mask), value_bits, aligned)
         rows.append({"format": name, **size.as_dict(),
-                     "ratio_to_bound": size.total_bits / bound if bound else float("inf"),
+                     "ratio_to_bound": size.total_bits / bound if bound > 0 else None,
                      "bound_bits": bound})
     return rows

@@ -14,6 +14,7 @@ holds 18,432 bits and a URAM 294,912 bits (Xilinx UG573, UltraScale Memory Resou
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import re
@@ -22,7 +23,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from fitformer.errors import FitformerError
 
@@ -46,10 +54,28 @@ def _fig(value, source="assumed", verified=False, note="") -> Figure:
     return Figure(value=value, source=source, verified=verified, note=note)
 
 
+_FIGURE_FIELDS = ("part", "dsp_type", "dsp", "bram_18k", "uram", "lut", "ff", "shell",
+                  "peak_tflops", "threads", "dram_gbytes_per_s", "clock_mhz",
+                  "call_overhead_ms", "price_usd", "power_w")
+
+
 class Device(BaseModel):
-    """A catalog entry. Numeric figures are :class:`Figure` objects; use :meth:`num`."""
+    """A catalog entry. Numeric figures are :class:`Figure` objects; use :meth:`num`.
+    A user file may give a bare value (``price_usd: 3000``): it becomes a figure with source
+    ``user file``, unverified."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_values(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            for f in _FIGURE_FIELDS:
+                if f in data and not isinstance(data[f], dict | Figure):
+                    data[f] = {"value": data[f], "source": "user file", "verified": False}
+        return data
+
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     name: str
     kind: Literal["fpga", "gpu", "cpu"]
@@ -77,6 +103,8 @@ class Device(BaseModel):
         if fig is not None and fig.value is not None:
             if not isinstance(fig.value, int | float) or isinstance(fig.value, bool):
                 raise ValueError(f"value must be a number or null, got {fig.value!r}")
+            if not math.isfinite(fig.value):
+                raise ValueError(f"value must be finite, got {fig.value}")
             if fig.value < 0:
                 raise ValueError(f"value must be >= 0, got {fig.value}")
         return fig
@@ -109,10 +137,11 @@ class Device(BaseModel):
 
 
 def _format_error(where: str, exc: ValidationError) -> FitformerError:
-    first = exc.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"])
-    return FitformerError(f"{where}: field {loc}: {first['msg']}; fix that field "
-                          "(see src/fitformer/hardware/devices.yaml for the layout).")
+    problems = "; ".join(f"field {'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                         for e in exc.errors())
+    return FitformerError(f"{where}: {problems}. Fix these fields (the layout is that of "
+                          "devices.yaml in the fitformer.hardware package; a figure is a "
+                          "number or {value, source, verified}).")
 
 
 def _parse(entries: Any, where: str, *, partial: bool = False) -> list[dict]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,14 +153,28 @@ def load_classifier(ref: ModelRef, label_names: tuple[str, ...] | None = None):
 
     kwargs = {}
     if label_names is not None:
+        # A head of another size (a classifier fine-tuned on other labels) is re-initialised.
         kwargs = dict(num_labels=len(label_names),
                       id2label=dict(enumerate(label_names)),
-                      label2id={n: i for i, n in enumerate(label_names)})
+                      label2id={n: i for i, n in enumerate(label_names)},
+                      ignore_mismatched_sizes=True)
     try:
         with quiet_transformers():  # "newly initialised classifier" is expected here
-            model = AutoModelForSequenceClassification.from_pretrained(ref.load_from, **kwargs)
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                ref.load_from, output_loading_info=True, **kwargs)
     except Exception as exc:  # noqa: BLE001
         raise FitformerError(_load_failure(ref, "model", exc)) from None
+    # Only the task head may be new; a missing encoder weight means the file is not this
+    # model's checkpoint, and training would start from random weights.
+    missing = [k for k in info.get("missing_keys", ())
+               if not re.search(r"(^|\.)(classifier|pooler|pre_classifier)\.", k)
+               and not k.endswith("position_ids")]
+    if missing:
+        where = ref.path or ref.id
+        raise FitformerError(
+            f"{where}: the weights lack {len(missing)} tensors of the model "
+            f"(e.g. {missing[0]}); the safetensors file does not belong to this config. "
+            "Re-save the model with save_pretrained.")
     logging.getLogger(__name__).debug("loaded %s", ref)
     return model.eval()
 

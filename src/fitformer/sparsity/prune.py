@@ -35,7 +35,7 @@ from fitformer.sparsity.patterns import Hierarchical, Pattern, make_pattern
 from fitformer.sparsity.pruners import PRUNERS, make_pruner
 from fitformer.training.budgets import get_budget
 from fitformer.training.evaluation import accuracy_at_precisions
-from fitformer.training.finetune import RunResult, finetune
+from fitformer.training.finetune import RunResult, check_training_flags, finetune
 from fitformer.training.loop import Encoded, TrainConfig, train_classifier
 from fitformer.training.runs import (
     METRICS_SCHEMA_VERSION,
@@ -152,6 +152,7 @@ def prune(model: str = "default", dataset: str = "rotten-tomatoes", *,
     if task != "classification":
         raise FitformerError("prune --task translation is not available yet (issue 9).")
     b = get_budget(budget)
+    check_training_flags(seed=seed, max_length=max_length)
     pattern = spec.make_pattern()
     if spec.pruner not in PRUNERS:
         raise FitformerError(f"unknown pruner {spec.pruner!r}; choose from {', '.join(PRUNERS)}.")
@@ -162,9 +163,19 @@ def prune(model: str = "default", dataset: str = "rotten-tomatoes", *,
                        text_column=text_column, label_column=label_column).path
     else:
         src = Path(from_dir).expanduser()
-        if not src.is_dir():
+        if not src.exists():
             raise FitformerError(f"--from {src} does not exist; give a run directory.")
+        if not src.is_dir():
+            raise FitformerError(f"--from {src} is a file; give a run directory "
+                                 "(made by fitformer finetune or prune).")
+        if model != "default":
+            raise FitformerError("--model and --from both given: the run in --from decides "
+                                 "the model; drop --model.")
     source_run, source_pruning, source_masks = _source_state(src)
+    if source_run.get("dataset") != data.name or source_run.get("data_split") != data.data_split:
+        raise FitformerError(
+            f"--from {src} was trained on {source_run.get('dataset')!r}, not {data.name!r} "
+            "(or with another split); prune a model fine-tuned on the same data.")
     if source_pruning is not None:
         same = (source_pruning["pattern"] == spec.pattern
                 and source_pruning["params"] == pattern.params())
@@ -197,6 +208,8 @@ def prune(model: str = "default", dataset: str = "rotten-tomatoes", *,
     net = load_classifier(ref)
     layers = [i for i in linear_layers(net) if i.prunable]
     final_levels = {i.name: pattern.plan(i.shape, spec.sparsity) for i in layers}
+    for i in layers:
+        check_not_emptied(pattern, i.name, i.shape, final_levels[i.name], spec.sparsity)
     initial_levels = None
     if source_pruning is not None:
         initial_levels = {n: tuple(v["levels"]) for n, v in source_pruning["layers"].items()}
@@ -247,6 +260,22 @@ def prune(model: str = "default", dataset: str = "rotten-tomatoes", *,
     write_json(partial / "metrics.json", metrics)
     path = commit_run(partial, key)
     return RunResult(path, key, metrics, cached=False)
+
+
+def check_not_emptied(pattern: Pattern, name: str, shape: tuple[int, int],
+                      levels: tuple[float, ...], sparsity: float) -> None:
+    """Refuse a plan that rounds a layer down to nothing while the request keeps weights
+    (a block larger than the matrix, say).
+
+    Raises:
+        FitformerError: naming the layer, its counts and the fix.
+    """
+    counts = pattern.counts(shape, levels)
+    if sparsity < 1.0 and any(v == 0 for v in counts.values()):
+        raise FitformerError(
+            f"{name} {shape[0]}x{shape[1]}: {pattern.name} at sparsity {sparsity:g} rounds to "
+            f"{counts}, pruning the whole matrix; use a smaller --block or a lower --sparsity."
+        )
 
 
 def _pruning_report(net, layers, masks, pattern: Pattern, spec: PruneSpec,

@@ -73,6 +73,30 @@ def dense_key(model_ref, data, budget_name: str, config: TrainConfig) -> dict:
     }
 
 
+MAX_POSITIONS = 512  # BERT-family position embeddings
+
+
+def check_training_flags(*, seed: int, max_length: int, epochs: float | None = None,
+                         learning_rate: float | None = None) -> None:
+    """Reject flag values that would train nothing, diverge or overflow.
+
+    Raises:
+        FitformerError: the flag and the accepted range.
+    """
+    import math
+
+    if not 0 <= seed < 2**32:
+        raise FitformerError(f"--seed {seed} must be in [0, 2**32).")
+    if not 8 <= max_length <= MAX_POSITIONS:
+        raise FitformerError(f"--max-length {max_length} must be in [8, {MAX_POSITIONS}] "
+                             "tokens (the model's position embeddings).")
+    if epochs is not None and not (math.isfinite(epochs) and epochs > 0):
+        raise FitformerError(f"--epochs {epochs} must be a positive number, e.g. 3.")
+    if learning_rate is not None and not (math.isfinite(learning_rate)
+                                          and 0 < learning_rate <= 1):
+        raise FitformerError(f"--lr {learning_rate} must be in (0, 1], e.g. 1e-4.")
+
+
 def complete_precisions(path: Path, metrics: dict, data: ClassificationDataset,
                         budget_name: str, max_length: int) -> dict:
     """Fill fixed-point accuracies missing from a cached run's ``metrics.json`` (runs made
@@ -127,12 +151,15 @@ def finetune(model: str = "default", dataset: str = "rotten-tomatoes", *,
     if task != "classification":
         raise FitformerError(f"unknown task {task!r}; choose classification or translation.")
     b = get_budget(budget)
+    check_training_flags(seed=seed, max_length=max_length, epochs=epochs,
+                         learning_rate=learning_rate)
     data = load_dataset(dataset, task=task, text_column=text_column, label_column=label_column)
     assert isinstance(data, ClassificationDataset)
     ref = resolve_model(model)
     config = replace(DENSE_RECIPE, seed=seed, max_length=max_length,
                      epochs=b.dense_epochs if epochs is None else epochs,
-                     learning_rate=learning_rate or DENSE_RECIPE.learning_rate)
+                     learning_rate=DENSE_RECIPE.learning_rate if learning_rate is None
+                     else learning_rate)
     key = dense_key(ref, data, budget, config)
     cached = find_run(key)
     if cached is not None and not force:
