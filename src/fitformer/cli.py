@@ -280,7 +280,7 @@ def formats(shape: Annotated[str | None, typer.Option(
             = PatternName.hp,
             sparsity: Annotated[float, typer.Option(help="Sparsity of the mask (0-1).")] = 0.9,
             pruned: Annotated[str | None, typer.Option(
-                help="A pruned run directory: report every layer and the model total.")]
+                help="A pruned run directory: the model total (every layer with --json).")]
             = None,
             precision: Annotated[PrecisionName, typer.Option(
                 help="Value width: fp32 (32 bits), fx16 or fx8.")] = PrecisionName.fx16,
