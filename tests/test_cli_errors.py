@@ -133,7 +133,8 @@ def test_formats_json_contract():
     (["formats"], ["exactly one of --shape"]),
     (["formats", "--shape", "12x"], ["--shape '12x'"]),
     (["load", "/nonexistent/model.fitf"], ["does not exist"]),
-    (["export", "--pruned", "/nonexistent", "--out", "/tmp/x.fitf"], ["not a pruned run"]),
+    (["export", "--pruned", "/nonexistent", "--out", "/tmp/x.fitf"], ["does not exist"]),
+    (["export", "--pruned", "/tmp", "--out", "/tmp/x.fitf"], ["not a pruned run"]),
 ])
 def test_format_commands_bad_input(args, needles, tmp_path):
     assert_user_error(run_cli(*args), *needles)

@@ -263,16 +263,6 @@ class PrecisionName(StrEnum):
     fx8 = "fx8"
 
 
-def _parse_shape(text: str) -> tuple[int, int]:
-    try:
-        m, n = (int(x) for x in text.lower().split("x"))
-    except ValueError:
-        raise FitformerError(f"--shape {text!r} must look like 1536x384 (out x in).") from None
-    if m < 1 or n < 1:
-        raise FitformerError(f"--shape {text!r} must be positive.")
-    return m, n
-
-
 @app.command()
 def formats(shape: Annotated[str | None, typer.Option(
         help="Matrix shape MxN (out x in); random N(0,1) weights, seed 0.")] = None,
@@ -294,13 +284,13 @@ def formats(shape: Annotated[str | None, typer.Option(
     """Size of a masked matrix (or of every layer of a pruned run) in the eight storage
     formats, in bits split into values / indices / pointers, against the lower bound."""
     from fitformer.formats.report import formats_for_run, formats_for_shape
-    from fitformer.sparsity.patterns import parse_block
+    from fitformer.sparsity.patterns import parse_block, parse_dims
 
     value_bits = {"fp32": 32, "fx16": 16, "fx8": 8}[precision.value]
     if (shape is None) == (pruned is None):
         raise FitformerError("give exactly one of --shape MxN or --pruned DIR.")
     if shape is not None:
-        rows = formats_for_shape(_parse_shape(shape), pattern.value, sparsity,
+        rows = formats_for_shape(parse_dims(shape, "--shape", "1536x384"), pattern.value, sparsity,
                                  value_bits=value_bits, block=parse_block(block), banks=banks,
                                  level2_density=level2_density, nm_m=nm_m, aligned=aligned)
         if as_json:

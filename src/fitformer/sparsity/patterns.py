@@ -441,16 +441,22 @@ def make_pattern(name: str, *, block: tuple[int, int] = (16, 16), banks: int = 4
     raise FitformerError(f"unknown pattern {name!r}; choose from {', '.join(PATTERNS)}.")
 
 
-def parse_block(text: str) -> tuple[int, int]:
-    """``"16x16"`` -> ``(16, 16)``.
+def parse_dims(text: str, flag: str = "--block", example: str = "16x16") -> tuple[int, int]:
+    """``"16x16"`` -> ``(16, 16)``: two positive integers joined by ``x`` (rows x columns).
 
     Raises:
-        FitformerError: not of the form ``RxC`` with positive integers.
+        FitformerError: naming ``flag`` and an ``example``.
     """
     try:
-        r, c = (int(x) for x in text.lower().split("x"))
+        a, b = (int(x) for x in text.lower().split("x"))
     except ValueError:
-        raise FitformerError(f"--block {text!r} must look like 16x16 (rows x columns).") from None
-    if r < 1 or c < 1:
-        raise FitformerError(f"--block {text!r} must be positive, e.g. 16x16.")
-    return r, c
+        raise FitformerError(f"{flag} {text!r} must look like {example} (rows x columns)."
+                             ) from None
+    if a < 1 or b < 1:
+        raise FitformerError(f"{flag} {text!r} must be positive, e.g. {example}.")
+    return a, b
+
+
+def parse_block(text: str) -> tuple[int, int]:
+    """``--block RxC`` -> ``(r, c)`` (see :func:`parse_dims`)."""
+    return parse_dims(text, "--block", "16x16")

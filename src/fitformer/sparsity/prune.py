@@ -27,7 +27,6 @@ from fitformer.models.layers import linear_layers
 from fitformer.models.loading import (
     load_classifier,
     load_tokenizer,
-    quiet_transformers,
     resolve_model,
 )
 from fitformer.sparsity.masking import squash_masks
@@ -35,11 +34,15 @@ from fitformer.sparsity.patterns import Hierarchical, Pattern, make_pattern
 from fitformer.sparsity.pruners import PRUNERS, make_pruner
 from fitformer.training.budgets import get_budget
 from fitformer.training.evaluation import accuracy_at_precisions
-from fitformer.training.finetune import RunResult, check_training_flags, finetune
+from fitformer.training.finetune import (
+    RunResult,
+    check_training_flags,
+    finetune,
+    run_metrics,
+    save_run,
+)
 from fitformer.training.loop import Encoded, TrainConfig, train_classifier
 from fitformer.training.runs import (
-    METRICS_SCHEMA_VERSION,
-    commit_run,
     find_run,
     load_run_info,
     partial_path,
@@ -229,36 +232,13 @@ def prune(model: str = "default", dataset: str = "rotten-tomatoes", *,
     masks = squash_masks(net)
     pruning = _pruning_report(net, layers, masks, pattern, spec, final_levels)
     table = accuracy_at_precisions(net, {"dev": dev, "test": test}, train)
-    window = max(1, len(trained.losses) // 10)
-    metrics = {
-        "schema_version": METRICS_SCHEMA_VERSION,
-        "task": data.task,
-        "accuracy": table["accuracy"],
-        "loss": {"train_first": sum(trained.losses[:window]) / window,
-                 "train_last": sum(trained.losses[-window:]) / window,
-                 "dev": table["loss"]["dev"]["fp32"], "test": table["loss"]["test"]["fp32"]},
-        "sparsity": {"overall": pruning["achieved_sparsity"],
-                     "per_layer": {n: v["achieved_sparsity"]
-                                   for n, v in pruning["layers"].items()}},
-        "hp_split": spec.hp_split(),
-        "examples_per_s": trained.train_examples_per_s,
-        "wall_time_s": time.perf_counter() - started,
-        "train_time_s": trained.wall_time_s,
-        "steps": trained.steps,
-        "resumed_from_step": trained.resumed_from_step,
-        "split_sizes": {"train": len(train), "dev": len(dev), "test": len(test)},
-        "budget": budget,
-        "smoke": b.smoke,
-        "seed": seed,
-        "from": key["from"],
-    }
-    with quiet_transformers():
-        net.save_pretrained(partial)
-        tokenizer.save_pretrained(partial)
+    metrics = run_metrics(
+        data.task, table, trained, started, (train, dev, test), b,
+        sparsity={"overall": pruning["achieved_sparsity"],
+                  "per_layer": {n: v["achieved_sparsity"] for n, v in pruning["layers"].items()}},
+        hp_split=spec.hp_split(), seed=seed, **{"from": key["from"]})
     save_file({k: v.contiguous() for k, v in masks.items()}, str(partial / "masks.safetensors"))
-    write_json(partial / "pruning.json", pruning)
-    write_json(partial / "metrics.json", metrics)
-    path = commit_run(partial, key)
+    path = save_run(partial, key, net, tokenizer, metrics, {"pruning.json": pruning})
     return RunResult(path, key, metrics, cached=False)
 
 

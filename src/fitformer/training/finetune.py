@@ -76,6 +76,54 @@ def dense_key(model_ref, data, budget_name: str, config: TrainConfig) -> dict:
 MAX_POSITIONS = 512  # BERT-family position embeddings
 
 
+def run_metrics(task: str, table: dict, trained, started: float, splits: tuple, budget,
+                *, sparsity: dict, hp_split: dict | None, seed: int, **extra) -> dict:
+    """The ``metrics.json`` of a finished run (design.md §9 schema plus run details).
+
+    Args:
+        table: from :func:`~fitformer.training.evaluation.accuracy_at_precisions`.
+        trained: the :class:`~fitformer.training.loop.TrainResult`.
+        started: ``time.perf_counter()`` when the run began.
+        splits: the tokenised ``(train, dev, test)``.
+        budget: the :class:`~fitformer.training.budgets.Budget`.
+    """
+    window = max(1, len(trained.losses) // 10)
+    train, dev, test = splits
+    return {
+        "schema_version": METRICS_SCHEMA_VERSION,
+        "task": task,
+        "accuracy": table["accuracy"],
+        "loss": {"train_first": sum(trained.losses[:window]) / window,
+                 "train_last": sum(trained.losses[-window:]) / window,
+                 "dev": table["loss"]["dev"]["fp32"], "test": table["loss"]["test"]["fp32"]},
+        "sparsity": sparsity,
+        "hp_split": hp_split,
+        "examples_per_s": trained.train_examples_per_s,
+        "wall_time_s": time.perf_counter() - started,
+        "train_time_s": trained.wall_time_s,
+        "steps": trained.steps,
+        "resumed_from_step": trained.resumed_from_step,
+        "split_sizes": {"train": len(train), "dev": len(dev), "test": len(test)},
+        "budget": budget.name,
+        "smoke": budget.smoke,
+        "seed": seed,
+        **extra,
+    }
+
+
+def save_run(partial: Path, key: dict, net, tokenizer, metrics: dict,
+             extra_json: dict[str, dict] | None = None) -> Path:
+    """Write model, tokenizer, extra JSON files and ``metrics.json`` into ``partial`` and
+    move it into its run directory (``metrics.json`` last: it marks a complete run)."""
+    with quiet_transformers():
+        net.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+    for name, obj in (extra_json or {}).items():
+        write_json(partial / name, obj)
+    write_json(partial / "metrics.json", metrics)
+    return commit_run(partial, key)
+
+
 def check_training_flags(*, seed: int, max_length: int, epochs: float | None = None,
                          learning_rate: float | None = None) -> None:
     """Reject flag values that would train nothing, diverge or overflow.
@@ -183,31 +231,8 @@ def finetune(model: str = "default", dataset: str = "rotten-tomatoes", *,
                                description=f"dense fine-tune ({budget})")
     table = accuracy_at_precisions(net, {"dev": dev, "test": test}, train)
     per_layer = {info.name: 0.0 for info in linear_layers(net) if info.prunable}
-    window = max(1, len(trained.losses) // 10)
-    metrics = {
-        "schema_version": METRICS_SCHEMA_VERSION,
-        "task": data.task,
-        "accuracy": table["accuracy"],
-        "loss": {
-            "train_first": sum(trained.losses[:window]) / window,
-            "train_last": sum(trained.losses[-window:]) / window,
-            "dev": table["loss"]["dev"]["fp32"], "test": table["loss"]["test"]["fp32"],
-        },
-        "sparsity": {"overall": 0.0, "per_layer": per_layer},
-        "hp_split": None,
-        "examples_per_s": trained.train_examples_per_s,
-        "wall_time_s": time.perf_counter() - started,
-        "train_time_s": trained.wall_time_s,
-        "steps": trained.steps,
-        "resumed_from_step": trained.resumed_from_step,
-        "split_sizes": {"train": len(train), "dev": len(dev), "test": len(test)},
-        "budget": budget,
-        "smoke": b.smoke,
-        "seed": seed,
-    }
-    with quiet_transformers():
-        net.save_pretrained(partial)
-        tokenizer.save_pretrained(partial)
-    write_json(partial / "metrics.json", metrics)
-    path = commit_run(partial, key)
+    metrics = run_metrics(data.task, table, trained, started, (train, dev, test), b,
+                          sparsity={"overall": 0.0, "per_layer": per_layer}, hp_split=None,
+                          seed=seed)
+    path = save_run(partial, key, net, tokenizer, metrics)
     return RunResult(path, key, metrics, cached=False)
