@@ -94,3 +94,14 @@ def test_interrupted_training_resumes_to_the_same_weights(real_cache, tmp_path):
     assert result.resumed_from_step == 2 and result.steps == 4
     for a, b in zip(straight.parameters(), resumed.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_run_files_get_the_usual_permissions(tiny_run):
+    import os
+    import stat
+
+    _, result = tiny_run
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in result.path.iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) == 0o666 & ~umask, f.name

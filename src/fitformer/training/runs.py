@@ -72,6 +72,13 @@ def commit_run(partial: Path, key: dict) -> Path:
     """Move a finished ``partial`` folder into its run directory and drop resume state."""
     for leftover in ("checkpoint.pt",):
         (partial / leftover).unlink(missing_ok=True)
+    # safetensors and transformers write through private temp files (mode 0600); give the
+    # run's files the user's usual permissions so a shared cache stays readable.
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in partial.iterdir():
+        if f.is_file():
+            f.chmod(0o666 & ~umask)
     final = run_path(key)
     if final.exists():
         shutil.rmtree(final)
