@@ -37,17 +37,17 @@ from fitformer.training.evaluation import accuracy_at_precisions
 from fitformer.training.finetune import (
     RunResult,
     check_training_flags,
+    encode_splits,
     finetune,
     run_metrics,
     save_run,
 )
-from fitformer.training.loop import Encoded, TrainConfig, train_classifier
+from fitformer.training.loop import TrainConfig, train_classifier
 from fitformer.training.runs import (
     find_run,
     load_run_info,
-    partial_path,
     read_json,
-    write_json,
+    start_partial,
 )
 
 #: Fine-tuning while pruning: a fine-tuned model needs a smaller step than the dense recipe.
@@ -218,14 +218,8 @@ def prune(model: str = "default", dataset: str = "rotten-tomatoes", *,
         initial_levels = {n: tuple(v["levels"]) for n, v in source_pruning["layers"].items()}
     pruner = make_pruner(spec.pruner, pattern, final_levels, initial_masks=source_masks,
                          initial_levels=initial_levels, window=PRUNING_WINDOW)
-    train = Encoded(tokenizer, train_split, max_length)
-    dev = Encoded(tokenizer, data.dev.subset(b.dev_examples), max_length)
-    test = Encoded(tokenizer, data.test.subset(b.test_examples), max_length)
-    partial = partial_path(key)
-    if force and partial.exists():
-        (partial / "checkpoint.pt").unlink(missing_ok=True)
-    partial.mkdir(parents=True, exist_ok=True)
-    write_json(partial / "run.json", key)
+    train, dev, test = encode_splits(tokenizer, data, b, max_length)
+    partial = start_partial(key, force)
     label = f"{spec.pattern} {spec.sparsity:g} ({spec.pruner}, {budget})"
     trained = train_classifier(net, train, config, hooks=[pruner],
                                checkpoint=partial / "checkpoint.pt", description=label)

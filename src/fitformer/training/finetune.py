@@ -33,7 +33,7 @@ from fitformer.training.runs import (
     commit_run,
     find_run,
     load_run_info,
-    partial_path,
+    start_partial,
     write_json,
 )
 
@@ -74,6 +74,13 @@ def dense_key(model_ref, data, budget_name: str, config: TrainConfig) -> dict:
 
 
 MAX_POSITIONS = 512  # BERT-family position embeddings
+
+
+def encode_splits(tokenizer, data: ClassificationDataset, budget, max_length: int
+                  ) -> tuple[Encoded, Encoded, Encoded]:
+    """Tokenised ``(train, dev, test)``, each capped by the budget."""
+    return tuple(Encoded(tokenizer, data.split(s).subset(getattr(budget, f"{s}_examples")),
+                         max_length) for s in ("train", "dev", "test"))
 
 
 def run_metrics(task: str, table: dict, trained, started: float, splits: tuple, budget,
@@ -157,10 +164,8 @@ def complete_precisions(path: Path, metrics: dict, data: ClassificationDataset,
     ref = resolve_model(str(path))
     tokenizer = load_tokenizer(ref)
     net = load_classifier(ref)
-    train = Encoded(tokenizer, data.train.subset(b.train_examples), max_length)
-    splits = {s: Encoded(tokenizer, data.split(s).subset(getattr(b, f"{s}_examples")),
-                         max_length) for s in ("dev", "test")}
-    table = accuracy_at_precisions(net, splits, train, missing)
+    train, dev, test = encode_splits(tokenizer, data, b, max_length)
+    table = accuracy_at_precisions(net, {"dev": dev, "test": test}, train, missing)
     for s in ("dev", "test"):
         metrics["accuracy"][s].update(table["accuracy"][s])
     write_json(path / "metrics.json", metrics)
@@ -219,14 +224,8 @@ def finetune(model: str = "default", dataset: str = "rotten-tomatoes", *,
     torch.manual_seed(seed)
     tokenizer = load_tokenizer(ref)
     net = load_classifier(ref, data.label_names)
-    train = Encoded(tokenizer, data.train.subset(b.train_examples), max_length)
-    dev = Encoded(tokenizer, data.dev.subset(b.dev_examples), max_length)
-    test = Encoded(tokenizer, data.test.subset(b.test_examples), max_length)
-    partial = partial_path(key)
-    if force and partial.exists():
-        (partial / "checkpoint.pt").unlink(missing_ok=True)
-    partial.mkdir(parents=True, exist_ok=True)
-    write_json(partial / "run.json", key)
+    train, dev, test = encode_splits(tokenizer, data, b, max_length)
+    partial = start_partial(key, force)
     trained = train_classifier(net, train, config, checkpoint=partial / "checkpoint.pt",
                                description=f"dense fine-tune ({budget})")
     table = accuracy_at_precisions(net, {"dev": dev, "test": test}, train)

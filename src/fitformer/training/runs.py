@@ -68,6 +68,17 @@ def read_json(path: Path, what: str) -> dict:
     return obj
 
 
+def start_partial(key: dict, force: bool = False) -> Path:
+    """The build folder of ``key`` with its ``run.json`` written; an existing checkpoint is
+    kept for resuming unless ``force`` (start over)."""
+    partial = partial_path(key)
+    if force:
+        (partial / "checkpoint.pt").unlink(missing_ok=True)
+    partial.mkdir(parents=True, exist_ok=True)
+    write_json(partial / "run.json", key)
+    return partial
+
+
 def commit_run(partial: Path, key: dict) -> Path:
     """Move a finished ``partial`` folder into its run directory and drop resume state."""
     for leftover in ("checkpoint.pt",):
