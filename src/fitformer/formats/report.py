@@ -18,8 +18,7 @@ def formats_for_shape(shape: tuple[int, int], pattern: str, sparsity: float, *,
     """Sizes of an ``(M, N)`` matrix of N(0, 1) weights (seeded) masked by ``pattern`` at
     ``sparsity`` (sizes depend on the mask only)."""
     from fitformer.errors import FitformerError
-    from fitformer.sparsity.patterns import make_pattern
-    from fitformer.sparsity.prune import check_not_emptied
+    from fitformer.sparsity.patterns import check_not_emptied, make_pattern
 
     if shape[0] * shape[1] > 1 << 26:
         raise FitformerError(f"--shape {shape[0]}x{shape[1]} has more than 2**26 elements; "

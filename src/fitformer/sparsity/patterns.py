@@ -415,6 +415,22 @@ class Hierarchical(_Blocked):
         return _finish(level1 & level2, (M, N), previous)
 
 
+def check_not_emptied(pattern: Pattern, name: str, shape: tuple[int, int],
+                      levels: tuple[float, ...], sparsity: float) -> None:
+    """Refuse a plan that rounds a layer down to nothing while the request keeps weights
+    (a block larger than the matrix, say).
+
+    Raises:
+        FitformerError: naming the layer, its counts and the fix.
+    """
+    counts = pattern.counts(shape, levels)
+    if sparsity < 1.0 and any(v == 0 for v in counts.values()):
+        raise FitformerError(
+            f"{name} {shape[0]}x{shape[1]}: {pattern.name} at sparsity {sparsity:g} rounds to "
+            f"{counts}, pruning the whole matrix; use a smaller --block or a lower --sparsity."
+        )
+
+
 PATTERNS = ("unstructured", "block", "cbb", "bank", "nm", "hp")
 
 

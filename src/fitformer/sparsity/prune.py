@@ -30,7 +30,7 @@ from fitformer.models.loading import (
     resolve_model,
 )
 from fitformer.sparsity.masking import squash_masks
-from fitformer.sparsity.patterns import Hierarchical, Pattern, make_pattern
+from fitformer.sparsity.patterns import Hierarchical, Pattern, check_not_emptied, make_pattern
 from fitformer.sparsity.pruners import PRUNERS, make_pruner
 from fitformer.training.budgets import get_budget
 from fitformer.training.evaluation import accuracy_at_precisions
@@ -234,22 +234,6 @@ def prune(model: str = "default", dataset: str = "rotten-tomatoes", *,
     save_file({k: v.contiguous() for k, v in masks.items()}, str(partial / "masks.safetensors"))
     path = save_run(partial, key, net, tokenizer, metrics, {"pruning.json": pruning})
     return RunResult(path, key, metrics, cached=False)
-
-
-def check_not_emptied(pattern: Pattern, name: str, shape: tuple[int, int],
-                      levels: tuple[float, ...], sparsity: float) -> None:
-    """Refuse a plan that rounds a layer down to nothing while the request keeps weights
-    (a block larger than the matrix, say).
-
-    Raises:
-        FitformerError: naming the layer, its counts and the fix.
-    """
-    counts = pattern.counts(shape, levels)
-    if sparsity < 1.0 and any(v == 0 for v in counts.values()):
-        raise FitformerError(
-            f"{name} {shape[0]}x{shape[1]}: {pattern.name} at sparsity {sparsity:g} rounds to "
-            f"{counts}, pruning the whole matrix; use a smaller --block or a lower --sparsity."
-        )
 
 
 def _pruning_report(net, layers, masks, pattern: Pattern, spec: PruneSpec,
