@@ -423,6 +423,83 @@ def devices(devices_file: Annotated[str | None, typer.Option(
               "selected; give prices with --devices FILE.")
 
 
+@app.command()
+def estimate(device: Annotated[str, typer.Option(help="Device id (see `fitformer devices`).")],
+             model: Annotated[str, typer.Option(help="default, a folder or a hub id.")]
+             = "default",
+             pruned: Annotated[str | None, typer.Option(
+                 help="A pruned run directory: its masks give the structure.")] = None,
+             sparsity: Annotated[float | None, typer.Option(
+                 help="Sparsity of the prunable matrices (without --pruned; 0 = dense).")]
+             = None,
+             pattern: Annotated[PatternName, typer.Option(
+                 help="Pattern for --sparsity.")] = PatternName.hp,
+             batch_size: Annotated[int, typer.Option(help="Sequences per inference.")] = 1,
+             seq_len: Annotated[int, typer.Option(help="Tokens per sequence.")] = 128,
+             precision: Annotated[PrecisionName | None, typer.Option(
+                 help="Pin the precision (default: the DSE chooses among the device's).")]
+             = None,
+             clock_mhz: Annotated[float | None, typer.Option(
+                 help="FPGA clock (default: the device's).")] = None,
+             block: Annotated[str, typer.Option(help="Block RxC for --sparsity.")] = "16x16",
+             banks: Annotated[int, typer.Option(help="Banks B for --sparsity.")] = 4,
+             level2_density: Annotated[float | None, typer.Option(
+                 help="HP split d2 for --sparsity.")] = None,
+             devices_file: Annotated[str | None, typer.Option(
+                 "--devices", help="YAML/JSON file merged into the catalog by id.")] = None,
+             no_cache: Annotated[bool, typer.Option(
+                 help="Explore again instead of reading the DSE cache.")] = False,
+             as_json: JsonOpt = False) -> None:
+    """Latency and resources of a model on one device: for FPGAs the fastest design point
+    that fits (analytical model + design-space exploration), for GPUs a dense roofline,
+    for the host CPU a measured run."""
+    from fitformer.hardware.catalog import load_catalog
+    from fitformer.hardware.estimate import estimate as do_estimate
+    from fitformer.hardware.estimate import unit_summary
+    from fitformer.hardware.workload import workload_from_pattern, workload_from_run
+    from fitformer.sparsity.patterns import parse_block
+
+    if (pruned is None) == (sparsity is None):
+        raise FitformerError("give either --pruned DIR or --sparsity S (with --pattern).")
+    dev = load_catalog(devices_file, [device])[0]
+    if pruned is not None:
+        wl = workload_from_run(pruned)
+    else:
+        wl = workload_from_pattern(model, pattern=pattern.value, sparsity=sparsity,
+                                   block=parse_block(block), banks=banks,
+                                   level2_density=level2_density)
+    rep = do_estimate(dev, wl, batch=batch_size, seq_len=seq_len,
+                      precision=precision.value if precision else None, clock_mhz=clock_mhz,
+                      model=model, pruned=pruned, use_cache=not no_cache)
+    if as_json:
+        _print_json(rep)
+        return
+    title = (f"{rep['device']}: {rep['latency_ms']:.3f} ms = compute {rep['compute_ms']:.3f} + "
+             f"call overhead {rep['call_overhead_ms']:.3f} ({rep['method']}, "
+             f"{rep['precision']}, batch {batch_size} x {seq_len} tokens)")
+    table = Table("unit", "uses", "parallelism", "DSP", "BRAM_18K", "URAM", "LUT", "FF",
+                  "cycles", "latency ms", "bound", title=title)
+
+    def num(v):
+        return "-" if v is None else f"{v:,}"
+
+    for r in unit_summary(rep):
+        par = " ".join(f"{k}={v}" for k, v in r["parallelism"].items())
+        if r.get("runs_on"):
+            par = f"on {r['runs_on']}"
+        table.add_row(r["unit"], str(r["uses"]), par, num(r["dsp"]), num(r["bram_18k"]),
+                      num(r["uram"]), num(r["lut"]), num(r["ff"]), num(r["cycles"]),
+                      f"{r['latency_ms']:.4f}", r["bound"] or "-")
+    out.print(table)
+    res, util = rep["resources"], rep["utilization"]
+    if rep["method"] == "model":
+        out.print("total: " + ", ".join(f"{k} {res[k]:,} ({util[k]:.0%})" for k in res)
+                  + f"; fits: {rep['fits']}; weights on chip: {rep['weights_on_chip']}")
+    out.print(f"workload: {rep['workload']}; sparsity {rep['sparsity']:.4f}"
+              + (f"; hp_split d1 {rep['hp_split']['d1']:.3f} d2 {rep['hp_split']['d2']:.3f}"
+                 if rep["hp_split"] else ""))
+
+
 @experiment_app.command("patterns")
 def experiment_patterns(
         budget: Annotated[BudgetName, typer.Option(help="Budget of every run.")]

@@ -5,7 +5,8 @@
 - ``downloads/``: the registry files, exactly as fetched (verified by sha256);
 - ``models/<name>/``: extracted pretrained models (Hugging Face ``save_pretrained`` folders);
 - ``data/<name>/``: extracted datasets;
-- ``runs/<key hash>/``: training runs (design.md §9).
+- ``runs/<key hash>/``: training runs (design.md §9);
+- ``dse/<digest>.json``: design points found by the design-space exploration.
 """
 
 from __future__ import annotations
@@ -38,3 +39,7 @@ def data_dir() -> Path:
 
 def runs_dir() -> Path:
     return fitformer_home() / "runs"
+
+
+def dse_dir() -> Path:
+    return fitformer_home() / "dse"

@@ -73,14 +73,20 @@ def role_of(name: str) -> str:
     return "other"
 
 
+def layer_index(name: str) -> int | None:
+    """The encoder layer index in a module path (``...layer.3.attention...`` -> 3), or
+    ``None`` outside the layer stack."""
+    m = _LAYER_INDEX.search(name + ".")
+    return int(m.group(1)) if m else None
+
+
 def linear_layers(model: torch.nn.Module) -> list[LinearInfo]:
     """Every ``nn.Linear`` of ``model`` in module order, with role and default prunability."""
     out = []
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.Linear):
             role = role_of(name)
-            m = _LAYER_INDEX.search(name + ".")
-            out.append(LinearInfo(name, role, int(m.group(1)) if m else None,
+            out.append(LinearInfo(name, role, layer_index(name),
                                   module.out_features, module.in_features,
                                   role in PRUNABLE_ROLES))
     return out

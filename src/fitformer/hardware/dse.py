@@ -1,0 +1,224 @@
+"""Design-space exploration: the lowest-latency design point that fits a device
+(design.md §6).
+
+Start from the minimal design (one PE, one lane, one head instance, one norm lane per
+unit); then, repeatedly, among every unit's next knob values (the next one or two ``P``
+dividing its stripe counts, ``T`` doubled or quadrupled up to the token count, the next
+``H_par`` dividing the head count, the next norm lane counts dividing the hidden size),
+take the step with the largest latency saving per resource spent (the largest fraction of
+any available resource it adds), as long as the design still fits; stop when no step saves
+cycles and fits. This generalises the seed authors' resource scheduling (add parallelism
+to the slowest unit): since the units run in sequence, a cycle saved anywhere counts the
+same. Two searches run, one with the weights on chip and one with them streamed from DRAM
+(re-read once per pass of ``T`` tokens); the faster design that fits wins.
+Every precision the device offers is explored (or the pinned one); the fastest wins, ties
+to fewer DSPs.
+
+Results are cached in ``$FITFORMER_HOME/dse/<digest>.json`` by a digest of the device
+record, the workload (masks, or pattern parameters and density), precision, batch size,
+sequence length, clock and :data:`MODEL_VERSION`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+
+from fitformer.errors import FitformerError
+from fitformer.hardware.accelerator import (
+    LINEAR_UNITS,
+    UNITS,
+    DesignPoint,
+    Estimate,
+    Platform,
+    UnitResult,
+    assemble,
+    divisors,
+    evaluate_unit,
+    minimal_design,
+    pe_choices,
+    top_unit,
+)
+from fitformer.hardware.catalog import RESOURCE_KEYS, Device
+from fitformer.hardware.workload import Workload
+
+MODEL_VERSION = 1  # bump when the analytical model changes: invalidates cached designs
+
+
+def platform_of(device: Device, clock_mhz: float | None = None) -> Platform:
+    """The figures of an FPGA ``device`` the model needs.
+
+    Raises:
+        FitformerError: not an FPGA, or a figure the model needs is unknown (the message
+            names the field to give in a ``--devices`` file).
+    """
+    if device.kind != "fpga":
+        raise FitformerError(f"device {device.id} is a {device.kind}; the accelerator model "
+                             "is for FPGAs (GPUs and CPUs use the roofline or a measurement).")
+    clock = clock_mhz if clock_mhz is not None else device.num("clock_mhz")
+    missing = [f for f, v in (("clock_mhz", clock), ("dram_gbytes_per_s",
+                                                     device.num("dram_gbytes_per_s")),
+                              ("dsp", device.num("dsp")), ("bram_18k", device.num("bram_18k")),
+                              ("lut", device.num("lut")), ("ff", device.num("ff"))) if not v]
+    if missing:
+        raise FitformerError(f"device {device.id} has no {', '.join(missing)}; give "
+                             f"{'them' if len(missing) > 1 else 'it'} in a --devices file "
+                             "(or --clock-mhz for the clock).")
+    if clock <= 0:
+        raise FitformerError(f"--clock-mhz {clock} must be positive.")
+    return Platform(device.num("dsp_type"), float(device.num("dram_gbytes_per_s")),
+                    (device.num("uram") or 0) > 0, device.available(), float(clock))
+
+
+def _next(values: list[int], current: int, steps: int = 2) -> list[int]:
+    bigger = [v for v in values if v > current]
+    return bigger[:steps]
+
+
+def _candidates(unit: str, knobs: dict, wl: Workload, tokens: int, seq_len: int) -> list[dict]:
+    if unit in LINEAR_UNITS:
+        ts = [t for t in (2 * knobs["T"], 4 * knobs["T"]) if t <= max(1, 2 * tokens) and
+              t // 2 < tokens]
+        return ([{**knobs, "P": p} for p in _next(pe_choices(wl, unit), knobs["P"])]
+                + [{**knobs, "T": t} for t in ts])
+    if unit == "attention":
+        ts = [t for t in (2 * knobs["T"], 4 * knobs["T"]) if t // 2 < seq_len]
+        return ([{**knobs, "H_par": h} for h in _next(divisors(wl.dims.heads), knobs["H_par"])]
+                + [{**knobs, "T": t} for t in ts])
+    if unit == "add_norm":
+        return [{"lanes": v} for v in _next(divisors(wl.dims.hidden), knobs["lanes"], 3)]
+    return []
+
+
+class _Explorer:
+    """Evaluates designs unit by unit, re-using unchanged units."""
+
+    def __init__(self, wl: Workload, plat: Platform, batch: int, seq_len: int):
+        self.wl, self.plat, self.batch, self.seq_len = wl, plat, batch, seq_len
+        self._memo: dict = {}
+
+    def unit(self, unit: str, design: DesignPoint) -> UnitResult:
+        key = (unit, design.precision, design.weights_on_chip,
+               tuple(sorted(design.knobs.get(unit, {}).items())),
+               design.knobs["add_norm"]["lanes"])
+        if key not in self._memo:
+            self._memo[key] = evaluate_unit(unit, self.wl, design, self.plat, self.batch,
+                                            self.seq_len)
+        return self._memo[key]
+
+    def estimate(self, design: DesignPoint) -> Estimate:
+        units = {u: self.unit(u, design) for u in UNITS}
+        units["top"] = top_unit(self.wl, design, self.batch * self.seq_len)
+        return assemble(design, units, self.plat)
+
+    def fits(self, est: Estimate) -> bool:
+        return est.resources.fits(self.plat.available)
+
+    def cost(self, new: Estimate, old: Estimate) -> float:
+        a, b = new.resources.as_dict(), old.resources.as_dict()
+        avail = self.plat.available
+        return max(((a[k] - b[k]) / avail[k] for k in RESOURCE_KEYS if avail[k] > 0),
+                   default=0.0)
+
+    def explore(self, precision: str) -> Estimate:
+        """The best design at ``precision``: weights on chip and weights streamed are both
+        explored (streaming wins when large ``T`` amortises the DRAM traffic)."""
+        found = [self._greedy(self.estimate(minimal_design(precision, on_chip)))
+                 for on_chip in (True, False)]
+        fitting = [e for e in found if self.fits(e)] or found[1:]
+        return min(fitting, key=lambda e: (e.total_cycles, not e.design.weights_on_chip))
+
+    def _greedy(self, est: Estimate) -> Estimate:
+        if not self.fits(est):
+            return est
+        tokens = self.batch * self.seq_len
+        frozen: set[str] = set()
+        while True:
+            best, best_score = None, 0.0
+            for unit in UNITS:
+                if unit in frozen:
+                    continue
+                found = False
+                for knobs in _candidates(unit, est.design.knobs.get(unit, {}), self.wl,
+                                         tokens, self.seq_len):
+                    cand = self.estimate(est.design.with_knobs(unit, knobs))
+                    gain = est.total_cycles - cand.total_cycles
+                    if gain <= 0 or not self.fits(cand):
+                        continue
+                    found = True
+                    score = gain / max(self.cost(cand, est), 1e-6)
+                    if score > best_score:
+                        best, best_score = cand, score
+                if not found:
+                    frozen.add(unit)
+            if best is None:
+                return est
+            est = best
+
+
+def _cache_key(wl: Workload, device: Device, precision: str, batch: int, seq_len: int,
+               clock: float) -> str:
+    obj = {"device": device.model_dump(mode="json"), "workload": wl.digest,
+           "precision": precision, "batch": batch, "seq_len": seq_len, "clock": clock,
+           "model_version": MODEL_VERSION}
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def explore(wl: Workload, device: Device, *, precision: str | None = None, batch: int = 1,
+            seq_len: int = 128, clock_mhz: float | None = None,
+            use_cache: bool = True) -> Estimate:
+    """The lowest-latency design point of ``wl`` on ``device`` (module docstring).
+
+    Args:
+        precision: ``fx16`` or ``fx8`` to pin; ``None`` explores the device's precisions.
+        batch: sequences per inference (>= 1); seq_len: tokens per sequence (>= 1).
+        clock_mhz: overrides the device clock.
+        use_cache: read and write ``$FITFORMER_HOME/dse``.
+
+    Returns:
+        the best :class:`Estimate`; ``fits`` may be false when even the minimal design
+        does not fit (the estimate is then that of the minimal streamed design).
+
+    Raises:
+        FitformerError: bad batch/seq_len, a precision the device does not offer, or a
+            device the model cannot size (:func:`platform_of`).
+    """
+    from fitformer.paths import dse_dir
+
+    if batch < 1 or seq_len < 1:
+        raise FitformerError(f"--batch-size {batch} and --seq-len {seq_len} must be >= 1.")
+    plat = platform_of(device, clock_mhz)
+    offered = [p for p in device.precisions if p in ("fx16", "fx8")]
+    if precision is not None:
+        if precision not in offered:
+            raise FitformerError(f"--precision {precision}: device {device.id} offers "
+                                 f"{', '.join(offered) or 'no fixed-point precision'}.")
+        offered = [precision]
+    if not offered:
+        raise FitformerError(f"device {device.id} lists no fixed-point precision (fx16, fx8).")
+    explorer = _Explorer(wl, plat, batch, seq_len)
+    results = []
+    for prec in offered:
+        key = _cache_key(wl, device, prec, batch, seq_len, plat.clock_mhz)
+        path = dse_dir() / f"{key}.json"
+        est = None
+        if use_cache and path.is_file():
+            try:
+                saved = json.loads(path.read_text())
+                est = explorer.estimate(DesignPoint(prec, saved["weights_on_chip"],
+                                                    saved["knobs"]))
+            except (ValueError, KeyError, TypeError):
+                est = None          # a corrupt cache entry is recomputed
+        if est is None:
+            est = explorer.explore(prec)
+            if use_cache:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(json.dumps({"weights_on_chip": est.design.weights_on_chip,
+                                           "knobs": est.design.knobs}))
+                tmp.replace(path)
+        results.append(est)
+    fitting = [e for e in results if explorer.fits(e)] or results
+    return min(fitting, key=lambda e: (e.total_cycles, e.resources.dsp,
+                                       -math.inf if e.design.precision == "fx16" else 0))

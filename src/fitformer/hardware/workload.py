@@ -1,0 +1,428 @@
+"""The workload the accelerator runs: model dimensions and, per weight matrix, the work its
+sparsity structure gives the sparse linear unit (design.md §6).
+
+A weight ``W`` of shape ``(M, N)`` is processed stripe by stripe (``c`` columns). Inside a
+stripe, a PE walks the stripe's row segments; its ``B`` multipliers read one weight each
+from their own bank (``c / B`` columns) per cycle, so a row segment takes as many cycles as
+its fullest bank holds kept weights (shorter banks are padded with explicit zeros, as the
+CSB baseline format does) and an empty row segment is skipped. The **stripe profile** is
+therefore, for every stripe ``s``::
+
+    stripe_cycles[s] = sum over rows i of max over banks b of nnz(W[i, stripe s, bank b])
+
+For HP every kept row segment holds exactly ``k`` weights in every bank and every stripe
+keeps ``K1`` blocks of ``r`` rows, so ``stripe_cycles[s] = K1 * r * k`` for every stripe:
+balanced across PEs and banks. For column-balanced block pruning ``k = c / B``; for a
+dense matrix ``K1 = M / r`` as well. For any other mask the profile is measured on the mask.
+
+Two ways to build a workload:
+
+* :func:`workload_from_run`: the masks of a pruned run (``--pruned DIR``);
+* :func:`workload_from_pattern`: ``--sparsity S --pattern P``. HP, ``cbb`` and ``dense``
+  profiles follow from the pattern's counts alone (the formula above); the other patterns'
+  structure depends on the weights, so their masks are computed one-shot (magnitude, no
+  fine-tuning) on the model's real pretrained weights.
+
+Non-divisible shapes: columns are padded with zeros to a whole stripe, as in
+:mod:`fitformer.sparsity.patterns`; the counts-only profile treats a trailing partial block
+as full (an upper bound; masks give the exact value).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fitformer.errors import FitformerError
+
+BALANCED_PATTERNS = ("hp", "cbb", "dense")
+LINEAR_ROLES = ("q", "k", "v", "attn_out", "ffn_in", "ffn_out", "pooler", "classifier")
+
+
+@dataclass(frozen=True)
+class ModelDims:
+    """Dimensions of a BERT-style encoder classifier (from its ``config.json``).
+
+    Attributes:
+        layers: encoder layers ``L``.
+        hidden: hidden size ``H``.
+        heads: attention heads; ``head_dim = hidden / heads``.
+        intermediate: FFN size ``I``.
+        vocab: vocabulary size (embedding rows).
+        num_labels: classifier outputs.
+    """
+
+    layers: int
+    hidden: int
+    heads: int
+    intermediate: int
+    vocab: int
+    num_labels: int = 2
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+    def shape(self, role: str) -> tuple[int, int]:
+        """``(M, N)`` of the weight with this role."""
+        H, Im = self.hidden, self.intermediate
+        return {"q": (H, H), "k": (H, H), "v": (H, H), "attn_out": (H, H),
+                "ffn_in": (Im, H), "ffn_out": (H, Im), "pooler": (H, H),
+                "classifier": (self.num_labels, H)}[role]
+
+
+def dims_from_config(config) -> ModelDims:
+    """:class:`ModelDims` from a transformers config object.
+
+    Raises:
+        FitformerError: the config is not a BERT-style encoder (missing fields), or the
+            hidden size is not a multiple of the head count.
+    """
+    try:
+        dims = ModelDims(int(config.num_hidden_layers), int(config.hidden_size),
+                         int(config.num_attention_heads), int(config.intermediate_size),
+                         int(config.vocab_size), int(getattr(config, "num_labels", 2) or 2))
+    except AttributeError as exc:
+        raise FitformerError(f"the model config lacks {exc.name!r}: the accelerator model "
+                             "covers BERT-style encoders (hidden_size, num_hidden_layers, "
+                             "num_attention_heads, intermediate_size).") from None
+    if dims.hidden % dims.heads:
+        raise FitformerError(f"hidden size {dims.hidden} is not a multiple of the "
+                             f"{dims.heads} attention heads.")
+    return dims
+
+
+@dataclass(frozen=True)
+class MatrixWork:
+    """The work of one weight matrix on the sparse linear unit.
+
+    Attributes:
+        role: ``q``, ``k``, ``v``, ``attn_out``, ``ffn_in``, ``ffn_out``, ``pooler`` or
+            ``classifier``.
+        layer: encoder layer index, or ``None`` (pooler, classifier).
+        shape: ``(M, N)``.
+        stripe_cycles: int64 array ``(S,)``, ``S = ceil(N / c)``: cycles one PE spends on
+            each stripe per token pass (see the module docstring).
+        row_segments: int64 array ``(S,)``: non-empty row segments per stripe.
+        nnz: kept weights.
+        balanced: every row segment holds the same count in every bank and every stripe the
+            same number of row segments (HP, cbb, dense): no headers per row segment, only
+            block-row indices.
+        k_per_bank: for balanced matrices, the kept weights per bank (``c / B`` = no
+            in-bank offsets); ``None`` otherwise.
+        kept_blocks: for balanced matrices, ``K1`` per stripe; ``None`` otherwise.
+    """
+
+    role: str
+    layer: int | None
+    shape: tuple[int, int]
+    stripe_cycles: np.ndarray
+    row_segments: np.ndarray
+    nnz: int
+    balanced: bool = False
+    k_per_bank: int | None = None
+    kept_blocks: int | None = None
+
+    @property
+    def stripes(self) -> int:
+        return int(self.stripe_cycles.shape[0])
+
+    @property
+    def density(self) -> float:
+        return self.nnz / (self.shape[0] * self.shape[1])
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A model's dimensions plus the work of each of its weight matrices.
+
+    Attributes:
+        dims: :class:`ModelDims`.
+        matrices: every linear layer (six per encoder layer, pooler, classifier).
+        block: ``(r, c)`` of the accelerator's stripes; ``banks``: ``B``.
+        pattern: the sparsity pattern (``dense`` when unpruned).
+        hp_split: ``{"d1", "d2"}`` requested (HP only) or ``None``.
+        source: what the structure came from (run directory, or pattern + sparsity).
+        digest: a digest of everything the estimate depends on (cache key).
+    """
+
+    dims: ModelDims
+    matrices: tuple[MatrixWork, ...]
+    block: tuple[int, int]
+    banks: int
+    pattern: str
+    sparsity: float
+    hp_split: dict | None
+    source: str
+    digest: str = field(default="")
+
+    def by_role(self, *roles: str) -> list[MatrixWork]:
+        return [m for m in self.matrices if m.role in roles]
+
+    @property
+    def overall_sparsity(self) -> float:
+        """Sparsity over the prunable matrices (q, k, v, attn_out, ffn_in, ffn_out)."""
+        pr = [m for m in self.matrices if m.role not in ("pooler", "classifier")]
+        return 1.0 - sum(m.nnz for m in pr) / sum(m.shape[0] * m.shape[1] for m in pr)
+
+
+def stripe_profile(mask: np.ndarray, c: int, banks: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cycles and non-empty row segments per stripe of a mask (module docstring).
+
+    Args:
+        mask: bool ``(M, N)``.
+        c: stripe width; ``banks``: ``B``, dividing ``c``.
+
+    Returns:
+        ``(stripe_cycles, row_segments)``, int64 arrays of shape ``(ceil(N / c),)``.
+    """
+    M, N = mask.shape
+    S = math.ceil(N / c)
+    padded = np.zeros((M, S * c), dtype=bool)
+    padded[:, :N] = mask
+    per_bank = padded.reshape(M, S, banks, c // banks).sum(axis=3, dtype=np.int64)
+    longest = per_bank.max(axis=2)                                    # (M, S)
+    return longest.sum(axis=0), (longest > 0).sum(axis=0).astype(np.int64)
+
+
+def work_from_mask(role: str, layer: int | None, mask: np.ndarray, c: int,
+                   banks: int) -> MatrixWork:
+    """:class:`MatrixWork` measured on a mask (bool ``(M, N)``)."""
+    cycles, segments = stripe_profile(mask, c, banks)
+    return MatrixWork(role, layer, tuple(mask.shape), cycles, segments, int(mask.sum()))
+
+
+def balanced_work(role: str, layer: int | None, shape: tuple[int, int], r: int, c: int,
+                  banks: int, K1: int, k: int) -> MatrixWork:
+    """:class:`MatrixWork` of a balanced matrix from its counts: every stripe keeps ``K1``
+    blocks of ``r`` rows, every kept row segment ``k`` weights per bank."""
+    M, N = shape
+    S = math.ceil(N / c)
+    rows = min(K1 * r, M)
+    return MatrixWork(role, layer, shape, np.full(S, rows * k, dtype=np.int64),
+                      np.full(S, rows if k else 0, dtype=np.int64),
+                      nnz=min(rows * k * banks * S, M * N) if k else 0, balanced=True,
+                      k_per_bank=k, kept_blocks=K1)
+
+
+def _dense_work(dims: ModelDims, role: str, layer: int | None, r: int, c: int,
+                banks: int) -> MatrixWork:
+    M, _ = dims.shape(role)
+    return balanced_work(role, layer, dims.shape(role), r, c, banks, math.ceil(M / r),
+                         c // banks)
+
+
+def _check_block(block: tuple[int, int], banks: int) -> None:
+    r, c = block
+    if r < 1 or c < 1 or banks < 1 or c % banks:
+        raise FitformerError(f"--banks {banks} must divide the block width c = {c} "
+                             "(e.g. --block 16x16 --banks 4).")
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _finish(dims, matrices, block, banks, pattern, sparsity, hp_split, source, digest_obj):
+    return Workload(dims, tuple(matrices), tuple(block), banks, pattern, sparsity, hp_split,
+                    source, _digest(digest_obj))
+
+
+def load_dims(model: str = "default") -> tuple[ModelDims, object]:
+    """Dimensions of ``model`` (``default``, a folder or a hub id) and its resolved ref.
+
+    Raises:
+        FitformerError: the model cannot be resolved or is not a BERT-style encoder.
+    """
+    from transformers import AutoConfig
+
+    from fitformer.models.loading import resolve_model
+
+    ref = resolve_model(model)
+    try:
+        config = AutoConfig.from_pretrained(ref.load_from)
+    except (OSError, ValueError) as exc:
+        raise FitformerError(f"cannot read the config of model {model!r} ({exc}).") from None
+    return dims_from_config(config), ref
+
+
+def workload_from_pattern(model: str = "default", *, pattern: str = "hp",
+                          sparsity: float = 0.0, block: tuple[int, int] = (16, 16),
+                          banks: int = 4, level2_density: float | None = None,
+                          nm_m: int = 4) -> Workload:
+    """The workload of ``model`` pruned to ``sparsity`` with ``pattern`` (module docstring).
+
+    Args:
+        model: ``default``, a ``save_pretrained`` folder or a hub id.
+        pattern: ``hp``, ``cbb``, ``unstructured``, ``block``, ``bank``, ``nm`` or ``dense``
+            (``sparsity`` 0 with any pattern is the dense model).
+        sparsity: requested sparsity of the six prunable roles, in [0, 1).
+        block, banks, level2_density, nm_m: pattern parameters (design.md §3).
+
+    Raises:
+        FitformerError: bad pattern parameters, a sparsity out of range, or a layer the
+            pattern would empty.
+    """
+    from fitformer.sparsity.patterns import check_not_emptied, make_pattern
+
+    _check_block(block, banks)
+    if not 0.0 <= sparsity < 1.0:
+        raise FitformerError(f"--sparsity {sparsity} must be in [0, 1).")
+    dims, ref = load_dims(model)
+    r, c = block
+    if sparsity == 0.0:
+        pattern = "dense"
+    pat = None if pattern == "dense" else make_pattern(
+        pattern, block=block, banks=banks, level2_density=level2_density, nm_m=nm_m)
+    hp_split = None
+    if pattern == "hp":
+        d1, d2 = pat.split(sparsity)
+        hp_split = {"d1": d1, "d2": d2}
+    key = {"model": ref.key(), "pattern": pattern, "sparsity": sparsity, "block": block,
+           "banks": banks, "params": pat.params() if pat else {}, "dims": dims.__dict__}
+    prunable = [(role, layer) for layer in range(dims.layers)
+                for role in ("q", "k", "v", "attn_out", "ffn_in", "ffn_out")]
+    matrices: list[MatrixWork] = []
+    if pattern in BALANCED_PATTERNS:
+        for role, layer in prunable:
+            shape = dims.shape(role)
+            if pat is None:
+                matrices.append(_dense_work(dims, role, layer, r, c, banks))
+                continue
+            levels = pat.plan(shape, sparsity)
+            check_not_emptied(pat, f"{role} of layer {layer}", shape, levels, sparsity)
+            counts = pat.counts(shape, levels)
+            k = counts.get("k", c // banks)
+            matrices.append(balanced_work(role, layer, shape, r, c, banks, counts["K1"], k))
+        source = f"{pattern} at sparsity {sparsity} (counts)"
+    else:
+        for role, layer, mask in _one_shot_masks(ref, dims, pat, sparsity):
+            matrices.append(work_from_mask(role, layer, mask, c, banks))
+        source = f"{pattern} at sparsity {sparsity} (one-shot masks of {ref.id})"
+    for role in ("pooler", "classifier"):
+        matrices.append(_dense_work(dims, role, None, r, c, banks))
+    return _finish(dims, matrices, block, banks, pattern, sparsity, hp_split, source, key)
+
+
+def _one_shot_masks(ref, dims: ModelDims, pat, sparsity: float):
+    """Masks of the pattern on the model's real pretrained weights (one shot, magnitude)."""
+    import torch
+    from safetensors import safe_open
+
+    from fitformer.models.layers import layer_index, role_of
+    from fitformer.sparsity.patterns import check_not_emptied
+
+    if ref.path is None:
+        raise FitformerError(f"--pattern {pat.name} needs the weights of {ref.id} (its "
+                             "structure depends on them); give a local folder or a run.")
+    out = []
+    with safe_open(str(ref.path / "model.safetensors"), "pt") as f:
+        for key in f.keys():
+            if not key.endswith(".weight"):
+                continue
+            name = key[: -len(".weight")]
+            role, layer = role_of(name), layer_index(name)
+            if role not in ("q", "k", "v", "attn_out", "ffn_in", "ffn_out"):
+                continue
+            w = f.get_tensor(key).float()
+            levels = pat.plan(tuple(w.shape), sparsity)
+            check_not_emptied(pat, name, tuple(w.shape), levels, sparsity)
+            with torch.no_grad():
+                mask = pat.mask_from_levels(w, levels)
+            out.append((role, layer, mask.numpy()))
+    out.sort(key=lambda t: (t[1], ("q", "k", "v", "attn_out", "ffn_in", "ffn_out").index(t[0])))
+    if len(out) != 6 * dims.layers:
+        raise FitformerError(f"{ref.path}: found {len(out)} prunable matrices, expected "
+                             f"{6 * dims.layers}; is it a BERT-style encoder?")
+    return out
+
+
+def workload_from_run(run_dir: str | Path) -> Workload:
+    """The workload of a pruned run, measured on its masks (``--pruned DIR``).
+
+    The accelerator's ``r x c`` and ``B`` are the run's pattern parameters (defaults 16x16
+    and 4 for patterns without them).
+
+    Raises:
+        FitformerError: not a pruned run, corrupt masks, or masks that do not match the
+            model's config.
+    """
+    from safetensors.numpy import load_file
+    from transformers import AutoConfig
+
+    from fitformer.formats.export import check_pruned_dir
+    from fitformer.models.layers import layer_index, role_of
+    from fitformer.training.runs import read_json
+
+    run_dir = check_pruned_dir(run_dir)
+    pruning = read_json(run_dir / "pruning.json", "re-create the pruned run")
+    params = pruning.get("params", {})
+    block = (int(params.get("r", 16)), int(params.get("c", 16)))
+    banks = int(params.get("B", 4))
+    _check_block(block, banks)
+    try:
+        config = AutoConfig.from_pretrained(str(run_dir))
+        masks = load_file(str(run_dir / "masks.safetensors"))
+    except Exception as exc:  # noqa: BLE001 - transformers/safetensors raise several kinds
+        raise FitformerError(f"{run_dir}: cannot read config.json or masks.safetensors "
+                             f"({exc}); re-create the run with `fitformer prune`.") from None
+    dims = dims_from_config(config)
+    matrices = []
+    for name, mask in masks.items():
+        role, layer = role_of(name), layer_index(name)
+        if role not in LINEAR_ROLES or (layer is None) != (role in ("pooler", "classifier")):
+            raise FitformerError(f"{run_dir}/masks.safetensors: {name} is not a linear layer "
+                                 "of a BERT-style encoder.")
+        if tuple(mask.shape) != dims.shape(role):
+            raise FitformerError(f"{run_dir}/masks.safetensors: mask {name} has shape "
+                                 f"{tuple(mask.shape)}, the config says {dims.shape(role)}.")
+        matrices.append(work_from_mask(role, layer, mask.astype(bool), block[1], banks))
+    have = {(m.role, m.layer) for m in matrices}
+    for layer in range(dims.layers):
+        for role in ("q", "k", "v", "attn_out", "ffn_in", "ffn_out"):
+            if (role, layer) not in have:
+                matrices.append(_dense_work(dims, role, layer, *block, banks))
+    for role in ("pooler", "classifier"):
+        if (role, None) not in have:
+            matrices.append(_dense_work(dims, role, None, *block, banks))
+    matrices = _mark_balanced(matrices, block, banks)
+    order = ("q", "k", "v", "attn_out", "ffn_in", "ffn_out", "pooler", "classifier")
+    matrices.sort(key=lambda m: (m.layer if m.layer is not None else dims.layers,
+                                 order.index(m.role)))
+    mask_digest = hashlib.sha256()
+    for name in sorted(masks):
+        mask_digest.update(name.encode())
+        mask_digest.update(np.packbits(masks[name].astype(bool)).tobytes())
+    pattern = pruning.get("pattern", "unstructured")
+    return _finish(dims, matrices, block, banks, pattern,
+                   float(pruning.get("requested_sparsity", 0.0)), pruning.get("hp_split"),
+                   str(run_dir), {"masks": mask_digest.hexdigest(), "dims": dims.__dict__,
+                                  "block": block, "banks": banks})
+
+
+def _mark_balanced(matrices: list[MatrixWork], block: tuple[int, int],
+                   banks: int) -> list[MatrixWork]:
+    """Mark mask-measured matrices whose profile is balanced (every stripe the same cycles
+    and row segments, every row segment the same count per bank) so that they are stored
+    like HP (block-row indices, no row-segment headers)."""
+    r, c = block
+    out = []
+    for m in matrices:
+        if m.balanced or m.nnz == 0:
+            out.append(m)
+            continue
+        segs, cyc = m.row_segments, m.stripe_cycles
+        uniform = (segs == segs[0]).all() and (cyc == cyc[0]).all() and segs[0] > 0
+        k = int(cyc[0] // segs[0]) if uniform else 0
+        if uniform and k * segs[0] == cyc[0] and k * banks * segs.sum() == m.nnz \
+                and segs[0] % r == 0:
+            out.append(MatrixWork(m.role, m.layer, m.shape, cyc, segs, m.nnz, True, k,
+                                  int(segs[0] // r)))
+        else:
+            out.append(m)
+    return out
