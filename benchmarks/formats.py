@@ -21,8 +21,6 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
-
 SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95)
 
 

@@ -523,6 +523,22 @@ def experiment_patterns(
                  log=lambda m: err.print(m, highlight=False))
 
 
+@experiment_app.command("accelerator")
+def experiment_accelerator(
+        device: Annotated[str, typer.Option(help="Device for the pattern comparison.")]
+        = "zcu104",
+        out: Annotated[str, typer.Option(help="Folder for the report.")] = "docs") -> None:
+    """Validate the accelerator model: FQ-BERT (DATE 2021) configured on ZCU102, and HP vs
+    column-balanced block, unstructured and dense designs on one device at equal sparsity
+    and at equal dev accuracy; writes OUT/accelerator-validation.md, .json and a plot."""
+    from pathlib import Path
+
+    from fitformer.experiments.accelerator import run_validation
+
+    run_validation(device_id=device, out_dir=Path(out),
+                   log=lambda m: err.print(m, highlight=False))
+
+
 def main() -> None:
     """Entry point of the ``fitformer`` console script."""
     try:

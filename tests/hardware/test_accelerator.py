@@ -171,3 +171,13 @@ def test_dsp_packing_rule_wp486():
     assert dsp_per_multiplier("fx8", "DSP48E2", 2) == 0.5
     assert dsp_per_multiplier("fx8", "DSP48E2", 1) == 1.0     # no shared operand
     assert dsp_per_multiplier("fx8", "DSP48E1", 4) == 1.0     # 7-series
+
+
+def test_every_constant_is_documented():
+    from pathlib import Path
+
+    from fitformer.hardware.resources import CONSTANTS
+
+    doc = (Path(__file__).parents[2] / "docs" / "accelerator-model.md").read_text()
+    for name, c in CONSTANTS.items():
+        assert f"| `{name}` | {c.value:g} | {c.unit} | {c.source} |" in doc, name

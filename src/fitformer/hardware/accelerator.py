@@ -244,8 +244,8 @@ def linear_unit(unit: str, matrices: list[MatrixWork], knobs: dict, wl: Workload
         hdr_w = max(_header_bits_per_pe(m, r, P)[0] for m in matrices)
         hdr_d = sum(_header_bits_per_pe(m, r, P)[1] for m in matrices)
         mem += memory(hdr_w, hdr_d).times(P)
-    else:  # stream FIFOs, one per bank of every PE (512 entries, assumed)
-        mem += memory(vbits + off, 512).times(P * B)
+    else:  # stream FIFOs, one per bank of every PE
+        mem += memory(vbits + off, int(const("stream_fifo_depth"))).times(P * B)
     mem += memory(T * vbits, 2 * math.ceil(Smax / P) * (c // B)).times(P * B)     # inputs
     mem += memory(T * acc, 2 * math.ceil(Mmax / B)).times(P * B)                  # psums
     mem += memory(acc, sum(m.shape[0] for m in matrices))                         # biases

@@ -16,7 +16,7 @@ to fewer DSPs.
 
 Results are cached in ``$FITFORMER_HOME/dse/<digest>.json`` by a digest of the device
 record, the workload (masks, or pattern parameters and density), precision, batch size,
-sequence length, clock and :data:`MODEL_VERSION`.
+sequence length, clock, the model's constants and :data:`MODEL_VERSION`.
 """
 
 from __future__ import annotations
@@ -41,9 +41,10 @@ from fitformer.hardware.accelerator import (
     top_unit,
 )
 from fitformer.hardware.catalog import RESOURCE_KEYS, Device
+from fitformer.hardware.resources import CONSTANTS
 from fitformer.hardware.workload import Workload
 
-MODEL_VERSION = 1  # bump when the analytical model changes: invalidates cached designs
+MODEL_VERSION = 2  # bump when the analytical model's code changes: invalidates cached designs
 
 
 def platform_of(device: Device, clock_mhz: float | None = None) -> Platform:
@@ -161,7 +162,8 @@ def _cache_key(wl: Workload, device: Device, precision: str, batch: int, seq_len
                clock: float) -> str:
     obj = {"device": device.model_dump(mode="json"), "workload": wl.digest,
            "precision": precision, "batch": batch, "seq_len": seq_len, "clock": clock,
-           "model_version": MODEL_VERSION}
+           "model_version": MODEL_VERSION,
+           "constants": {k: c.value for k, c in CONSTANTS.items()}}
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:20]
 
 

@@ -36,6 +36,8 @@ CONSTANTS: dict[str, Constant] = {
     "mac_pipeline_cycles": Constant(8, "cycles", "assumed",
                                     "weight/input read (2) + DSP multiply (4) + accumulate (2) "
                                     "before the bank adder tree"),
+    "stream_fifo_depth": Constant(64, "entries", "assumed",
+                                  "weight FIFO per bank of every PE when weights stream"),
     "dram_latency_ns": Constant(150, "ns", "assumed",
                                 "first-word latency of one DRAM burst (embedding gather)"),
     "dram_outstanding": Constant(8, "requests", "assumed",

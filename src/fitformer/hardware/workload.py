@@ -229,8 +229,24 @@ def _digest(obj) -> str:
 
 
 def _finish(dims, matrices, block, banks, pattern, sparsity, hp_split, source, digest_obj):
+    if hp_split:
+        hp_split = {k: round(float(v), 6) for k, v in hp_split.items()}
     return Workload(dims, tuple(matrices), tuple(block), banks, pattern, sparsity, hp_split,
                     source, _digest(digest_obj))
+
+
+def dense_workload(dims: ModelDims, block: tuple[int, int] = (16, 16),
+                   banks: int = 4) -> Workload:
+    """The unpruned workload of a model known only by its dimensions (no weights needed),
+    e.g. a published accelerator's model."""
+    _check_block(block, banks)
+    matrices = [_dense_work(dims, role, layer, *block, banks) for layer in range(dims.layers)
+                for role in ("q", "k", "v", "attn_out", "ffn_in", "ffn_out")]
+    matrices += [_dense_work(dims, role, None, *block, banks)
+                 for role in ("pooler", "classifier")]
+    return _finish(dims, matrices, block, banks, "dense", 0.0, None,
+                   f"dense {dims.layers}x{dims.hidden} (dimensions only)",
+                   {"dims": dims.__dict__, "block": block, "banks": banks, "dense": True})
 
 
 def load_dims(model: str = "default") -> tuple[ModelDims, object]:
