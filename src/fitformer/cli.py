@@ -10,6 +10,7 @@ import json
 import os
 import sys
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -423,51 +424,80 @@ def devices(devices_file: Annotated[str | None, typer.Option(
               "selected; give prices with --devices FILE.")
 
 
-@app.command()
-def estimate(device: Annotated[str, typer.Option(help="Device id (see `fitformer devices`).")],
-             model: Annotated[str, typer.Option(help="default, a folder or a hub id.")]
-             = "default",
-             pruned: Annotated[str | None, typer.Option(
-                 help="A pruned run directory: its masks give the structure.")] = None,
-             sparsity: Annotated[float | None, typer.Option(
-                 help="Sparsity of the prunable matrices (without --pruned; 0 = dense).")]
-             = None,
-             pattern: Annotated[PatternName, typer.Option(
-                 help="Pattern for --sparsity.")] = PatternName.hp,
-             batch_size: Annotated[int, typer.Option(help="Sequences per inference.")] = 1,
-             seq_len: Annotated[int, typer.Option(help="Tokens per sequence.")] = 128,
-             precision: Annotated[PrecisionName | None, typer.Option(
-                 help="Pin the precision (default: the DSE chooses among the device's).")]
-             = None,
-             clock_mhz: Annotated[float | None, typer.Option(
-                 help="FPGA clock (default: the device's).")] = None,
-             block: Annotated[str, typer.Option(help="Block RxC for --sparsity.")] = "16x16",
-             banks: Annotated[int, typer.Option(help="Banks B for --sparsity.")] = 4,
-             level2_density: Annotated[float | None, typer.Option(
-                 help="HP split d2 for --sparsity.")] = None,
-             devices_file: Annotated[str | None, typer.Option(
-                 "--devices", help="YAML/JSON file merged into the catalog by id.")] = None,
-             no_cache: Annotated[bool, typer.Option(
-                 help="Explore again instead of reading the DSE cache.")] = False,
-             as_json: JsonOpt = False) -> None:
-    """Latency and resources of a model on one device: for FPGAs the fastest design point
-    that fits (analytical model + design-space exploration), for GPUs a dense roofline,
-    for the host CPU a measured run."""
+DeviceOpt = Annotated[str, typer.Option(help="Device id (see `fitformer devices`).")]
+ModelOpt = Annotated[str, typer.Option(help="default, a folder or a hub id.")]
+PrunedOpt = Annotated[str | None, typer.Option(
+    help="A pruned run directory or an HP container file: its masks give the structure.")]
+SparsityOpt = Annotated[float | None, typer.Option(
+    help="Sparsity of the prunable matrices (without --pruned; 0 = dense).")]
+HwPatternOpt = Annotated[PatternName, typer.Option(help="Pattern for --sparsity.")]
+BatchOpt = Annotated[int, typer.Option(help="Sequences per inference.")]
+SeqLenOpt = Annotated[int, typer.Option(help="Tokens per sequence.")]
+HwPrecisionOpt = Annotated[PrecisionName | None, typer.Option(
+    help="Pin the precision (default: the DSE chooses among the device's).")]
+ClockOpt = Annotated[float | None, typer.Option(help="FPGA clock (default: the device's).")]
+HwBlockOpt = Annotated[str, typer.Option(help="Block RxC for --sparsity.")]
+HwBanksOpt = Annotated[int, typer.Option(help="Banks B for --sparsity.")]
+HwSplitOpt = Annotated[float | None, typer.Option(help="HP split d2 for --sparsity.")]
+DevicesFileOpt = Annotated[str | None, typer.Option(
+    "--devices", help="YAML/JSON file merged into the catalog by id.")]
+NoCacheOpt = Annotated[bool, typer.Option(
+    help="Explore again instead of reading the DSE cache.")]
+
+
+def _hardware_inputs(device, devices_file, pruned, sparsity, model, pattern, block, banks,
+                     level2_density, *, masks: bool = False):
+    """(device, workload, masks or None) from the flags shared by estimate and simulate."""
+    from fitformer.hardware import workload as W
     from fitformer.hardware.catalog import load_catalog
-    from fitformer.hardware.estimate import estimate as do_estimate
-    from fitformer.hardware.estimate import unit_summary
-    from fitformer.hardware.workload import workload_from_pattern, workload_from_run
     from fitformer.sparsity.patterns import parse_block
 
     if (pruned is None) == (sparsity is None):
         raise FitformerError("give either --pruned DIR or --sparsity S (with --pattern).")
     dev = load_catalog(devices_file, [device])[0]
     if pruned is not None:
-        wl = workload_from_run(pruned)
-    else:
-        wl = workload_from_pattern(model, pattern=pattern.value, sparsity=sparsity,
-                                   block=parse_block(block), banks=banks,
-                                   level2_density=level2_density)
+        path = Path(pruned)
+        if not masks:
+            return dev, W.workload_from_run(path), None
+        got, pruning, config = (W.container_masks(path) if path.is_file()
+                                else W.run_masks(path))
+        return dev, W.workload_from_run(path), got
+    blk = parse_block(block)
+    wl = W.workload_from_pattern(model, pattern=pattern.value, sparsity=sparsity, block=blk,
+                                 banks=banks, level2_density=level2_density)
+    if not masks:
+        return dev, wl, None
+    if sparsity == 0:
+        raise FitformerError("simulate needs masks: give --sparsity above 0 or --pruned DIR.")
+    got = W.one_shot_masks(model, pattern.value, sparsity, block=blk, banks=banks,
+                           level2_density=level2_density)
+    from transformers import AutoConfig
+
+    _, ref = W.load_dims(model)
+    wl = W.workload_from_masks(got, AutoConfig.from_pretrained(ref.load_from),
+                               pattern=pattern.value, block=blk, banks=banks,
+                               sparsity=sparsity, hp_split=wl.hp_split,
+                               source=f"{pattern.value} at sparsity {sparsity} "
+                                      f"(one-shot masks of {ref.id})")
+    return dev, wl, got
+
+
+@app.command()
+def estimate(device: DeviceOpt, model: ModelOpt = "default", pruned: PrunedOpt = None,
+             sparsity: SparsityOpt = None, pattern: HwPatternOpt = PatternName.hp,
+             batch_size: BatchOpt = 1, seq_len: SeqLenOpt = 128,
+             precision: HwPrecisionOpt = None, clock_mhz: ClockOpt = None,
+             block: HwBlockOpt = "16x16", banks: HwBanksOpt = 4,
+             level2_density: HwSplitOpt = None, devices_file: DevicesFileOpt = None,
+             no_cache: NoCacheOpt = False, as_json: JsonOpt = False) -> None:
+    """Latency and resources of a model on one device: for FPGAs the fastest design point
+    that fits (analytical model + design-space exploration), for GPUs a dense roofline,
+    for the host CPU a measured run."""
+    from fitformer.hardware.estimate import estimate as do_estimate
+    from fitformer.hardware.estimate import unit_summary
+
+    dev, wl, _ = _hardware_inputs(device, devices_file, pruned, sparsity, model, pattern,
+                                  block, banks, level2_density)
     rep = do_estimate(dev, wl, batch=batch_size, seq_len=seq_len,
                       precision=precision.value if precision else None, clock_mhz=clock_mhz,
                       model=model, pruned=pruned, use_cache=not no_cache)
@@ -500,6 +530,60 @@ def estimate(device: Annotated[str, typer.Option(help="Device id (see `fitformer
                  if rep["hp_split"] else ""))
 
 
+class IssueOrder(StrEnum):
+    interleaved = "interleaved"
+    column = "column"
+
+
+@app.command()
+def simulate(device: DeviceOpt,
+             layer: Annotated[str | None, typer.Option(
+                 help="Layer to simulate (module name, or its unique ending such as "
+                      "layer.0.intermediate.dense); default: every pruned layer.")] = None,
+             model: ModelOpt = "default", pruned: PrunedOpt = None,
+             sparsity: SparsityOpt = None, pattern: HwPatternOpt = PatternName.hp,
+             batch_size: BatchOpt = 1, seq_len: SeqLenOpt = 128,
+             precision: HwPrecisionOpt = None, clock_mhz: ClockOpt = None,
+             block: HwBlockOpt = "16x16", banks: HwBanksOpt = 4,
+             level2_density: HwSplitOpt = None, devices_file: DevicesFileOpt = None,
+             order: Annotated[IssueOrder, typer.Option(
+                 help="Storage order of a row segment's weights: interleaved (HP format, "
+                      "bank by bank) or column (CSR order, bank-unaware).")]
+             = IssueOrder.interleaved,
+             no_cache: NoCacheOpt = False, as_json: JsonOpt = False) -> None:
+    """Run a layer's real mask through the PE/bank model cycle by cycle at the design point
+    the DSE chose (FPGAs): cycles, stalls by cause (bank_conflict, imbalance_idle,
+    raw_hazard, dram_wait), multiplier utilisation, and the ratio to the analytical model."""
+    from fitformer.hardware.simulator import simulate as do_simulate
+
+    dev, wl, masks = _hardware_inputs(device, devices_file, pruned, sparsity, model, pattern,
+                                      block, banks, level2_density, masks=True)
+    if dev.kind != "fpga":
+        raise FitformerError(f"device {dev.id} is a {dev.kind}; the simulator models the "
+                             "FPGA accelerator (use `fitformer estimate` for it).")
+    rep = do_simulate(dev, wl, masks, [layer] if layer else None, batch=batch_size,
+                      seq_len=seq_len, precision=precision.value if precision else None,
+                      clock_mhz=clock_mhz, use_cache=not no_cache, order=order.value)
+    if as_json:
+        _print_json(rep)
+        return
+    table = Table("layer", "P", "T", "passes", "cycles", "analytical", "sim/model",
+                  "bank_conflict", "imbalance_idle", "raw_hazard", "dram_wait", "mult. util",
+                  title=f"{rep['device']}: {rep['precision']}, weights "
+                        f"{'on chip' if rep['weights_on_chip'] else 'streamed'}, batch "
+                        f"{batch_size} x {seq_len} tokens, {rep['order']} order "
+                        "(stalls in cycles)")
+    for r in rep["layers"]:
+        st = r["stalls"]
+        table.add_row(r["layer"], str(r["parallelism"]["P"]), str(r["parallelism"]["T"]),
+                      str(r["passes"]), f"{r['cycles']:,}", f"{r['analytical_cycles']:,}",
+                      f"{r['ratio_simulated_to_analytical']:.3f}",
+                      *(f"{st[k]:,.0f}" for k in ("bank_conflict", "imbalance_idle",
+                                                  "raw_hazard", "dram_wait")),
+                      f"{r['multiplier_utilization']:.1%}")
+    out.print(table)
+
+
 @experiment_app.command("patterns")
 def experiment_patterns(
         budget: Annotated[BudgetName, typer.Option(help="Budget of every run.")]
@@ -515,8 +599,6 @@ def experiment_patterns(
     """Accuracy vs sparsity for every pattern on MiniLM + Rotten Tomatoes (resumable: rerun
     the same command after an interruption); writes OUT/pattern-comparison.md, .json and
     OUT/img/pattern-accuracy.png."""
-    from pathlib import Path
-
     from fitformer.experiments.patterns import run_patterns
 
     run_patterns(budget=budget.value, out_dir=Path(out), only=only, report_only=report_only,
@@ -531,11 +613,23 @@ def experiment_accelerator(
     """Validate the accelerator model: FQ-BERT (DATE 2021) configured on ZCU102, and HP vs
     column-balanced block, unstructured and dense designs on one device at equal sparsity
     and at equal dev accuracy; writes OUT/accelerator-validation.md, .json and a plot."""
-    from pathlib import Path
-
     from fitformer.experiments.accelerator import run_validation
 
     run_validation(device_id=device, out_dir=Path(out),
+                   log=lambda m: err.print(m, highlight=False))
+
+
+@experiment_app.command("simulate")
+def experiment_simulate(
+        device: Annotated[str, typer.Option(help="FPGA whose HP design is simulated.")]
+        = "zcu104",
+        out: Annotated[str, typer.Option(help="Folder for the report.")] = "docs") -> None:
+    """Simulate every MiniLM layer for HP, cbb, bank-balanced, block and unstructured masks
+    at sparsities 0.5-0.95 on HP's design; writes OUT/simulation.md, .json and a plot of
+    cycles and stalls by cause."""
+    from fitformer.experiments.simulation import run_simulation
+
+    run_simulation(device_id=device, out_dir=Path(out),
                    log=lambda m: err.print(m, highlight=False))
 
 

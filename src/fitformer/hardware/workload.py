@@ -317,7 +317,7 @@ def workload_from_pattern(model: str = "default", *, pattern: str = "hp",
             matrices.append(balanced_work(role, layer, shape, r, c, banks, counts["K1"], k))
         source = f"{pattern} at sparsity {sparsity} (counts)"
     else:
-        for role, layer, mask in _one_shot_masks(ref, dims, pat, sparsity):
+        for role, layer, mask, _ in _one_shot_masks(ref, dims, pat, sparsity):
             matrices.append(work_from_mask(role, layer, mask, c, banks))
         source = f"{pattern} at sparsity {sparsity} (one-shot masks of {ref.id})"
     for role in ("pooler", "classifier"):
@@ -350,7 +350,7 @@ def _one_shot_masks(ref, dims: ModelDims, pat, sparsity: float):
             check_not_emptied(pat, name, tuple(w.shape), levels, sparsity)
             with torch.no_grad():
                 mask = pat.mask_from_levels(w, levels)
-            out.append((role, layer, mask.numpy()))
+            out.append((role, layer, mask.numpy(), name))
     out.sort(key=lambda t: (t[1], ("q", "k", "v", "attn_out", "ffn_in", "ffn_out").index(t[0])))
     if len(out) != 6 * dims.layers:
         raise FitformerError(f"{ref.path}: found {len(out)} prunable matrices, expected "
@@ -358,45 +358,104 @@ def _one_shot_masks(ref, dims: ModelDims, pat, sparsity: float):
     return out
 
 
-def workload_from_run(run_dir: str | Path) -> Workload:
-    """The workload of a pruned run, measured on its masks (``--pruned DIR``).
-
-    The accelerator's ``r x c`` and ``B`` are the run's pattern parameters (defaults 16x16
-    and 4 for patterns without them).
+def one_shot_masks(model: str, pattern: str, sparsity: float, *,
+                   block: tuple[int, int] = (16, 16), banks: int = 4,
+                   level2_density: float | None = None, nm_m: int = 4) -> dict[str, np.ndarray]:
+    """Masks (bool, by module name) of ``pattern`` at ``sparsity`` on the real pretrained
+    weights of ``model`` (one shot, magnitude, no fine-tuning): the structure a simulator
+    runs for ``--sparsity``.
 
     Raises:
-        FitformerError: not a pruned run, corrupt masks, or masks that do not match the
-            model's config.
+        FitformerError: as :func:`workload_from_pattern`.
+    """
+    from fitformer.sparsity.patterns import make_pattern
+
+    _check_block(block, banks)
+    if not 0.0 < sparsity < 1.0:
+        raise FitformerError(f"--sparsity {sparsity} must be in (0, 1) to build masks.")
+    dims, ref = load_dims(model)
+    pat = make_pattern(pattern, block=block, banks=banks, level2_density=level2_density,
+                       nm_m=nm_m)
+    from transformers import AutoConfig
+
+    # Name masks like the classifier's modules (`fitformer model show`, pruned runs): a
+    # base checkpoint's "encoder.layer.0..." is "bert.encoder.layer.0..." there.
+    prefix = AutoConfig.from_pretrained(ref.load_from).model_type + "."
+    return {(name if name.startswith(prefix) else prefix + name): mask
+            for _, _, mask, name in _one_shot_masks(ref, dims, pat, sparsity)}
+
+
+def run_masks(run_dir: str | Path) -> tuple[dict[str, np.ndarray], dict, object]:
+    """``(masks by module name, pruning.json, transformers config)`` of a pruned run.
+
+    Raises:
+        FitformerError: not a pruned run, or unreadable files.
     """
     from safetensors.numpy import load_file
     from transformers import AutoConfig
 
     from fitformer.formats.export import check_pruned_dir
-    from fitformer.models.layers import layer_index, role_of
     from fitformer.training.runs import read_json
 
     run_dir = check_pruned_dir(run_dir)
     pruning = read_json(run_dir / "pruning.json", "re-create the pruned run")
-    params = pruning.get("params", {})
-    block = (int(params.get("r", 16)), int(params.get("c", 16)))
-    banks = int(params.get("B", 4))
-    _check_block(block, banks)
     try:
         config = AutoConfig.from_pretrained(str(run_dir))
         masks = load_file(str(run_dir / "masks.safetensors"))
     except Exception as exc:  # noqa: BLE001 - transformers/safetensors raise several kinds
         raise FitformerError(f"{run_dir}: cannot read config.json or masks.safetensors "
                              f"({exc}); re-create the run with `fitformer prune`.") from None
+    return {k: v.astype(bool) for k, v in masks.items()}, pruning, config
+
+
+def container_masks(path: str | Path) -> tuple[dict[str, np.ndarray], dict, object]:
+    """``(masks, pruning-like parameters, config)`` of an HP container file.
+
+    Raises:
+        FitformerError: an unreadable or corrupt container.
+    """
+    from transformers import AutoConfig
+
+    from fitformer.formats.container import read_container
+
+    cont = read_container(Path(path))
+    masks = {name: cont.weight(name)[1] for name in cont.layer_names()}
+    first = next(iter(cont.header["layers"].values()), {})
+    cfg = dict(cont.header["config"])
+    try:
+        config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+    except Exception as exc:  # noqa: BLE001
+        raise FitformerError(f"{path}: the container's model config cannot be built ({exc}).") \
+            from None
+    params = {"pattern": "hp", "params": {"r": first.get("r", 16), "c": first.get("c", 16),
+                                          "B": first.get("B", 4)}}
+    return masks, params, config
+
+
+def workload_from_masks(masks: dict[str, np.ndarray], config, *, pattern: str,
+                        block: tuple[int, int] = (16, 16), banks: int = 4,
+                        sparsity: float = 0.0, hp_split: dict | None = None,
+                        source: str = "masks") -> Workload:
+    """The workload measured on masks (bool ``(M, N)`` by module name); layers without a
+    mask are dense.
+
+    Raises:
+        FitformerError: a mask that is not a linear layer of a BERT-style encoder, or whose
+            shape disagrees with the config.
+    """
+    from fitformer.models.layers import layer_index, role_of
+
+    _check_block(block, banks)
     dims = dims_from_config(config)
     matrices = []
     for name, mask in masks.items():
         role, layer = role_of(name), layer_index(name)
         if role not in LINEAR_ROLES or (layer is None) != (role in ("pooler", "classifier")):
-            raise FitformerError(f"{run_dir}/masks.safetensors: {name} is not a linear layer "
-                                 "of a BERT-style encoder.")
+            raise FitformerError(f"{source}: mask {name} is not a linear layer of a BERT-style "
+                                 "encoder.")
         if tuple(mask.shape) != dims.shape(role):
-            raise FitformerError(f"{run_dir}/masks.safetensors: mask {name} has shape "
-                                 f"{tuple(mask.shape)}, the config says {dims.shape(role)}.")
+            raise FitformerError(f"{source}: mask {name} has shape {tuple(mask.shape)}, the "
+                                 f"config says {dims.shape(role)}.")
         matrices.append(work_from_mask(role, layer, mask.astype(bool), block[1], banks))
     have = {(m.role, m.layer) for m in matrices}
     for layer in range(dims.layers):
@@ -414,11 +473,32 @@ def workload_from_run(run_dir: str | Path) -> Workload:
     for name in sorted(masks):
         mask_digest.update(name.encode())
         mask_digest.update(np.packbits(masks[name].astype(bool)).tobytes())
-    pattern = pruning.get("pattern", "unstructured")
-    return _finish(dims, matrices, block, banks, pattern,
-                   float(pruning.get("requested_sparsity", 0.0)), pruning.get("hp_split"),
-                   str(run_dir), {"masks": mask_digest.hexdigest(), "dims": dims.__dict__,
-                                  "block": block, "banks": banks})
+    return _finish(dims, matrices, block, banks, pattern, sparsity, hp_split, source,
+                   {"masks": mask_digest.hexdigest(), "dims": dims.__dict__,
+                    "block": block, "banks": banks})
+
+
+def _params_of(pruning: dict) -> tuple[tuple[int, int], int]:
+    params = pruning.get("params", {})
+    return (int(params.get("r", 16)), int(params.get("c", 16))), int(params.get("B", 4))
+
+
+def workload_from_run(run_dir: str | Path) -> Workload:
+    """The workload of a pruned run (``--pruned DIR``) or an HP container file, measured on
+    its masks. The accelerator's ``r x c`` and ``B`` are the run's pattern parameters
+    (defaults 16x16 and 4 for patterns without them).
+
+    Raises:
+        FitformerError: not a pruned run or container, corrupt masks, or masks that do not
+            match the model's config.
+    """
+    path = Path(run_dir)
+    masks, pruning, config = (container_masks(path) if path.is_file() else run_masks(path))
+    block, banks = _params_of(pruning)
+    return workload_from_masks(masks, config, pattern=pruning.get("pattern", "unstructured"),
+                               block=block, banks=banks,
+                               sparsity=float(pruning.get("requested_sparsity", 0.0)),
+                               hp_split=pruning.get("hp_split"), source=str(path))
 
 
 def _mark_balanced(matrices: list[MatrixWork], block: tuple[int, int],
