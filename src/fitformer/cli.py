@@ -584,6 +584,114 @@ def simulate(device: DeviceOpt,
     out.print(table)
 
 
+@app.command("profile")
+def profile_cmd(model: ModelOpt = "default",
+                dataset: Annotated[str, typer.Option(help="rotten-tomatoes or a file.")]
+                = "rotten-tomatoes",
+                pattern: Annotated[PatternName, typer.Option(help="Pruning pattern.")]
+                = PatternName.hp,
+                level2_density: HwSplitOpt = None,
+                budget: Annotated[BudgetName, typer.Option(help="tiny, quick or default.")]
+                = BudgetName.default,
+                as_json: JsonOpt = False) -> None:
+    """The accuracy profile select uses: dev and test accuracy at fp32, fx16 and fx8 for the
+    dense model and sparsities 0.5, 0.7, 0.8, 0.9, 0.95 (trains what is not cached;
+    resumable)."""
+    from fitformer.select.profile import Profile
+
+    prof = Profile(model=model, dataset=dataset, pattern=pattern.value,
+                   level2_density=level2_density, budget=budget.value,
+                   log=lambda m: err.print(m, highlight=False))
+    prof.check()
+    points = prof.compute()
+    if as_json:
+        _print_json([p.as_dict() for p in points])
+        return
+    table = Table("sparsity", "achieved", "d1, d2", "dev fp32", "dev fx16", "dev fx8",
+                  "test fp32", "test fx16", "test fx8", "run",
+                  title=f"{pattern.value} profile, {budget.value} budget")
+    for p in points:
+        split = f"{p.hp_split['d1']:.3g}, {p.hp_split['d2']:.3g}" if p.hp_split else "-"
+        a = p.accuracy
+        table.add_row(f"{p.sparsity:g}", f"{p.achieved_sparsity:.4f}", split,
+                      *(f"{a[s][q]:.4f}" for s in ("dev", "test")
+                        for q in ("fp32", "fx16", "fx8")), p.run_dir.name)
+    out.print(table)
+
+
+@app.command("select")
+def select_cmd(model: ModelOpt = "default",
+               dataset: Annotated[str, typer.Option(help="rotten-tomatoes or a file.")]
+               = "rotten-tomatoes",
+               latency_ms: Annotated[float, typer.Option(
+                   help="LC: latency budget in ms for one inference of batch-size x "
+                        "seq-len tokens.")] = 10.0,
+               min_accuracy: Annotated[float | None, typer.Option(
+                   help="AC: minimum dev accuracy (0-1).")] = None,
+               max_accuracy_drop: Annotated[float | None, typer.Option(
+                   help="AC: maximum drop below the dense dev accuracy (0-1; default 0.05 "
+                        "when no AC is given).")] = None,
+               batch_size: BatchOpt = 1, seq_len: SeqLenOpt = 128,
+               precision: Annotated[PrecisionName | None, typer.Option(
+                   help="Pin the precision.")] = None,
+               objective: Annotated[Objective, typer.Option(
+                   help="Minimise price or power.")] = Objective.price,
+               devices_file: DevicesFileOpt = None,
+               only: Annotated[str | None, typer.Option(
+                   help="Comma-separated device ids to consider.")] = None,
+               pattern: Annotated[PatternName, typer.Option(help="Pruning pattern.")]
+               = PatternName.hp,
+               level2_density: HwSplitOpt = None,
+               budget: Annotated[BudgetName, typer.Option(help="tiny, quick or default.")]
+               = BudgetName.default,
+               clock_mhz: ClockOpt = None,
+               out_dir: Annotated[str, typer.Option(
+                   "--out", help="Folder for report.json, report.html, plots, the chosen "
+                                 "model and design.")] = "fitformer-select",
+               as_json: JsonOpt = False) -> None:
+    """The main job: the cheapest device (or least power) whose latency meets LC and whose
+    pruned model meets AC, with the pruned model and accelerator design that achieve it.
+    Exit status 3 when no device qualifies (the report shows the nearest misses)."""
+    from fitformer.select import select
+
+    ids = [i.strip() for i in only.split(",") if i.strip()] if only else None
+    res = select(model, dataset, latency_ms=latency_ms, min_accuracy=min_accuracy,
+                 max_accuracy_drop=max_accuracy_drop, batch_size=batch_size, seq_len=seq_len,
+                 precision=precision.value if precision else None, objective=objective.value,
+                 devices_file=devices_file, only=ids, pattern=pattern.value,
+                 level2_density=level2_density, budget=budget.value, clock_mhz=clock_mhz,
+                 out=out_dir, log=lambda m: err.print(m, highlight=False))
+    rep = res.report
+    if as_json:
+        _print_json(rep)
+    else:
+        c = rep["constraints"]
+        table = Table("device", "kind", "price USD", "power W", "feasible", "reason",
+                      "precision", "sparsity", "latency ms", "dev acc", "test acc",
+                      "what would make it pass",
+                      title=f"LC {c['latency_ms']:g} ms (batch {c['batch_size']} x "
+                            f"{c['seq_len']}), AC dev >= {rep['target_accuracy_dev']:.4f}, "
+                            f"by {rep['objective']}")
+
+        def f(v, spec="{:.4g}"):
+            return "-" if v is None else spec.format(v)
+
+        for d in rep["devices"]:
+            table.add_row(d["id"], d["kind"], f(d["price_usd"], "{:,.0f}"),
+                          f(d["power_w"], "{:g}"), "yes" if d["feasible"] else "no",
+                          d["reason"], d["precision"] or "-", f(d["sparsity"], "{:g}"),
+                          f(d["latency_ms"]), f(d["accuracy_dev"]), f(d["accuracy_test"]),
+                          d.get("would_pass_with") or "")
+        out.print(table)
+        best = rep["best_device"]
+        out.print(f"best device: {best}" if best else
+                  "no device meets both constraints (see 'what would make it pass').")
+        out.print(f"report: {res.out_dir / 'report.html'} (and report.json, the chosen model "
+                  "and design)")
+    if res.exit_code:
+        raise typer.Exit(res.exit_code)
+
+
 @experiment_app.command("patterns")
 def experiment_patterns(
         budget: Annotated[BudgetName, typer.Option(help="Budget of every run.")]

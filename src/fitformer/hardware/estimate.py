@@ -90,22 +90,44 @@ def measured_report(device: Device, wl: Workload, batch: int, seq_len: int, *,
                     repeats: int = 5) -> dict:
     """Latency of the model measured on this machine with PyTorch (dense fp32 kernels; the
     median of ``repeats`` timed runs after one warm-up). A pruned run is loaded as is (its
-    zeros do not speed up dense kernels)."""
+    zeros do not speed up dense kernels). Measurements are cached in
+    ``$FITFORMER_HOME/measurements/`` by CPU, threads, torch version, model, batch and
+    sequence length, with the machine load at the time."""
+    import hashlib
+    import json
+    import os
+
     import torch
 
     from fitformer.models.loading import load_classifier, quiet_transformers, resolve_model
+    from fitformer.paths import fitformer_home
 
-    with quiet_transformers():
-        net = load_classifier(resolve_model(pruned or model)).eval()
-    vocab = wl.dims.vocab
-    ids = torch.randint(1, vocab, (batch, seq_len), generator=torch.Generator().manual_seed(0))
-    times = []
-    with torch.inference_mode():
-        net(input_ids=ids)
-        for _ in range(max(1, repeats)):
-            t0 = time.perf_counter()
+    ref = resolve_model(pruned or model)
+    key = {"cpu": device.name, "threads": torch.get_num_threads(), "torch": torch.__version__,
+           "model": ref.key(), "batch": batch, "seq_len": seq_len, "repeats": repeats}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    cache = fitformer_home() / "measurements" / f"{digest}.json"
+    times = None
+    if cache.is_file():
+        try:
+            times = json.loads(cache.read_text())["samples_ms"]
+        except (ValueError, KeyError):
+            times = None
+    if times is None:
+        with quiet_transformers():
+            net = load_classifier(ref).eval()
+        ids = torch.randint(1, wl.dims.vocab, (batch, seq_len),
+                            generator=torch.Generator().manual_seed(0))
+        times = []
+        with torch.inference_mode():
             net(input_ids=ids)
-            times.append((time.perf_counter() - t0) * 1e3)
+            for _ in range(max(1, repeats)):
+                t0 = time.perf_counter()
+                net(input_ids=ids)
+                times.append((time.perf_counter() - t0) * 1e3)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps({**key, "samples_ms": times,
+                                     "load_avg_1min": os.getloadavg()[0]}))
     ms = statistics.median(times)
     return {**_base(device, wl, "measured", batch, seq_len),
             "latency_ms": ms, "compute_ms": ms, "call_overhead_ms": 0.0,

@@ -1,0 +1,326 @@
+"""The closed loop: the lowest-cost device whose latency meets LC and whose pruned model
+meets AC (design.md §1, §2, §9).
+
+Devices are walked in objective order (price or power, unknown last). For each device and
+precision (an FPGA's fixed-point precisions, fp32 for CPUs and GPUs) the grid points are
+tried in ascending sparsity: a point qualifies when its design fits the device, its
+``latency_ms <= LC`` and its dev accuracy at that precision meets AC; the device is
+feasible at the least such sparsity. Accuracy points are trained only when a priced
+device's latency at that point meets LC (:class:`fitformer.select.profile.Profile`).
+The first feasible device with a known objective value wins. Latency: the FPGA analytical
+model at the DSE's best design (HP and cbb from their counts, other patterns from the
+runs' masks), a dense roofline for catalog GPUs, a measurement on this machine for the
+host CPU (dense kernels: sparsity does not speed them up).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from fitformer.errors import FitformerError
+from fitformer.select.profile import GRID, Profile
+
+DEFAULT_LATENCY_MS = 10.0
+DEFAULT_MAX_ACCURACY_DROP = 0.05
+REPORT_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """LC and AC (design.md §2).
+
+    Attributes:
+        latency_ms: LC, for one inference of ``batch_size`` x ``seq_len`` tokens.
+        min_accuracy: absolute dev accuracy floor (0-1], or
+        max_accuracy_drop: allowed drop below the dense fp32 dev accuracy, [0, 1).
+    """
+
+    latency_ms: float = DEFAULT_LATENCY_MS
+    batch_size: int = 1
+    seq_len: int = 128
+    min_accuracy: float | None = None
+    max_accuracy_drop: float | None = None
+
+    def check(self) -> Constraints:
+        """The constraints with the default AC filled in.
+
+        Raises:
+            FitformerError: impossible values (before any work starts).
+        """
+        lc = self.latency_ms
+        if lc is None or isinstance(lc, bool) or not math.isfinite(lc) or lc <= 0:
+            raise FitformerError(f"--latency-ms {lc} must be a positive number of ms.")
+        if self.min_accuracy is not None and self.max_accuracy_drop is not None:
+            raise FitformerError("give --min-accuracy or --max-accuracy-drop, not both.")
+        if self.min_accuracy is not None and not 0 < self.min_accuracy <= 1:
+            raise FitformerError(f"--min-accuracy {self.min_accuracy} must be in (0, 1] "
+                                 "(a fraction, e.g. 0.80).")
+        if self.max_accuracy_drop is not None and not 0 <= self.max_accuracy_drop < 1:
+            raise FitformerError(f"--max-accuracy-drop {self.max_accuracy_drop} must be in "
+                                 "[0, 1) (a fraction, e.g. 0.02 for two points).")
+        if self.batch_size < 1 or self.seq_len < 1:
+            raise FitformerError(f"--batch-size {self.batch_size} and --seq-len "
+                                 f"{self.seq_len} must be >= 1.")
+        if self.min_accuracy is None and self.max_accuracy_drop is None:
+            return Constraints(lc, self.batch_size, self.seq_len, None,
+                               DEFAULT_MAX_ACCURACY_DROP)
+        return self
+
+    def target(self, dense_dev: float) -> float:
+        return (self.min_accuracy if self.min_accuracy is not None
+                else dense_dev - self.max_accuracy_drop)
+
+    def as_dict(self) -> dict:
+        out = {"latency_ms": self.latency_ms, "batch_size": self.batch_size,
+               "seq_len": self.seq_len}
+        if self.min_accuracy is not None:
+            out["min_accuracy"] = self.min_accuracy
+        else:
+            out["max_accuracy_drop"] = self.max_accuracy_drop
+        return out
+
+
+class _Latency:
+    """Latency estimates per (device, precision, sparsity), computed once."""
+
+    def __init__(self, profile: Profile, cons: Constraints, clock_mhz: float | None):
+        self.profile, self.cons, self.clock = profile, cons, clock_mhz
+        self._wl: dict[float, object] = {}
+        self._memo: dict = {}
+
+    def workload(self, sparsity: float, train: bool):
+        from fitformer.hardware.workload import workload_from_pattern, workload_from_run
+
+        if sparsity not in self._wl:
+            p = self.profile
+            if sparsity == 0.0 or p.pattern in ("hp", "cbb"):
+                self._wl[sparsity] = workload_from_pattern(
+                    p.model if p.dense_dir is None else str(p.dense().run_dir),
+                    pattern=p.pattern, sparsity=sparsity, block=p.block, banks=p.banks,
+                    level2_density=p.level2_density)
+            else:
+                point = p.point(sparsity, train=train)
+                if point is None:
+                    return None
+                self._wl[sparsity] = workload_from_run(point.run_dir)
+        return self._wl[sparsity]
+
+    def get(self, device, precision: str, sparsity: float, train: bool) -> dict | None:
+        from fitformer.hardware.estimate import estimate
+
+        kind_key = sparsity if device.kind == "fpga" else 0.0   # dense kernels elsewhere
+        key = (device.id, precision, kind_key)
+        if key not in self._memo:
+            wl = self.workload(kind_key, train)
+            if wl is None:
+                return None
+            self._memo[key] = estimate(
+                device, wl, batch=self.cons.batch_size, seq_len=self.cons.seq_len,
+                precision=precision if device.kind == "fpga" else None,
+                clock_mhz=self.clock if device.kind == "fpga" else None,
+                model=self.profile.model if self.profile.dense_dir is None
+                else str(self.profile.dense().run_dir))
+        return self._memo[key]
+
+
+def _precisions(device, pinned: str | None) -> list[str]:
+    if device.kind != "fpga":
+        return ["fp32"] if pinned in (None, "fp32") else []
+    offered = [p for p in device.precisions if p in ("fx16", "fx8")]
+    return [p for p in offered if pinned in (None, p)]
+
+
+def evaluate_device(device, lat: _Latency, profile: Profile, cons: Constraints,
+                    target: float, pinned: str | None, objective_field: str,
+                    log: Callable[[str], None]) -> dict:
+    """One device's row of the report: feasibility, the point chosen (or the nearest miss)
+    and the reason."""
+    priced = device.num(objective_field) is not None
+    rows = []
+    for prec in _precisions(device, pinned):
+        points, found = [], False
+        for s in GRID:
+            # After the least qualifying sparsity, only what is known fills the curve.
+            train = priced and not found
+            est = lat.get(device, prec, s, train=train)
+            if est is None:
+                continue
+            meets_lc = est["fits"] and est["latency_ms"] <= cons.latency_ms
+            point = profile.point(s, train=train and meets_lc)
+            acc = None if point is None else point.accuracy
+            if meets_lc and acc is not None and acc["dev"][prec] >= target:
+                found = True
+            points.append({"sparsity": s, "estimate": est, "accuracy": acc})
+        rows.append((prec, points))
+    return _decide(device, rows, cons, target, priced, objective_field)
+
+
+def _dev(acc: dict | None, prec: str) -> float | None:
+    return None if acc is None else acc["dev"][prec]
+
+
+def _decide(device, rows, cons: Constraints, target: float, priced: bool,
+            objective_field: str) -> dict:
+    best = None      # (sparsity, latency, prec, point)
+    for prec, points in rows:
+        for p in points:
+            e, a = p["estimate"], _dev(p["accuracy"], prec)
+            if e["fits"] and e["latency_ms"] <= cons.latency_ms and a is not None \
+                    and a >= target:
+                cand = (p["sparsity"], e["latency_ms"], prec, p)
+                if best is None or cand[:2] < best[:2]:
+                    best = cand
+                break
+    curve = {prec: [{"sparsity": p["sparsity"], "latency_ms": p["estimate"]["latency_ms"],
+                     "fits": p["estimate"]["fits"], "accuracy_dev": _dev(p["accuracy"], prec)}
+                    for p in points] for prec, points in rows}
+    if best is not None:
+        reason = "ok" if priced else "no_price"
+        prec, point = best[2], best[3]
+        nearest = None
+    else:
+        reason, prec, point, nearest = _nearest_miss(rows, cons, target)
+        if not priced:
+            reason = "no_price"
+    row = {"id": device.id, "name": device.name, "kind": device.kind,
+           "price_usd": device.num("price_usd"), "power_w": device.num("power_w"),
+           "feasible": best is not None and priced, "reason": reason, "curve": curve}
+    if point is not None:
+        e = point["estimate"]
+        row.update({"precision": prec, "latency_ms": e["latency_ms"],
+                    "compute_ms": e["compute_ms"], "call_overhead_ms": e["call_overhead_ms"],
+                    "sparsity": point["sparsity"], "hp_split": e.get("hp_split"),
+                    "accuracy_dev": _dev(point["accuracy"], prec),
+                    "accuracy_test": None if point["accuracy"] is None
+                    else point["accuracy"]["test"][prec],
+                    "fits": e["fits"], "weights_on_chip": e.get("weights_on_chip"),
+                    "method": e["method"], "utilization": e.get("utilization"),
+                    "design": e.get("design")})
+    else:
+        row.update({k: None for k in ("precision", "latency_ms", "compute_ms",
+                                      "call_overhead_ms", "sparsity", "hp_split",
+                                      "accuracy_dev", "accuracy_test", "fits",
+                                      "weights_on_chip")})
+    if not priced:
+        row["would_pass_with"] = (f"give {objective_field} in a --devices file"
+                                  + ("" if best is not None else f"; then also: {nearest}"))
+    elif nearest:
+        row["would_pass_with"] = nearest
+    return row
+
+
+def _nearest_miss(rows, cons: Constraints, target: float):
+    """The reason a device fails and what would make it pass."""
+    fitting = [(prec, p) for prec, pts in rows for p in pts if p["estimate"]["fits"]]
+    if not fitting:
+        allp = [(prec, p) for prec, pts in rows for p in pts]
+        if not allp:
+            return "resources", None, None, "no precision of this device is in use"
+        prec, p = max(allp, key=lambda t: t[1]["sparsity"])
+        util = p["estimate"].get("utilization") or {}
+        worst = max(((k, v) for k, v in util.items() if v is not None), key=lambda t: t[1],
+                    default=("-", 0))
+        return ("resources", prec, p, f"no design fits at any grid point (at sparsity "
+                f"{p['sparsity']:g} {worst[0]} is {worst[1]:.0%} of the device)")
+    meets_lc = [(prec, p) for prec, p in fitting
+                if p["estimate"]["latency_ms"] <= cons.latency_ms]
+    if not meets_lc:
+        prec, p = min(fitting, key=lambda t: t[1]["estimate"]["latency_ms"])
+        return ("latency", prec, p, f"LC >= {p['estimate']['latency_ms']:.3g} ms (its "
+                f"fastest point: sparsity {p['sparsity']:g}, {prec})")
+    known = [(prec, p) for prec, p in meets_lc if p["accuracy"] is not None]
+    if not known:
+        prec, p = min(meets_lc, key=lambda t: t[1]["sparsity"])
+        return "accuracy", prec, p, "accuracy at its LC-meeting points not trained yet"
+    prec, p = max(known, key=lambda t: _dev(t[1]["accuracy"], t[0]))
+    a = _dev(p["accuracy"], prec)
+    return ("accuracy", prec, p, f"AC <= {a:.4f} dev accuracy (best LC-meeting point: "
+            f"sparsity {p['sparsity']:g}, {prec}; needs {target:.4f})")
+
+
+@dataclass(frozen=True)
+class SelectResult:
+    """The outcome: the report (``report.json`` content), where it was written, and the
+    exit code (0 = a device qualifies, 3 = none)."""
+
+    report: dict
+    out_dir: Path | None
+    exit_code: int
+
+
+def select(model: str = "default", dataset: str = "rotten-tomatoes", *,
+           latency_ms: float = DEFAULT_LATENCY_MS, min_accuracy: float | None = None,
+           max_accuracy_drop: float | None = None, batch_size: int = 1, seq_len: int = 128,
+           precision: str | None = None, objective: str = "price",
+           devices_file: str | Path | None = None, only: list[str] | None = None,
+           pattern: str = "hp", level2_density: float | None = None,
+           block: tuple[int, int] = (16, 16), banks: int = 4, budget: str = "default",
+           clock_mhz: float | None = None, out: str | Path | None = None,
+           dense_dir: str | Path | None = None,
+           log: Callable[[str], None] = print) -> SelectResult:
+    """The best device for ``model`` on ``dataset`` under LC and AC (module docstring).
+
+    Args:
+        latency_ms: LC; min_accuracy / max_accuracy_drop: AC (default: drop 0.05).
+        batch_size, seq_len: the inference LC applies to (accuracy is measured at 64 tokens).
+        precision: pin fp32, fx16 or fx8 (devices without it are skipped).
+        objective: ``price`` or ``power``.
+        devices_file, only: catalog merge file and id filter.
+        pattern, level2_density, block, banks: the pruning pattern of the profile.
+        budget: ``tiny``, ``quick`` or ``default`` for the pruned points.
+        out: folder for ``report.json``, the HTML report, plots and artifacts (default
+            ``./fitformer-select``); ``None`` with ``out=False`` writes nothing.
+        dense_dir: the dense run (default: the cached full dense fine-tune).
+
+    Returns:
+        :class:`SelectResult`.
+
+    Raises:
+        FitformerError: impossible inputs, before any training.
+    """
+    from fitformer.hardware.catalog import load_catalog, order_by_objective
+
+    cons = Constraints(latency_ms, batch_size, seq_len, min_accuracy,
+                       max_accuracy_drop).check()
+    if precision not in (None, "fp32", "fx16", "fx8"):
+        raise FitformerError(f"--precision {precision}: choose fp32, fx16 or fx8.")
+    devices = order_by_objective(load_catalog(devices_file, only), objective)
+    objective_field = "price_usd" if objective == "price" else "power_w"
+    profile = Profile(model=model, dataset=dataset, pattern=pattern,
+                      level2_density=level2_density, block=tuple(block), banks=banks,
+                      budget=budget, dense_dir=Path(dense_dir) if dense_dir else None, log=log)
+    profile.check()
+    if clock_mhz is not None and clock_mhz <= 0:
+        raise FitformerError(f"--clock-mhz {clock_mhz} must be positive.")
+    dense = profile.dense()
+    dense_dev = dense.accuracy["dev"]["fp32"]
+    target = cons.target(dense_dev)
+    lat = _Latency(profile, cons, clock_mhz)
+    rows = []
+    for i, dev in enumerate(devices, 1):
+        log(f"[{i}/{len(devices)}] {dev.id} ...")
+        rows.append(evaluate_device(dev, lat, profile, cons, target, precision,
+                                    objective_field, log))
+    best = next((r for r in rows if r["feasible"]), None)
+    report = {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "best_device": best["id"] if best else None,
+        "constraints": cons.as_dict(),
+        "target_accuracy_dev": target,
+        "metric": {"name": "accuracy", "scale_max": 1.0},
+        "objective": objective, "model": model, "dataset": dataset,
+        "pattern": pattern, "budget": budget, "max_length": 64,
+        "dense_accuracy": {"dev": dense_dev, "test": dense.accuracy["test"]["fp32"]},
+        "profile": [p.as_dict() for p in profile.known()],
+        "devices": rows, "artifacts": {},
+    }
+    out_dir = None
+    if out is not False:
+        from fitformer.select.report import write_outputs
+
+        out_dir = Path(out) if out else Path("fitformer-select")
+        write_outputs(report, out_dir, profile)
+    return SelectResult(report, out_dir, 0 if best else 3)

@@ -1,0 +1,188 @@
+"""What `fitformer select` writes: ``report.json`` (schema :class:`Report`), an HTML report
+with plots, the chosen pruned model (safetensors folder and HP container) and the chosen
+design point."""
+
+from __future__ import annotations
+
+import html
+import json
+import shutil
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from fitformer.select.profile import Profile
+
+
+class DeviceRow(BaseModel):
+    """One device of ``report.json`` (issue 7)."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str
+    name: str
+    kind: Literal["fpga", "gpu", "cpu"]
+    price_usd: float | None
+    power_w: float | None
+    precision: str | None
+    latency_ms: float | None
+    compute_ms: float | None
+    call_overhead_ms: float | None
+    sparsity: float | None
+    hp_split: dict | None
+    accuracy_dev: float | None
+    accuracy_test: float | None
+    fits: bool | None
+    weights_on_chip: bool | None
+    feasible: bool
+    reason: Literal["ok", "latency", "accuracy", "resources", "no_price"]
+
+
+class Constraints(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    latency_ms: float
+    batch_size: int
+    seq_len: int
+    min_accuracy: float | None = None
+    max_accuracy_drop: float | None = None
+
+
+class Report(BaseModel):
+    """``report.json``; ``Report.model_json_schema()`` is its JSON schema."""
+
+    model_config = ConfigDict(extra="allow")
+    schema_version: int
+    best_device: str | None
+    constraints: Constraints
+    metric: dict
+    objective: Literal["price", "power"]
+    model: str
+    dataset: str
+    dense_accuracy: dict
+    devices: list[DeviceRow]
+    artifacts: dict
+
+
+def write_outputs(report: dict, out_dir: Path, profile: Profile) -> None:
+    """Write the artifacts, plots, ``report.json`` and ``report.html`` into ``out_dir``
+    (created; files of an earlier report there are replaced)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    art: dict[str, str] = {}
+    best = next((d for d in report["devices"] if d["id"] == report["best_device"]), None)
+    if best is not None:
+        point = next(p for p in report["profile"] if abs(p["sparsity"] - best["sparsity"])
+                     < 1e-9)
+        model_dir = out_dir / "model"
+        if model_dir.exists():
+            shutil.rmtree(model_dir)
+        shutil.copytree(point["run_dir"], model_dir,
+                         ignore=shutil.ignore_patterns("checkpoint*", "*.partial"))
+        art["model_dir"] = str(model_dir)
+        if report["pattern"] == "hp" and best["sparsity"] > 0:
+            from fitformer.formats.export import export_run
+
+            container = out_dir / "model.fitf"
+            export_run(point["run_dir"], container,
+                       best["precision"] if best["precision"] in ("fx16", "fx8") else "fp32")
+            art["container"] = str(container)
+        design = {k: best.get(k) for k in ("id", "precision", "latency_ms", "compute_ms",
+                                           "call_overhead_ms", "sparsity", "hp_split",
+                                           "weights_on_chip", "utilization", "design",
+                                           "method")}
+        (out_dir / "design.json").write_text(json.dumps(design, indent=2) + "\n")
+        art["design_json"] = str(out_dir / "design.json")
+    plots = _plots(report, out_dir)
+    art.update(plots)
+    art["report_json"] = str(out_dir / "report.json")
+    art["report_html"] = str(out_dir / "report.html")
+    report["artifacts"] = art
+    Report.model_validate(report)
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (out_dir / "report.html").write_text(_html(report, plots))
+
+
+def _plots(report: dict, out_dir: Path) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = {}
+    target = report["target_accuracy_dev"]
+    # Accuracy vs sparsity, dev, per precision, with the AC line.
+    fig, ax = plt.subplots(figsize=(6, 4))
+    prof = report["profile"]
+    for prec, style in (("fp32", "-o"), ("fx16", "--s"), ("fx8", ":^")):
+        ax.plot([p["achieved_sparsity"] for p in prof],
+                [p["accuracy"]["dev"][prec] for p in prof], style, label=f"dev {prec}")
+    ax.plot([p["achieved_sparsity"] for p in prof], [p["accuracy"]["test"]["fp32"]
+                                                     for p in prof], "-x", label="test fp32")
+    ax.axhline(target, color="red", ls="--", label=f"AC: dev >= {target:.3f}")
+    ax.set_xlabel("sparsity")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{report['pattern']} profile ({report['budget']} budget)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out_dir / "accuracy.png", dpi=110)
+    plt.close(fig)
+    out["accuracy_plot"] = str(out_dir / "accuracy.png")
+    # Latency per device (its chosen or nearest point) against LC.
+    devs = [d for d in report["devices"] if d["latency_ms"] is not None]
+    fig, ax = plt.subplots(figsize=(7, 0.35 * max(4, len(devs)) + 1))
+    colors = ["#2a9d8f" if d["feasible"] else "#bbbbbb" for d in devs]
+    ax.barh([d["id"] for d in devs], [d["latency_ms"] for d in devs], color=colors)
+    ax.axvline(report["constraints"]["latency_ms"], color="red", ls="--", label="LC")
+    ax.set_xscale("log")
+    ax.invert_yaxis()
+    ax.set_xlabel("latency ms (chosen or nearest point; green = feasible)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_dir / "latency.png", dpi=110)
+    plt.close(fig)
+    out["latency_plot"] = str(out_dir / "latency.png")
+    best = next((d for d in report["devices"] if d["id"] == report["best_device"]), None)
+    if best is not None and best.get("utilization") and any(
+            v is not None for v in best["utilization"].values()):
+        util = {k: v for k, v in best["utilization"].items() if v is not None}
+        fig, ax = plt.subplots(figsize=(5, 3))
+        ax.bar(list(util), [v * 100 for v in util.values()], color="#264653")
+        ax.set_ylabel("% of the device")
+        ax.set_title(f"utilisation on {best['id']}")
+        fig.tight_layout()
+        fig.savefig(out_dir / "utilization.png", dpi=110)
+        plt.close(fig)
+        out["utilization_plot"] = str(out_dir / "utilization.png")
+    return out
+
+
+def _fmt(v, spec: str = "{:.4g}") -> str:
+    if v is None:
+        return "-"
+    return spec.format(v) if isinstance(v, int | float) and not isinstance(v, bool) else str(v)
+
+
+def _html(report: dict, plots: dict[str, str]) -> str:
+    e = html.escape
+    c = report["constraints"]
+    ac = (f"dev accuracy >= {c['min_accuracy']}" if c.get("min_accuracy") is not None
+          else f"dev accuracy drop <= {c['max_accuracy_drop']} (target "
+               f"{report['target_accuracy_dev']:.4f})")
+    head = (f"<h1>fitformer select: {e(str(report['best_device'] or 'no device qualifies'))}"
+            "</h1>"
+            f"<p>Model {e(report['model'])}, dataset {e(report['dataset'])}, pattern "
+            f"{e(report['pattern'])}, budget {e(report['budget'])}. LC {c['latency_ms']} ms for "
+            f"batch {c['batch_size']} x {c['seq_len']} tokens; AC: {e(ac)}; objective "
+            f"{e(report['objective'])}. Dense dev accuracy "
+            f"{report['dense_accuracy']['dev']:.4f}. Accuracy measured at "
+            f"{report['max_length']} tokens.</p>")
+    cols = ("id", "kind", "price_usd", "power_w", "feasible", "reason", "precision",
+            "sparsity", "latency_ms", "accuracy_dev", "accuracy_test", "fits",
+            "would_pass_with")
+    rows = "".join("<tr>" + "".join(f"<td>{e(_fmt(d.get(k)))}</td>" for k in cols) + "</tr>"
+                   for d in report["devices"])
+    table = ("<table border=1 cellpadding=3><tr>" + "".join(f"<th>{k}</th>" for k in cols)
+             + "</tr>" + rows + "</table>")
+    imgs = "".join(f'<p><img src="{Path(p).name}" alt="{e(k)}"></p>' for k, p in plots.items())
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>fitformer select</title>"
+            f"</head><body>{head}{table}{imgs}</body></html>\n")
