@@ -30,6 +30,13 @@ _API = {
     "read_container": "fitformer.formats.container",
     "rebuild_model": "fitformer.formats.export",
     "load_catalog": "fitformer.hardware.catalog",
+    "workload_from_pattern": "fitformer.hardware.workload",
+    "workload_from_run": "fitformer.hardware.workload",
+    "explore": "fitformer.hardware.dse",
+    "estimate": "fitformer.hardware.estimate",
+    "simulate": "fitformer.hardware.simulator",
+    "select": "fitformer.select",
+    "Profile": "fitformer.select",
 }
 
 __all__ = ["FitformerError", "__version__", *_API]
@@ -37,5 +44,9 @@ __all__ = ["FitformerError", "__version__", *_API]
 
 def __getattr__(name: str):
     if name in _API:
-        return getattr(importlib.import_module(_API[name]), name)
+        value = getattr(importlib.import_module(_API[name]), name)
+        # Cache it: importing the subpackage fitformer.select binds the module to the name
+        # `select` in this namespace; the API function must win.
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'fitformer' has no attribute {name!r}")

@@ -741,6 +741,22 @@ def experiment_simulate(
                    log=lambda m: err.print(m, highlight=False))
 
 
+@experiment_app.command("select-sweep")
+def experiment_select_sweep(
+        devices_file: Annotated[str, typer.Option(
+            "--devices", help="Prices for devices the catalog has none for.")]
+        = "examples/devices-used-prices.yaml",
+        budget: Annotated[BudgetName, typer.Option(help="Budget of the profile.")]
+        = BudgetName.default,
+        out: Annotated[str, typer.Option(help="Folder for the report.")] = "docs") -> None:
+    """The device select chooses over 13 latency constraints (0.1 ms to 1 s) at two accuracy
+    constraints (dev drop 0.02 and 0.10); writes OUT/selection.md, .json and a plot."""
+    from fitformer.experiments.selection import run_sweep
+
+    run_sweep(devices_file=Path(devices_file), budget=budget.value, out_dir=Path(out),
+              log=lambda m: err.print(m, highlight=False))
+
+
 def main() -> None:
     """Entry point of the ``fitformer`` console script."""
     try:

@@ -10,7 +10,8 @@ device's latency at that point meets LC (:class:`fitformer.select.profile.Profil
 The first feasible device with a known objective value wins. Latency: the FPGA analytical
 model at the DSE's best design (HP and cbb from their counts, other patterns from the
 runs' masks), a dense roofline for catalog GPUs, a measurement on this machine for the
-host CPU (dense kernels: sparsity does not speed them up).
+host CPU (dense kernels: sparsity does not speed them up, so CPUs and GPUs are evaluated
+at the dense point only).
 """
 
 from __future__ import annotations
@@ -142,7 +143,9 @@ def evaluate_device(device, lat: _Latency, profile: Profile, cons: Constraints,
     rows = []
     for prec in _precisions(device, pinned):
         points, found = [], False
-        for s in GRID:
+        # CPUs and GPUs run dense kernels: pruning does not change their latency, so only
+        # the dense point is evaluated there (until a sparse CPU backend exists).
+        for s in (GRID if device.kind == "fpga" else GRID[:1]):
             # After the least qualifying sparsity, only what is known fills the curve.
             train = priced and not found
             est = lat.get(device, prec, s, train=train)
