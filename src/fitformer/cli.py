@@ -67,6 +67,11 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version,
     constraints (hierarchical pruning x FPGA accelerator co-optimisation)."""
 
 
+def _log(message: str) -> None:
+    """Progress lines of long commands, on stderr."""
+    err.print(message, highlight=False)
+
+
 def _print_json(obj) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 
@@ -80,7 +85,7 @@ def fetch(only: Annotated[list[str] | None, typer.Option(
     from fitformer.data.fetch import SOURCES
     from fitformer.data.fetch import fetch as do_fetch
 
-    paths = do_fetch(only, log=lambda m: err.print(m, highlight=False))
+    paths = do_fetch(only, log=_log)
     table = Table("source", "content", "folder")
     for name, path in paths.items():
         table.add_row(name, SOURCES[name].license, str(path))
@@ -601,7 +606,7 @@ def profile_cmd(model: ModelOpt = "default",
 
     prof = Profile(model=model, dataset=dataset, pattern=pattern.value,
                    level2_density=level2_density, budget=budget.value,
-                   log=lambda m: err.print(m, highlight=False))
+                   log=_log)
     prof.check()
     points = prof.compute()
     if as_json:
@@ -660,7 +665,7 @@ def select_cmd(model: ModelOpt = "default",
                  precision=precision.value if precision else None, objective=objective.value,
                  devices_file=devices_file, only=ids, pattern=pattern.value,
                  level2_density=level2_density, budget=budget.value, clock_mhz=clock_mhz,
-                 out=out_dir, log=lambda m: err.print(m, highlight=False))
+                 out=out_dir, log=_log)
     rep = res.report
     if as_json:
         _print_json(rep)
@@ -710,7 +715,7 @@ def experiment_patterns(
     from fitformer.experiments.patterns import run_patterns
 
     run_patterns(budget=budget.value, out_dir=Path(out), only=only, report_only=report_only,
-                 log=lambda m: err.print(m, highlight=False))
+                 log=_log)
 
 
 @experiment_app.command("accelerator")
@@ -724,7 +729,7 @@ def experiment_accelerator(
     from fitformer.experiments.accelerator import run_validation
 
     run_validation(device_id=device, out_dir=Path(out),
-                   log=lambda m: err.print(m, highlight=False))
+                   log=_log)
 
 
 @experiment_app.command("simulate")
@@ -738,7 +743,7 @@ def experiment_simulate(
     from fitformer.experiments.simulation import run_simulation
 
     run_simulation(device_id=device, out_dir=Path(out),
-                   log=lambda m: err.print(m, highlight=False))
+                   log=_log)
 
 
 @experiment_app.command("select-sweep")
@@ -754,7 +759,7 @@ def experiment_select_sweep(
     from fitformer.experiments.selection import run_sweep
 
     run_sweep(devices_file=Path(devices_file), budget=budget.value, out_dir=Path(out),
-              log=lambda m: err.print(m, highlight=False))
+              log=_log)
 
 
 def main() -> None:
