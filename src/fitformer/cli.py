@@ -447,7 +447,7 @@ HwSplitOpt = Annotated[float | None, typer.Option(help="HP split d2 for --sparsi
 DevicesFileOpt = Annotated[str | None, typer.Option(
     "--devices", help="YAML/JSON file merged into the catalog by id.")]
 NoCacheOpt = Annotated[bool, typer.Option(
-    help="Explore again instead of reading the DSE cache.")]
+    "--no-cache", help="Explore (and measure) again instead of reading the caches.")]
 
 
 def _hardware_inputs(device, devices_file, pruned, sparsity, model, pattern, block, banks,
@@ -459,7 +459,7 @@ def _hardware_inputs(device, devices_file, pruned, sparsity, model, pattern, blo
 
     if (pruned is None) == (sparsity is None):
         raise FitformerError("give either --pruned DIR or --sparsity S (with --pattern).")
-    dev = load_catalog(devices_file, [device])[0]
+    dev = load_catalog(devices_file, [device], flag="--device")[0]
     if pruned is not None:
         path = Path(pruned)
         if not masks:
@@ -487,6 +487,20 @@ def _hardware_inputs(device, devices_file, pruned, sparsity, model, pattern, blo
     return dev, wl, got
 
 
+def _container_precision(pruned: str | None, dev) -> PrecisionName | None:
+    """An HP container's stored value precision, which the design then uses (fx16, fx8 on
+    an FPGA that offers it)."""
+    if pruned is None or not Path(pruned).is_file() or dev.kind != "fpga":
+        return None
+    from fitformer.formats.container import read_container
+
+    prec = read_container(Path(pruned)).precision
+    if prec in dev.precisions and prec in ("fx16", "fx8"):
+        err.print(f"using the container's precision {prec} (pin another with --precision)")
+        return PrecisionName(prec)
+    return None
+
+
 @app.command()
 def estimate(device: DeviceOpt, model: ModelOpt = "default", pruned: PrunedOpt = None,
              sparsity: SparsityOpt = None, pattern: HwPatternOpt = PatternName.hp,
@@ -503,13 +517,15 @@ def estimate(device: DeviceOpt, model: ModelOpt = "default", pruned: PrunedOpt =
 
     dev, wl, _ = _hardware_inputs(device, devices_file, pruned, sparsity, model, pattern,
                                   block, banks, level2_density)
+    precision = precision or _container_precision(pruned, dev)
     rep = do_estimate(dev, wl, batch=batch_size, seq_len=seq_len,
                       precision=precision.value if precision else None, clock_mhz=clock_mhz,
                       model=model, pruned=pruned, use_cache=not no_cache)
     if as_json:
         _print_json(rep)
         return
-    title = (f"{rep['device']}: {rep['latency_ms']:.3f} ms = compute {rep['compute_ms']:.3f} + "
+    title = (f"{rep['device']}{'' if rep['fits'] else ' (DOES NOT FIT)'}: "
+             f"{rep['latency_ms']:.3f} ms = compute {rep['compute_ms']:.3f} + "
              f"call overhead {rep['call_overhead_ms']:.3f} ({rep['method']}, "
              f"{rep['precision']}, batch {batch_size} x {seq_len} tokens)")
     table = Table("unit", "uses", "parallelism", "DSP", "BRAM_18K", "URAM", "LUT", "FF",
@@ -528,8 +544,15 @@ def estimate(device: DeviceOpt, model: ModelOpt = "default", pruned: PrunedOpt =
     out.print(table)
     res, util = rep["resources"], rep["utilization"]
     if rep["method"] == "model":
-        out.print("total: " + ", ".join(f"{k} {res[k]:,} ({util[k]:.0%})" for k in res)
-                  + f"; fits: {rep['fits']}; weights on chip: {rep['weights_on_chip']}")
+        avail = rep["available"]
+        out.print("total: " + ", ".join(
+            f"{k} {res[k]:,} of {avail[k]:,}" + (f" ({util[k]:.0%})" if util[k] is not None
+                                                  else "") for k in res)
+            + " (available = the part minus its platform shell)"
+            + f"; fits: {rep['fits']}; weights on chip: {rep['weights_on_chip']}")
+        if not rep["fits"]:
+            out.print("DOES NOT FIT: even the smallest design exceeds the device; the latency "
+                      "above is that of the smallest design, not a deployable one.")
     out.print(f"workload: {rep['workload']}; sparsity {rep['sparsity']:.4f}"
               + (f"; hp_split d1 {rep['hp_split']['d1']:.3f} d2 {rep['hp_split']['d2']:.3f}"
                  if rep["hp_split"] else ""))
@@ -563,6 +586,7 @@ def simulate(device: DeviceOpt,
 
     dev, wl, masks = _hardware_inputs(device, devices_file, pruned, sparsity, model, pattern,
                                       block, banks, level2_density, masks=True)
+    precision = precision or _container_precision(pruned, dev)
     if dev.kind != "fpga":
         raise FitformerError(f"device {dev.id} is a {dev.kind}; the simulator models the "
                              "FPGA accelerator (use `fitformer estimate` for it).")
@@ -574,19 +598,32 @@ def simulate(device: DeviceOpt,
         return
     table = Table("layer", "P", "T", "passes", "cycles", "analytical", "sim/model",
                   "bank_conflict", "imbalance_idle", "raw_hazard", "dram_wait", "mult. util",
-                  title=f"{rep['device']}: {rep['precision']}, weights "
+                  title=f"{rep['device']}{'' if rep['fits'] else ' (DOES NOT FIT)'}: "
+                        f"{rep['precision']}, weights "
                         f"{'on chip' if rep['weights_on_chip'] else 'streamed'}, batch "
                         f"{batch_size} x {seq_len} tokens, {rep['order']} order "
                         "(stalls in cycles)")
+    prefix = os.path.commonprefix([r["layer"] for r in rep["layers"]])
+    prefix = prefix[:prefix.rfind("layer.") if "layer." in prefix else len(prefix)]
     for r in rep["layers"]:
         st = r["stalls"]
-        table.add_row(r["layer"], str(r["parallelism"]["P"]), str(r["parallelism"]["T"]),
+        table.add_row(r["layer"][len(prefix):], str(r["parallelism"]["P"]),
+                      str(r["parallelism"]["T"]),
                       str(r["passes"]), f"{r['cycles']:,}", f"{r['analytical_cycles']:,}",
                       f"{r['ratio_simulated_to_analytical']:.3f}",
                       *(f"{st[k]:,.0f}" for k in ("bank_conflict", "imbalance_idle",
                                                   "raw_hazard", "dram_wait")),
                       f"{r['multiplier_utilization']:.1%}")
+    if len(rep["layers"]) > 1:
+        tot = {k: sum(r["stalls"][k] for r in rep["layers"]) for k in rep["layers"][0]["stalls"]}
+        cyc = sum(r["cycles"] for r in rep["layers"])
+        ana = sum(r["analytical_cycles"] for r in rep["layers"])
+        table.add_row("total", "", "", "", f"{cyc:,}", f"{ana:,}", f"{cyc / ana:.3f}",
+                      *(f"{tot[k]:,.0f}" for k in ("bank_conflict", "imbalance_idle",
+                                                   "raw_hazard", "dram_wait")), "")
     out.print(table)
+    if prefix:
+        out.print(f"layers are under {prefix}")
 
 
 @app.command("profile")
@@ -595,7 +632,9 @@ def profile_cmd(model: ModelOpt = "default",
                 = "rotten-tomatoes",
                 pattern: Annotated[PatternName, typer.Option(help="Pruning pattern.")]
                 = PatternName.hp,
-                level2_density: HwSplitOpt = None,
+                level2_density: Annotated[float | None, typer.Option(
+                    help="HP split d2 (default: the smallest grid value >= max(0.5, d)).")]
+                = None,
                 budget: Annotated[BudgetName, typer.Option(help="tiny, quick or default.")]
                 = BudgetName.default,
                 as_json: JsonOpt = False) -> None:
@@ -646,7 +685,9 @@ def select_cmd(model: ModelOpt = "default",
                    help="Comma-separated device ids to consider.")] = None,
                pattern: Annotated[PatternName, typer.Option(help="Pruning pattern.")]
                = PatternName.hp,
-               level2_density: HwSplitOpt = None,
+               level2_density: Annotated[float | None, typer.Option(
+                   help="HP split d2 (default: the smallest grid value >= max(0.5, d)).")]
+               = None,
                budget: Annotated[BudgetName, typer.Option(help="tiny, quick or default.")]
                = BudgetName.default,
                clock_mhz: ClockOpt = None,
@@ -675,8 +716,9 @@ def select_cmd(model: ModelOpt = "default",
                       "precision", "sparsity", "latency ms", "dev acc", "test acc",
                       "what would make it pass",
                       title=f"LC {c['latency_ms']:g} ms (batch {c['batch_size']} x "
-                            f"{c['seq_len']}), AC dev >= {rep['target_accuracy_dev']:.4f}, "
-                            f"by {rep['objective']}")
+                            f"{c['seq_len']} tokens), AC dev >= "
+                            f"{rep['target_accuracy_dev']:.4f} (accuracy at "
+                            f"{rep['max_length']} tokens), by {rep['objective']}")
 
         def f(v, spec="{:.4g}"):
             return "-" if v is None else spec.format(v)
@@ -691,8 +733,8 @@ def select_cmd(model: ModelOpt = "default",
         best = rep["best_device"]
         out.print(f"best device: {best}" if best else
                   "no device meets both constraints (see 'what would make it pass').")
-        out.print(f"report: {res.out_dir / 'report.html'} (and report.json, the chosen model "
-                  "and design)")
+        out.print(f"report: {res.out_dir / 'report.html'} (and report.json"
+                  + (", the chosen model and design)" if best else ")"))
     if res.exit_code:
         raise typer.Exit(res.exit_code)
 

@@ -119,11 +119,49 @@ def test_estimate_table_gpu_roofline_and_small_board(home):
     (["--device", "zcu104", "--sparsity", "0.5", "--clock-mhz", "-5"], "--clock-mhz"),
     (["--device", "zcu104", "--sparsity", "0.5", "--banks", "3"], "--banks"),
     (["--device", "zcu104", "--pruned", "/does/not/exist"], "does not exist"),
+    (["--device", "zcu104", "--sparsity", "0.5", "--clock-mhz", "nan"], "--clock-mhz"),
+    (["--device", "zcu104", "--sparsity", "0.5", "--clock-mhz", "0"], "--clock-mhz"),
+    (["--device", "zcu104", "--sparsity", "0.5", "--seq-len", "513"], "512 positions"),
+    (["--device", "host-cpu", "--sparsity", "0", "--seq-len", "513"], "512 positions"),
+    (["--device", "zcu104", "--sparsity", "0.5", "--devices", "/tmp"], "is a folder"),
 ])
 def test_estimate_bad_input(home, args, needle):
     res = runner.invoke(app, ["estimate", *args])
     assert res.exit_code != 0
     assert needle in str(res.exception) + res.output
+
+
+def test_table_on_a_board_without_uram_and_a_design_that_does_not_fit(home):
+    res = runner.invoke(app, ["estimate", "--device", "ultra96-v2", "--sparsity", "0.8"])
+    assert res.exit_code == 0, res.output
+    assert "uram 0 of 0" in res.stdout and "fits: True" in res.stdout
+    res = runner.invoke(app, ["estimate", "--device", "pynq-z2", "--sparsity", "0.8"])
+    assert res.exit_code == 0 and "DOES NOT FIT" in res.stdout
+
+
+def test_empty_masks_file_is_refused(tiny_hp_run, tmp_path):
+    import shutil
+
+    from safetensors.numpy import save_file
+
+    _, hp = tiny_hp_run
+    copy = tmp_path / "run"
+    shutil.copytree(hp.path, copy)
+    save_file({}, str(copy / "masks.safetensors"))
+    with pytest.raises(FitformerError, match="no masks"):
+        workload_from_run(copy)
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("devices:\n  - id: zcu104\n    dsp: 1.5\n", "whole number"),
+    ("devices:\n  - id: u50\n    price_usd: 1\n  - id: u50\n    price_usd: 2\n",
+     "more than once"),
+])
+def test_devices_file_counts_and_duplicates(tmp_path, text, needle):
+    f = tmp_path / "d.yaml"
+    f.write_text(text)
+    with pytest.raises(FitformerError, match=needle):
+        load_catalog(f)
 
 
 def test_device_without_needed_figures_is_named(tmp_path):

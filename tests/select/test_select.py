@@ -90,6 +90,9 @@ def test_infeasible_accuracy_reports_none_with_exit_3(in_tiny_home, tmp_path):
     (["--batch-size", "0"], "--batch-size"),
     (["--only", "nope"], "unknown device"),
     (["--level2-density", "0.3"], "grid"),
+    (["--clock-mhz", "inf"], "--clock-mhz"),
+    (["--out", "/proc/nope"], "--out"),
+    (["--precision", "fx8", "--only", "jetson-orin-nano"], "none of the devices"),
 ])
 def test_impossible_inputs_are_rejected_before_any_work(empty_home, args, needle):
     res = runner.invoke(app, ["select", *args])

@@ -96,6 +96,14 @@ class Device(BaseModel):
     price_usd: Figure
     power_w: Figure
 
+    @field_validator("dsp", "bram_18k", "uram", "lut", "ff", "threads")
+    @classmethod
+    def _whole_count(cls, fig: Figure | None) -> Figure | None:
+        v = None if fig is None else fig.value
+        if isinstance(v, float) and math.isfinite(v) and v != int(v):
+            raise ValueError(f"a resource count must be a whole number, got {v}")
+        return fig
+
     @field_validator("dsp", "bram_18k", "uram", "lut", "ff", "dram_gbytes_per_s", "clock_mhz",
                      "call_overhead_ms", "price_usd", "power_w", "peak_tflops", "threads")
     @classmethod
@@ -186,13 +194,14 @@ def host_cpu() -> Device:
 
 
 def load_catalog(devices_file: str | Path | None = None, only: list[str] | None = None,
-                 *, include_host: bool = True) -> list[Device]:
+                 *, include_host: bool = True, flag: str = "--only") -> list[Device]:
     """The catalog, merged with a user file and restricted to ``only``.
 
     Args:
         devices_file: YAML (or JSON) with a ``devices`` list; entries merge by ``id``.
         only: device ids to keep, in catalog order.
         include_host: add the run-time host CPU entry.
+        flag: the option that gave ``only`` (named in the unknown-id error).
 
     Raises:
         FitformerError: unreadable or malformed file (the message names the entry and the
@@ -211,7 +220,15 @@ def load_catalog(devices_file: str | Path | None = None, only: list[str] | None 
             raise FitformerError(f"--devices {path} does not exist; check the path.") from None
         except UnicodeDecodeError:
             raise FitformerError(f"--devices {path} is not UTF-8 text.") from None
-        for e in _parse(user["devices"], str(path)):
+        except IsADirectoryError:
+            raise FitformerError(f"--devices {path} is a folder; give a YAML file.") from None
+        user_entries = _parse(user["devices"], str(path))
+        ids = [e["id"] for e in user_entries]
+        dups = sorted({i for i in ids if ids.count(i) > 1})
+        if dups:
+            raise FitformerError(f"--devices {path}: id(s) {', '.join(map(str, dups))} appear "
+                                 "more than once; give each device once.")
+        for e in user_entries:
             merged = {**entries.get(e["id"], {}), **e}
             entries[e["id"]] = merged
     devices = []
@@ -225,7 +242,7 @@ def load_catalog(devices_file: str | Path | None = None, only: list[str] | None 
         known = {d.id for d in devices}
         unknown = [i for i in only if i not in known]
         if unknown:
-            raise FitformerError(f"--only: unknown device id(s) {', '.join(unknown)}; known: "
+            raise FitformerError(f"{flag}: unknown device id(s) {', '.join(unknown)}; known: "
                                  f"{', '.join(sorted(known))}.")
         devices = [d for d in devices if d.id in only]
     return devices

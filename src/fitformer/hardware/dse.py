@@ -57,17 +57,20 @@ def platform_of(device: Device, clock_mhz: float | None = None) -> Platform:
     if device.kind != "fpga":
         raise FitformerError(f"device {device.id} is a {device.kind}; the accelerator model "
                              "is for FPGAs (GPUs and CPUs use the roofline or a measurement).")
+    if clock_mhz is not None and (not math.isfinite(clock_mhz) or clock_mhz <= 0):
+        raise FitformerError(f"--clock-mhz {clock_mhz} must be a positive number of MHz "
+                             "(e.g. 200).")
     clock = clock_mhz if clock_mhz is not None else device.num("clock_mhz")
-    missing = [f for f, v in (("clock_mhz", clock), ("dram_gbytes_per_s",
-                                                     device.num("dram_gbytes_per_s")),
-                              ("dsp", device.num("dsp")), ("bram_18k", device.num("bram_18k")),
-                              ("lut", device.num("lut")), ("ff", device.num("ff"))) if not v]
+    needed = (("clock_mhz", clock), ("dram_gbytes_per_s", device.num("dram_gbytes_per_s")),
+              ("dsp", device.num("dsp")), ("bram_18k", device.num("bram_18k")),
+              ("lut", device.num("lut")), ("ff", device.num("ff")))
+    missing = [f for f, v in needed if not v]
     if missing:
-        raise FitformerError(f"device {device.id} has no {', '.join(missing)}; give "
-                             f"{'them' if len(missing) > 1 else 'it'} in a --devices file "
-                             "(or --clock-mhz for the clock).")
-    if clock <= 0:
-        raise FitformerError(f"--clock-mhz {clock} must be positive.")
+        hint = " (or --clock-mhz for the clock)" if "clock_mhz" in missing else ""
+        raise FitformerError(f"device {device.id} has {', '.join(missing)} missing or 0; the "
+                             f"accelerator model needs {'them' if len(missing) > 1 else 'it'}:"
+                             f" give {'them' if len(missing) > 1 else 'it'} in a --devices "
+                             f"file{hint}.")
     return Platform(device.num("dsp_type"), float(device.num("dram_gbytes_per_s")),
                     (device.num("uram") or 0) > 0, device.available(), float(clock))
 

@@ -87,7 +87,7 @@ def roofline_report(device: Device, wl: Workload, batch: int, seq_len: int) -> d
 
 def measured_report(device: Device, wl: Workload, batch: int, seq_len: int, *,
                     model: str = "default", pruned: str | None = None,
-                    repeats: int = 5) -> dict:
+                    repeats: int = 5, use_cache: bool = True) -> dict:
     """Latency of the model measured on this machine with PyTorch (dense fp32 kernels; the
     median of ``repeats`` timed runs after one warm-up). A pruned run is loaded as is (its
     zeros do not speed up dense kernels). Measurements are cached in
@@ -108,7 +108,7 @@ def measured_report(device: Device, wl: Workload, batch: int, seq_len: int, *,
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     cache = fitformer_home() / "measurements" / f"{digest}.json"
     times = None
-    if cache.is_file():
+    if use_cache and cache.is_file():
         try:
             times = json.loads(cache.read_text())["samples_ms"]
         except (ValueError, KeyError):
@@ -159,6 +159,7 @@ def estimate(device: Device, wl: Workload, *, batch: int = 1, seq_len: int = 128
 
     if batch < 1 or seq_len < 1:
         raise FitformerError(f"--batch-size {batch} and --seq-len {seq_len} must be >= 1.")
+    wl.dims.check_seq_len(seq_len)
     if device.kind == "fpga":
         est = explore(wl, device, precision=precision, batch=batch, seq_len=seq_len,
                       clock_mhz=clock_mhz, use_cache=use_cache)
@@ -167,7 +168,8 @@ def estimate(device: Device, wl: Workload, *, batch: int = 1, seq_len: int = 128
         raise FitformerError(f"--precision {precision}: {device.id} is a {device.kind}, "
                              "estimated at fp32.")
     if device.id == HOST_CPU_ID:
-        return measured_report(device, wl, batch, seq_len, model=model, pruned=pruned)
+        return measured_report(device, wl, batch, seq_len, model=model, pruned=pruned,
+                               use_cache=use_cache)
     return roofline_report(device, wl, batch, seq_len)
 
 

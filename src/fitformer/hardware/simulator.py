@@ -316,6 +316,7 @@ def simulate(device, wl, masks: dict[str, np.ndarray], layers: list[str] | None 
                              order=order)
         out.append({**sim.as_dict(), "unit": unit})
     rep = {"device": device.id, "precision": est.design.precision,
+           "fits": est.resources.fits(plat.available),
            "weights_on_chip": est.design.weights_on_chip, "clock_mhz": est.clock_mhz,
            "design": est.design.knobs, "pattern": wl.pattern, "batch_size": batch,
            "seq_len": seq_len, "order": order, "accumulator_latency_cycles":

@@ -55,6 +55,7 @@ class ModelDims:
         intermediate: FFN size ``I``.
         vocab: vocabulary size (embedding rows).
         num_labels: classifier outputs.
+        max_positions: longest sequence the position embeddings cover, if known.
     """
 
     layers: int
@@ -63,10 +64,18 @@ class ModelDims:
     intermediate: int
     vocab: int
     num_labels: int = 2
+    max_positions: int | None = None
 
     @property
     def head_dim(self) -> int:
         return self.hidden // self.heads
+
+    def check_seq_len(self, seq_len: int) -> None:
+        """Raises FitformerError when ``seq_len`` exceeds the position embeddings."""
+        if self.max_positions and seq_len > self.max_positions:
+            raise FitformerError(f"--seq-len {seq_len} exceeds the model's "
+                                 f"{self.max_positions} positions; give at most "
+                                 f"{self.max_positions}.")
 
     def shape(self, role: str) -> tuple[int, int]:
         """``(M, N)`` of the weight with this role."""
@@ -86,7 +95,8 @@ def dims_from_config(config) -> ModelDims:
     try:
         dims = ModelDims(int(config.num_hidden_layers), int(config.hidden_size),
                          int(config.num_attention_heads), int(config.intermediate_size),
-                         int(config.vocab_size), int(getattr(config, "num_labels", 2) or 2))
+                         int(config.vocab_size), int(getattr(config, "num_labels", 2) or 2),
+                         getattr(config, "max_position_embeddings", None))
     except AttributeError as exc:
         raise FitformerError(f"the model config lacks {exc.name!r}: the accelerator model "
                              "covers BERT-style encoders (hidden_size, num_hidden_layers, "
@@ -446,6 +456,9 @@ def workload_from_masks(masks: dict[str, np.ndarray], config, *, pattern: str,
     from fitformer.models.layers import layer_index, role_of
 
     _check_block(block, banks)
+    if not masks:
+        raise FitformerError(f"{source}: the masks file holds no masks; re-create the run "
+                             "with `fitformer prune`.")
     dims = dims_from_config(config)
     matrices = []
     for name, mask in masks.items():

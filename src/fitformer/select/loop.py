@@ -221,13 +221,16 @@ def _nearest_miss(rows, cons: Constraints, target: float):
     if not fitting:
         allp = [(prec, p) for prec, pts in rows for p in pts]
         if not allp:
-            return "resources", None, None, "no precision of this device is in use"
-        prec, p = max(allp, key=lambda t: t[1]["sparsity"])
-        util = p["estimate"].get("utilization") or {}
-        worst = max(((k, v) for k, v in util.items() if v is not None), key=lambda t: t[1],
-                    default=("-", 0))
-        return ("resources", prec, p, f"no design fits at any grid point (at sparsity "
-                f"{p['sparsity']:g} {worst[0]} is {worst[1]:.0%} of the device)")
+            return "resources", None, None, "it does not offer the pinned --precision"
+        def worst(t):
+            util = t[1]["estimate"].get("utilization") or {}
+            return max(((k, v) for k, v in util.items() if v is not None),
+                       key=lambda kv: kv[1], default=("-", 0.0))
+
+        prec, p = min(allp, key=lambda t: worst(t)[1])
+        name, frac = worst((prec, p))
+        return ("resources", prec, p, f"no design fits at any grid point (closest: sparsity "
+                f"{p['sparsity']:g}, {prec}, {name} at {frac:.0%} of the device)")
     meets_lc = [(prec, p) for prec, p in fitting
                 if p["estimate"]["latency_ms"] <= cons.latency_ms]
     if not meets_lc:
@@ -296,8 +299,26 @@ def select(model: str = "default", dataset: str = "rotten-tomatoes", *,
                       level2_density=level2_density, block=tuple(block), banks=banks,
                       budget=budget, dense_dir=Path(dense_dir) if dense_dir else None, log=log)
     profile.check()
-    if clock_mhz is not None and clock_mhz <= 0:
-        raise FitformerError(f"--clock-mhz {clock_mhz} must be positive.")
+    if clock_mhz is not None and (not math.isfinite(clock_mhz) or clock_mhz <= 0):
+        raise FitformerError(f"--clock-mhz {clock_mhz} must be a positive number of MHz.")
+    if precision is not None and not any(_precisions(d, precision) for d in devices):
+        raise FitformerError(f"--precision {precision}: none of the devices offers it "
+                             "(FPGAs: fx16, fx8; CPUs and GPUs: fp32).")
+    out_dir = None
+    if out is not False:
+        out_dir = Path(out) if out else Path("fitformer-select")
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            probe = out_dir / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as exc:
+            raise FitformerError(f"--out {out_dir}: cannot write there ({exc.strerror}); "
+                                 "give a writable folder.") from None
+    if dense_dir is None:
+        from fitformer.hardware.workload import load_dims
+
+        load_dims(model)[0].check_seq_len(seq_len)
     dense = profile.dense()
     dense_dev = dense.accuracy["dev"]["fp32"]
     target = cons.target(dense_dev)
@@ -320,10 +341,8 @@ def select(model: str = "default", dataset: str = "rotten-tomatoes", *,
         "profile": [p.as_dict() for p in profile.known()],
         "devices": rows, "artifacts": {},
     }
-    out_dir = None
-    if out is not False:
+    if out_dir is not None:
         from fitformer.select.report import write_outputs
 
-        out_dir = Path(out) if out else Path("fitformer-select")
         write_outputs(report, out_dir, profile)
     return SelectResult(report, out_dir, 0 if best else 3)

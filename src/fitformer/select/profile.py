@@ -94,7 +94,8 @@ class Profile:
             from fitformer.training.runs import load_run_info
 
             if self.dense_dir is None:
-                self.log("dense fine-tune (the reference; cached after the first run) ...")
+                self.log("dense reference fine-tune (read from the cache; trained first if "
+                         "missing) ...")
                 self.dense_dir = finetune(self.model, self.dataset, budget="default").path
             _, metrics = load_run_info(Path(self.dense_dir))
             self._points[0.0] = ProfilePoint(0.0, 0.0, None, metrics["accuracy"],
