@@ -105,3 +105,25 @@ def test_run_files_get_the_usual_permissions(tiny_run):
     os.umask(umask)
     for f in result.path.iterdir():
         assert stat.S_IMODE(f.stat().st_mode) == 0o666 & ~umask, f.name
+
+
+def test_a_run_in_training_is_locked_against_a_second_process(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from fitformer.training.runs import _unlock, partial_path, start_partial
+
+    monkeypatch.setenv("FITFORMER_HOME", str(tmp_path))
+    key = {"kind": "test", "n": 1}
+    partial = start_partial(key)
+    code = ("import sys; from fitformer.training.runs import start_partial\n"
+            "try:\n    start_partial({'kind': 'test', 'n': 1})\nexcept Exception as e:\n"
+            "    print(type(e).__name__, e); sys.exit(3)\n")
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env={**__import__("os").environ, "FITFORMER_HOME": str(tmp_path)})
+    assert other.returncode == 3 and "another fitformer process" in other.stdout
+    assert start_partial(key) == partial == partial_path(key)   # the holder may re-enter
+    _unlock(partial)
+    again = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env={**__import__("os").environ, "FITFORMER_HOME": str(tmp_path)})
+    assert again.returncode == 0, again.stdout

@@ -68,10 +68,50 @@ def read_json(path: Path, what: str) -> dict:
     return obj
 
 
+_LOCKS: dict[Path, int] = {}
+
+
+def _lock(partial: Path) -> None:
+    """Hold an exclusive lock on ``partial`` for this process (released by
+    :func:`commit_run` or at exit), so two processes never train one run at once.
+
+    Raises:
+        FitformerError: another process holds it.
+    """
+    import fcntl
+
+    if partial in _LOCKS:
+        return
+    lock = partial.parent / f"{partial.name}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise FitformerError(
+            f"another fitformer process is training this run right now (lock {lock}); let "
+            "it finish (its result is then cached) or stop it, and run the command again."
+        ) from None
+    _LOCKS[partial] = fd
+
+
+def _unlock(partial: Path) -> None:
+    fd = _LOCKS.pop(partial, None)
+    if fd is not None:
+        os.close(fd)
+
+
 def start_partial(key: dict, force: bool = False) -> Path:
     """The build folder of ``key`` with its ``run.json`` written; an existing checkpoint is
-    kept for resuming unless ``force`` (start over)."""
+    kept for resuming unless ``force`` (start over). This process holds the run's lock until
+    :func:`commit_run`.
+
+    Raises:
+        FitformerError: another process is training the same run.
+    """
     partial = partial_path(key)
+    _lock(partial)
     if force:
         (partial / "checkpoint.pt").unlink(missing_ok=True)
     partial.mkdir(parents=True, exist_ok=True)
@@ -95,6 +135,7 @@ def commit_run(partial: Path, key: dict) -> Path:
         shutil.rmtree(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     os.replace(partial, final)
+    _unlock(partial)
     return final
 
 
