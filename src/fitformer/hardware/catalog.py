@@ -141,6 +141,9 @@ class Device(BaseModel):
             out[f] = self.num(f)
         out["on_chip_mb"] = self.on_chip_bytes() / 1e6 if self.kind == "fpga" else None
         out["unverified"] = sorted(f for f, v in self if isinstance(v, Figure) and not v.verified)
+        out["sources"] = {f: {"source": v.source, "verified": v.verified,
+                              **({"note": v.note} if v.note else {})}
+                          for f, v in self if isinstance(v, Figure)}
         return out
 
 
