@@ -14,8 +14,9 @@ same. Two searches run, one with the weights on chip and one with them streamed 
 Every precision the device offers is explored (or the pinned one); the fastest wins, ties
 to fewer DSPs.
 
-Results are cached in ``$FITFORMER_HOME/dse/<digest>.json`` by a digest of the device
-record, the workload (masks, or pattern parameters and density), precision, batch size,
+Results are cached in ``$FITFORMER_HOME/dse/<digest>.json`` by a digest of the device's
+hardware figures (resources, shell, DSP type, bandwidth, clock, precisions; not its
+price), the workload (masks, or pattern parameters and density), precision, batch size,
 sequence length, clock, the model's constants and :data:`MODEL_VERSION`.
 """
 
@@ -163,7 +164,11 @@ class _Explorer:
 
 def _cache_key(wl: Workload, device: Device, precision: str, batch: int, seq_len: int,
                clock: float) -> str:
-    obj = {"device": device.model_dump(mode="json"), "workload": wl.digest,
+    # Only what the design depends on: a new price or note must not invalidate designs.
+    hw = {f: device.num(f) for f in ("dsp_type", "dsp", "bram_18k", "uram", "lut", "ff",
+                                     "shell", "dram_gbytes_per_s", "clock_mhz")}
+    obj = {"device": {"id": device.id, **hw, "precisions": device.precisions},
+           "workload": wl.digest,
            "precision": precision, "batch": batch, "seq_len": seq_len, "clock": clock,
            "model_version": MODEL_VERSION,
            "constants": {k: c.value for k, c in CONSTANTS.items()}}

@@ -7,8 +7,8 @@ is printed alongside).
   dense fine-tune, time the first `select --budget quick` that must train its profile
   points (target: under 10 minutes), then a repeat (cached).
 
-    .venv/bin/python benchmarks/select.py --queries
-    .venv/bin/python benchmarks/select.py --quick
+    .venv/bin/python benchmarks/selection.py --queries
+    .venv/bin/python benchmarks/selection.py --quick
 """
 
 from __future__ import annotations
