@@ -626,17 +626,19 @@ def simulate(device: DeviceOpt,
         out.print(f"layers are under {prefix}")
 
 
+ProfilePatternOpt = Annotated[PatternName, typer.Option(help="Pruning pattern.")]
+ProfileSplitOpt = Annotated[float | None, typer.Option(
+    help="HP split d2 (default: the smallest grid value >= max(0.5, d)).")]
+ProfileBudgetOpt = Annotated[BudgetName, typer.Option(help="tiny, quick or default.")]
+
+
 @app.command("profile")
 def profile_cmd(model: ModelOpt = "default",
                 dataset: Annotated[str, typer.Option(help="rotten-tomatoes or a file.")]
                 = "rotten-tomatoes",
-                pattern: Annotated[PatternName, typer.Option(help="Pruning pattern.")]
-                = PatternName.hp,
-                level2_density: Annotated[float | None, typer.Option(
-                    help="HP split d2 (default: the smallest grid value >= max(0.5, d)).")]
-                = None,
-                budget: Annotated[BudgetName, typer.Option(help="tiny, quick or default.")]
-                = BudgetName.default,
+                pattern: ProfilePatternOpt = PatternName.hp,
+                level2_density: ProfileSplitOpt = None,
+                budget: ProfileBudgetOpt = BudgetName.default,
                 as_json: JsonOpt = False) -> None:
     """The accuracy profile select uses: dev and test accuracy at fp32, fx16 and fx8 for the
     dense model and sparsities 0.5, 0.7, 0.8, 0.9, 0.95 (trains what is not cached;
@@ -683,13 +685,9 @@ def select_cmd(model: ModelOpt = "default",
                devices_file: DevicesFileOpt = None,
                only: Annotated[str | None, typer.Option(
                    help="Comma-separated device ids to consider.")] = None,
-               pattern: Annotated[PatternName, typer.Option(help="Pruning pattern.")]
-               = PatternName.hp,
-               level2_density: Annotated[float | None, typer.Option(
-                   help="HP split d2 (default: the smallest grid value >= max(0.5, d)).")]
-               = None,
-               budget: Annotated[BudgetName, typer.Option(help="tiny, quick or default.")]
-               = BudgetName.default,
+               pattern: ProfilePatternOpt = PatternName.hp,
+               level2_density: ProfileSplitOpt = None,
+               budget: ProfileBudgetOpt = BudgetName.default,
                clock_mhz: ClockOpt = None,
                out_dir: Annotated[str, typer.Option(
                    "--out", help="Folder for report.json, report.html, plots, the chosen "
@@ -760,25 +758,27 @@ def experiment_patterns(
                  log=_log)
 
 
+ReportDirOpt = Annotated[str, typer.Option(help="Folder for the report.")]
+
+
 @experiment_app.command("accelerator")
 def experiment_accelerator(
         device: Annotated[str, typer.Option(help="Device for the pattern comparison.")]
         = "zcu104",
-        out: Annotated[str, typer.Option(help="Folder for the report.")] = "docs") -> None:
+        out: ReportDirOpt = "docs") -> None:
     """Validate the accelerator model: FQ-BERT (DATE 2021) configured on ZCU102, and HP vs
     column-balanced block, unstructured and dense designs on one device at equal sparsity
     and at equal dev accuracy; writes OUT/accelerator-validation.md, .json and a plot."""
     from fitformer.experiments.accelerator import run_validation
 
-    run_validation(device_id=device, out_dir=Path(out),
-                   log=_log)
+    run_validation(device_id=device, out_dir=Path(out), log=_log)
 
 
 @experiment_app.command("simulate")
 def experiment_simulate(
         device: Annotated[str, typer.Option(help="FPGA whose HP design is simulated.")]
         = "zcu104",
-        out: Annotated[str, typer.Option(help="Folder for the report.")] = "docs") -> None:
+        out: ReportDirOpt = "docs") -> None:
     """Simulate every MiniLM layer for HP, cbb, bank-balanced, block and unstructured masks
     at sparsities 0.5-0.95 on HP's design; writes OUT/simulation.md, .json and a plot of
     cycles and stalls by cause."""
@@ -795,7 +795,7 @@ def experiment_select_sweep(
         = "examples/devices-used-prices.yaml",
         budget: Annotated[BudgetName, typer.Option(help="Budget of the profile.")]
         = BudgetName.default,
-        out: Annotated[str, typer.Option(help="Folder for the report.")] = "docs") -> None:
+        out: ReportDirOpt = "docs") -> None:
     """The device select chooses over 13 latency constraints (0.1 ms to 1 s) at two accuracy
     constraints (dev drop 0.02 and 0.10); writes OUT/selection.md, .json and a plot."""
     from fitformer.experiments.selection import run_sweep
