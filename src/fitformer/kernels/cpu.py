@@ -1,0 +1,277 @@
+"""The CPU backend: an HP sparse linear layer and the conversion of a pruned model to it.
+
+:class:`HPLinear` computes ``y = x @ W.T + b`` from the kept weights only. Its layout is
+derived from the HP in-memory form (design.md §5, :class:`fitformer.formats.HPFormat`): the
+rows of one output block row (``r`` rows) keep the same number of weights, because every
+kept block of that block row contributes ``B * k`` weights to each of its rows, so one count
+per block row replaces per-row pointers. The C++ kernel (``hp_linear.cpp``, built once by
+``torch.utils.cpp_extension.load`` and cached in ``$FITFORMER_HOME/kernels/``) puts tokens in
+the SIMD lanes: a tile of 128 tokens of ``x`` is transposed to ``[N, 128]`` fp32, and each
+output row accumulates ``w * x_t[col]`` over its kept weights only, so both levels of HP
+are exploited (level 1 by skipping blocks, level 2 by skipping weights inside them); the rows
+of one block row read the same few stripes of ``x_t``, which stay in the L1 cache. Tiles are
+split across torch's intra-op threads (``torch.set_num_threads``).
+
+Any mask works (rows of one block row are padded to the block row's largest count, with
+zero weights); HP masks need no padding. Inference only: with gradients enabled, or when the
+kernel cannot be built (no C++ compiler), the layer falls back to the masked dense
+``torch.nn.functional.linear`` and says so in :attr:`HPLinear.backend`.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import platform
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from fitformer.errors import FitformerError
+
+_SOURCE = Path(__file__).with_name("hp_linear.cpp")
+_DTYPES = (torch.float32, torch.bfloat16)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@functools.cache
+def load_kernel() -> str | None:
+    """Build (first call, about 10-30 s) or load the cached C++ kernel.
+
+    Returns:
+        ``None`` when ``torch.ops.fitformer.hp_linear`` is ready, else the reason it is not
+        (no compiler, build error, or ``FITFORMER_CPU_KERNEL=off``); callers fall back to
+        dense kernels. The build is cached under ``$FITFORMER_HOME/kernels/<hash>`` keyed by
+        the source, torch version and CPU model (the code is compiled with ``-march=native``).
+    """
+    if os.environ.get("FITFORMER_CPU_KERNEL", "").lower() in ("off", "0", "no"):
+        return "FITFORMER_CPU_KERNEL=off"
+    from fitformer.paths import fitformer_home
+
+    source = _SOURCE.read_bytes()
+    digest = hashlib.sha256(source + torch.__version__.encode() + _cpu_model().encode()
+                            + platform.machine().encode()).hexdigest()[:16]
+    build_dir = fitformer_home() / "kernels" / digest
+    build_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        import ninja  # the pip wheel; torch looks for `ninja` on PATH
+
+        os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+    except ImportError:
+        pass
+    try:
+        from torch.utils.cpp_extension import load
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            load(name=f"fitformer_hp_linear_{digest}", sources=[str(_SOURCE)],
+                 extra_cflags=["-O3", "-march=native", "-fopenmp"],
+                 extra_ldflags=["-fopenmp"], build_directory=str(build_dir),
+                 is_python_module=False, verbose=False)
+    except Exception as exc:  # noqa: BLE001 - compiler and linker errors come in many kinds
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = f"the C++ kernel could not be built in {build_dir} ({first})"
+        warnings.warn(f"fitformer: {reason}; pruned layers run with dense kernels (install a "
+                      "C++ compiler, e.g. g++, for the HP CPU kernel).", stacklevel=2)
+        return reason
+    return None
+
+
+def kernel_status() -> dict:
+    """``{"available": bool, "reason": str | None}`` of the C++ kernel (builds it)."""
+    reason = load_kernel()
+    return {"available": reason is None, "reason": reason}
+
+
+def _layout(weight: np.ndarray, mask: np.ndarray, r: int):
+    """Row-grouped layout of the kept weights: ``(group_ptr[Mb + 1], row_base[M],
+    cols[nnz], values[nnz])``; the rows of block row ``j`` keep ``group_ptr[j + 1] -
+    group_ptr[j]`` entries each (padded with zero weights at column 0 where a row keeps
+    fewer)."""
+    M, _ = mask.shape
+    Mb = -(-M // r)
+    counts = mask.sum(axis=1)
+    padded = np.zeros(Mb * r, np.int64)
+    padded[:M] = counts
+    per_group = padded.reshape(Mb, r).max(axis=1)
+    group_ptr = np.concatenate([[0], np.cumsum(per_group)])
+    row_count = np.repeat(per_group, r)[:M]
+    row_base = np.concatenate([[0], np.cumsum(row_count)[:-1]]).astype(np.int64)
+    rows, cols = np.nonzero(mask)                   # row-major: columns ascend in each row
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    dest = row_base[rows] + (np.arange(rows.size) - first[rows])
+    nnz = int(row_count.sum())
+    out_cols = np.zeros(nnz, np.int32)
+    out_vals = np.zeros(nnz, np.float32)
+    out_cols[dest] = cols
+    out_vals[dest] = weight[rows, cols]
+    return group_ptr.astype(np.int64), row_base, out_cols, out_vals
+
+
+class HPLinear(nn.Module):
+    """A pruned ``nn.Linear`` run by the HP CPU kernel (inference).
+
+    Args:
+        weight: ``(M, N)`` float tensor; mask: ``(M, N)`` bool (True = kept).
+        bias: ``(M,)`` or ``None``. r: rows per block (design.md §3, default 16).
+        dtype: ``torch.float32`` or ``torch.bfloat16``: the dtype of activations and of
+            the weights (bf16 weights and bias are held exactly in fp32; products are
+            accumulated in fp32 and rounded once to ``dtype``, as oneDNN's bf16 GEMM does).
+
+    Input ``(..., N)`` of ``dtype``, output ``(..., M)`` of the same dtype; equal to
+    ``F.linear(x, weight * mask, bias)`` up to the order of fp32 additions.
+
+    Raises:
+        FitformerError: shapes of weight, mask and bias disagree, or an unsupported dtype.
+    """
+
+    def __init__(self, weight: torch.Tensor, mask: torch.Tensor,
+                 bias: torch.Tensor | None = None, *, r: int = 16,
+                 dtype: torch.dtype = torch.float32):
+        super().__init__()
+        if weight.dim() != 2 or tuple(mask.shape) != tuple(weight.shape):
+            raise FitformerError(f"HPLinear: mask {tuple(mask.shape)} must match weight "
+                                 f"{tuple(weight.shape)} (M, N).")
+        if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+            raise FitformerError(f"HPLinear: bias {tuple(bias.shape)} must be "
+                                 f"({weight.shape[0]},).")
+        if dtype not in _DTYPES:
+            raise FitformerError(f"HPLinear: dtype {dtype} is not supported; use float32 or "
+                                 "bfloat16.")
+        if r < 1:
+            raise FitformerError(f"HPLinear: r = {r} must be >= 1.")
+        self.out_features, self.in_features = (int(s) for s in weight.shape)
+        self.r, self.dtype = r, dtype
+        mask_np = mask.detach().cpu().numpy().astype(bool)
+        # A bf16 layer computes with its bf16 weights (held exactly in fp32).
+        w = weight.detach().to("cpu", dtype).to(torch.float32).numpy()
+        group_ptr, row_base, cols, values = _layout(w, mask_np, r)
+        self.register_buffer("group_ptr", torch.from_numpy(group_ptr))
+        self.register_buffer("row_base", torch.from_numpy(row_base))
+        self.register_buffer("cols", torch.from_numpy(cols))
+        self.register_buffer("values", torch.from_numpy(values))
+        self.register_buffer("bias", None if bias is None
+                             else bias.detach().to("cpu", dtype).to(torch.float32).clone())
+        self.nnz = int(mask_np.sum())
+        self._dense: torch.Tensor | None = None
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, mask: torch.Tensor | None = None, *,
+                    r: int = 16, dtype: torch.dtype | None = None) -> HPLinear:
+        """The HP layer of ``linear`` with ``mask`` (default: its non-zero weights)."""
+        w = linear.weight.detach()
+        m = (w != 0) if mask is None else mask.to(torch.bool)
+        return cls(w, m, linear.bias, r=r,
+                   dtype=dtype if dtype is not None else w.dtype)
+
+    @classmethod
+    def from_encoded(cls, encoded, bias: torch.Tensor | None = None, *,
+                     dtype: torch.dtype = torch.float32) -> HPLinear:
+        """The HP layer of an HP-format matrix (:meth:`fitformer.formats.HPFormat.encode`)."""
+        from fitformer.formats.formats import HPFormat
+
+        p = encoded.params
+        values, mask = HPFormat(p["r"], p["c"], p["B"]).decode(encoded)
+        return cls(torch.from_numpy(values), torch.from_numpy(mask), bias, r=p["r"],
+                   dtype=dtype)
+
+    @property
+    def density(self) -> float:
+        return self.nnz / max(1, self.out_features * self.in_features)
+
+    @property
+    def backend(self) -> str:
+        """``"hp-cpu"`` (the C++ kernel) or ``"dense-fallback"`` with the reason."""
+        reason = load_kernel()
+        return "hp-cpu" if reason is None else f"dense-fallback: {reason}"
+
+    def dense_weight(self) -> torch.Tensor:
+        """The masked weight ``(M, N)`` fp32, rebuilt from the kept entries."""
+        w = torch.zeros(self.out_features, self.in_features)
+        rows = torch.repeat_interleave(
+            torch.arange(self.out_features),
+            (self.group_ptr[1:] - self.group_ptr[:-1]).repeat_interleave(self.r)
+            [: self.out_features])
+        w.index_put_((rows, self.cols.long()), self.values, accumulate=True)
+        return w
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.in_features:
+            raise FitformerError(f"HPLinear: input has {x.shape[-1]} features, the layer "
+                                 f"takes {self.in_features}.")
+        if x.dtype not in _DTYPES:
+            raise FitformerError(f"HPLinear: input dtype {x.dtype} is not supported; use "
+                                 "float32 or bfloat16.")
+        if x.device.type != "cpu" or (torch.is_grad_enabled() and x.requires_grad) \
+                or load_kernel() is not None:
+            if self._dense is None:
+                self._dense = self.dense_weight()
+            b = None if self.bias is None else self.bias.to(x.dtype)
+            return nn.functional.linear(x, self._dense.to(x.device, x.dtype), b)
+        lead = x.shape[:-1]
+        y = torch.ops.fitformer.hp_linear(x.reshape(-1, self.in_features).contiguous(),
+                                          self.group_ptr, self.r, self.row_base, self.cols,
+                                          self.values, self.bias, self.out_features)
+        return y.reshape(*lead, self.out_features)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"density={self.density:.3f}, r={self.r}, dtype={self.dtype}")
+
+
+def convert(model: nn.Module, masks: dict[str, torch.Tensor] | None = None, *,
+            r: int = 16, dtype: torch.dtype = torch.float32) -> dict:
+    """Swap every pruned ``nn.Linear`` of ``model`` for an :class:`HPLinear`, in place.
+
+    Args:
+        model: a module (e.g. a model loaded from a pruned run).
+        masks: bool masks by module name (a run's ``masks.safetensors``); default: the
+            prunable linears (:func:`fitformer.models.layers.linear_layers`) that have zero
+            weights, each with the mask ``weight != 0``.
+        r: rows per block (the run's block height). dtype: activation dtype.
+
+    Returns:
+        ``{"converted": [names], "backend": "hp-cpu" | "dense-fallback: ..."}``.
+
+    Raises:
+        FitformerError: a mask names no ``nn.Linear`` of the model or has another shape.
+    """
+    from fitformer.models.layers import linear_layers
+
+    modules = dict(model.named_modules())
+    if masks is None:
+        masks = {}
+        for info in linear_layers(model):
+            w = modules[info.name].weight
+            if info.prunable and bool((w == 0).any()):
+                masks[info.name] = w != 0
+    converted = []
+    for name, mask in masks.items():
+        lin = modules.get(name)
+        if not isinstance(lin, nn.Linear):
+            raise FitformerError(f"convert: mask {name!r} names no nn.Linear of the model; "
+                                 "give masks of the same model (its masks.safetensors).")
+        if tuple(mask.shape) != tuple(lin.weight.shape):
+            raise FitformerError(f"convert: mask {name!r} is {tuple(mask.shape)}, the weight "
+                                 f"is {tuple(lin.weight.shape)}; give masks of this model.")
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, HPLinear.from_linear(lin, torch.as_tensor(mask), r=r,
+                                                    dtype=dtype))
+        converted.append(name)
+    return {"converted": converted,
+            "backend": "hp-cpu" if load_kernel() is None
+            else f"dense-fallback: {load_kernel()}"}
