@@ -97,10 +97,11 @@ def kernel_status() -> dict:
 
 
 def _layout(weight: np.ndarray, mask: np.ndarray, r: int):
-    """Row-grouped layout of the kept weights: ``(group_ptr[Mb + 1], row_base[M],
-    cols[nnz], values[nnz])``; the rows of block row ``j`` keep ``group_ptr[j + 1] -
-    group_ptr[j]`` entries each (padded with zero weights at column 0 where a row keeps
-    fewer)."""
+    """Row-grouped layout of the kept weights: ``(group_ptr[Mb + 1], shared[Mb],
+    row_base[M], cols[nnz], values[nnz])``; the rows of block row ``j`` keep
+    ``group_ptr[j + 1] - group_ptr[j]`` entries each (padded with zero weights at column 0
+    where a row keeps fewer); ``shared[j]``: all its rows keep the same columns (HP with
+    ``d2 = 1``), so the kernel runs two rows per pass."""
     M, _ = mask.shape
     Mb = -(-M // r)
     counts = mask.sum(axis=1)
@@ -118,7 +119,12 @@ def _layout(weight: np.ndarray, mask: np.ndarray, r: int):
     out_vals = np.zeros(nnz, np.float32)
     out_cols[dest] = cols
     out_vals[dest] = weight[rows, cols]
-    return group_ptr.astype(np.int64), row_base, out_cols, out_vals
+    shared = np.zeros(Mb, bool)
+    for j in range(Mb):                 # one check per block row: same columns in every row
+        n, lo, hi = per_group[j], j * r, min(M, (j + 1) * r)
+        block = out_cols[row_base[lo]: row_base[lo] + n * (hi - lo)].reshape(hi - lo, n)
+        shared[j] = bool((block == block[:1]).all()) and bool((counts[lo:hi] == n).all())
+    return group_ptr.astype(np.int64), shared, row_base, out_cols, out_vals
 
 
 class HPLinear(nn.Module):
@@ -158,8 +164,9 @@ class HPLinear(nn.Module):
         mask_np = mask.detach().cpu().numpy().astype(bool)
         # A bf16 layer computes with its bf16 weights (held exactly in fp32).
         w = weight.detach().to("cpu", dtype).to(torch.float32).numpy()
-        group_ptr, row_base, cols, values = _layout(w, mask_np, r)
+        group_ptr, shared, row_base, cols, values = _layout(w, mask_np, r)
         self.register_buffer("group_ptr", torch.from_numpy(group_ptr))
+        self.register_buffer("shared", torch.from_numpy(shared))
         self.register_buffer("row_base", torch.from_numpy(row_base))
         self.register_buffer("cols", torch.from_numpy(cols))
         self.register_buffer("values", torch.from_numpy(values))
@@ -223,8 +230,9 @@ class HPLinear(nn.Module):
             return nn.functional.linear(x, self._dense.to(x.device, x.dtype), b)
         lead = x.shape[:-1]
         y = torch.ops.fitformer.hp_linear(x.reshape(-1, self.in_features).contiguous(),
-                                          self.group_ptr, self.r, self.row_base, self.cols,
-                                          self.values, self.bias, self.out_features)
+                                          self.group_ptr, self.shared, self.r,
+                                          self.row_base, self.cols, self.values, self.bias,
+                                          self.out_features)
         return y.reshape(*lead, self.out_features)
 
     def extra_repr(self) -> str:

@@ -6,6 +6,7 @@
 //                             per row are entries [group_ptr[j], group_ptr[j+1]) of every row
 //                             of the block (the balance of HP: one count per block row, no
 //                             per-row pointer);
+//   shared[Mb]         bool   all rows of block row j keep the same columns (HP with d2 = 1);
 //   row_base[M]        int64  offset of row o's first entry in cols/values;
 //   cols[nnz]          int32  input column of each kept weight;
 //   values[nnz]        float  its value (fp32, exact for fp32 and bf16 layers).
@@ -69,6 +70,17 @@ inline __m512 load16(const c10::BFloat16* p) {
   __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
+// fp32 -> bf16 with round to nearest even (NaN stays a quiet NaN), as c10::BFloat16 does.
+inline void store16(float* p, __m512 v) { _mm512_storeu_ps(p, v); }
+inline void store16(c10::BFloat16* p, __m512 v) {
+  const __m512i u = _mm512_castps_si512(v);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  __m512i rounded = _mm512_srli_epi32(
+      _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF))), 16);
+  const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+  rounded = _mm512_mask_mov_epi32(rounded, nan, _mm512_set1_epi32(0x7FC0));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(rounded));
+}
 #endif
 
 // xt[n][t] = x[t0 + t][n] for t < nt (rows of x have stride N); lanes t >= nt are zero.
@@ -102,16 +114,14 @@ void store_tile(const float* yt, int64_t M, int64_t o0, int64_t o1, int64_t t0, 
                 scalar_t* y) {
   int64_t t_full = 0, o_full = o0;
 #ifdef __AVX512F__
-  if constexpr (std::is_same_v<scalar_t, float>) {
-    t_full = nt / 16 * 16;
-    o_full = o0 + (o1 - o0) / 16 * 16;
-    __m512 r[16];
-    for (int64_t t = 0; t < t_full; t += 16) {
-      for (int64_t o = o0; o < o_full; o += 16) {
-        for (int i = 0; i < 16; ++i) r[i] = _mm512_load_ps(yt + (o + i) * TILE + t);
-        transpose16(r);
-        for (int i = 0; i < 16; ++i) _mm512_storeu_ps(y + (t0 + t + i) * M + o, r[i]);
-      }
+  t_full = nt / 16 * 16;
+  o_full = o0 + (o1 - o0) / 16 * 16;
+  __m512 r[16];
+  for (int64_t t = 0; t < t_full; t += 16) {
+    for (int64_t o = o0; o < o_full; o += 16) {
+      for (int i = 0; i < 16; ++i) r[i] = _mm512_load_ps(yt + (o + i) * TILE + t);
+      transpose16(r);
+      for (int i = 0; i < 16; ++i) store16(y + (t0 + t + i) * M + o, r[i]);
     }
   }
 #endif
@@ -124,7 +134,8 @@ void store_tile(const float* yt, int64_t M, int64_t o0, int64_t o1, int64_t t0, 
 
 template <typename scalar_t>
 void hp_linear_kernel(const scalar_t* x, int64_t T, int64_t N,
-                      const int64_t* group_ptr, int64_t Mb, int64_t r, int64_t M,
+                      const int64_t* group_ptr, const bool* shared, int64_t Mb, int64_t r,
+                      int64_t M,
                       const int64_t* row_base, const int32_t* cols, const float* values,
                       const float* bias, scalar_t* y) {
   const int64_t n_tiles = (T + TILE - 1) / TILE;
@@ -149,7 +160,33 @@ void hp_linear_kernel(const scalar_t* x, int64_t T, int64_t N,
       for (int64_t j = j0; j < j1; ++j) {
         const int64_t count = group_ptr[j + 1] - group_ptr[j];
         const int64_t row_end = std::min(M, (j + 1) * r);
-        for (int64_t o = j * r; o < row_end; ++o) {
+        int64_t o = j * r;
+        if (shared[j]) {
+          // Every row of this block row keeps the same columns (HP with d2 = 1, cbb,
+          // block): two rows per pass share each load of x_t.
+          for (; o + 1 < row_end; o += 2) {
+            const int32_t* c = cols + row_base[o];
+            const float* v0 = values + row_base[o];
+            const float* v1 = values + row_base[o + 1];
+            vfloat a[VECS], d[VECS];
+            const float b0 = bias ? bias[o] : 0.0f, b1 = bias ? bias[o + 1] : 0.0f;
+            for (int64_t q = 0; q < VECS; ++q) { a[q] = vfloat{} + b0; d[q] = vfloat{} + b1; }
+            for (int64_t e = 0; e < count; ++e) {
+              const vfloat* xc = xv + static_cast<int64_t>(c[e]) * VECS;
+              const float w0 = v0[e], w1 = v1[e];
+              for (int64_t q = 0; q < VECS; ++q) {
+                const vfloat xq = xc[q];
+                a[q] += w0 * xq;
+                d[q] += w1 * xq;
+              }
+            }
+            for (int64_t q = 0; q < VECS; ++q) {
+              yv[o * VECS + q] = a[q];
+              yv[(o + 1) * VECS + q] = d[q];
+            }
+          }
+        }
+        for (; o < row_end; ++o) {
           const int64_t base = row_base[o];
           const int32_t* c = cols + base;
           const float* v = values + base;
@@ -169,13 +206,16 @@ void hp_linear_kernel(const scalar_t* x, int64_t T, int64_t N,
   });
 }
 
-at::Tensor hp_linear(const at::Tensor& x, const at::Tensor& group_ptr, int64_t r,
+at::Tensor hp_linear(const at::Tensor& x, const at::Tensor& group_ptr,
+                     const at::Tensor& shared, int64_t r,
                      const at::Tensor& row_base, const at::Tensor& cols,
                      const at::Tensor& values, const std::optional<at::Tensor>& bias,
                      int64_t out_features) {
   TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "hp_linear: x must be 2-D and contiguous");
   TORCH_CHECK(group_ptr.scalar_type() == at::kLong && row_base.scalar_type() == at::kLong,
               "hp_linear: group_ptr and row_base must be int64");
+  TORCH_CHECK(shared.scalar_type() == at::kBool && shared.numel() == group_ptr.numel() - 1,
+              "hp_linear: shared must be bool with one entry per block row");
   TORCH_CHECK(cols.scalar_type() == at::kInt, "hp_linear: cols must be int32");
   TORCH_CHECK(values.scalar_type() == at::kFloat, "hp_linear: values must be float32");
   TORCH_CHECK(row_base.numel() == out_features, "hp_linear: row_base must have M entries");
@@ -189,12 +229,14 @@ at::Tensor hp_linear(const at::Tensor& x, const at::Tensor& group_ptr, int64_t r
   }
   at::Tensor y = at::empty({T, M}, x.options());
   if (x.scalar_type() == at::kFloat) {
-    hp_linear_kernel<float>(x.data_ptr<float>(), T, N, group_ptr.data_ptr<int64_t>(), Mb, r,
+    hp_linear_kernel<float>(x.data_ptr<float>(), T, N, group_ptr.data_ptr<int64_t>(),
+                            shared.data_ptr<bool>(), Mb, r,
                             M, row_base.data_ptr<int64_t>(), cols.data_ptr<int32_t>(),
                             values.data_ptr<float>(), b, y.data_ptr<float>());
   } else if (x.scalar_type() == at::kBFloat16) {
     hp_linear_kernel<c10::BFloat16>(x.data_ptr<c10::BFloat16>(), T, N,
-                                    group_ptr.data_ptr<int64_t>(), Mb, r, M,
+                                    group_ptr.data_ptr<int64_t>(),
+                            shared.data_ptr<bool>(), Mb, r, M,
                                     row_base.data_ptr<int64_t>(), cols.data_ptr<int32_t>(),
                                     values.data_ptr<float>(), b,
                                     y.data_ptr<c10::BFloat16>());
@@ -207,7 +249,7 @@ at::Tensor hp_linear(const at::Tensor& x, const at::Tensor& group_ptr, int64_t r
 }  // namespace
 
 TORCH_LIBRARY(fitformer, m) {
-  m.def("hp_linear(Tensor x, Tensor group_ptr, int r, Tensor row_base, Tensor cols, "
+  m.def("hp_linear(Tensor x, Tensor group_ptr, Tensor shared, int r, Tensor row_base, Tensor cols, "
         "Tensor values, Tensor? bias, int out_features) -> Tensor");
 }
 
