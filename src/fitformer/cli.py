@@ -632,6 +632,35 @@ ProfileSplitOpt = Annotated[float | None, typer.Option(
 ProfileBudgetOpt = Annotated[BudgetName, typer.Option(help="tiny, quick or default.")]
 
 
+@app.command("run")
+def run_cmd(pruned: Annotated[str, typer.Option(help="A run directory made by "
+                                                    "`fitformer prune`.")],
+            batch_size: BatchOpt = 1, seq_len: SeqLenOpt = 128,
+            repeats: Annotated[int, typer.Option(help="Timed runs per model (median).")] = 10,
+            dev_examples: Annotated[int | None, typer.Option(
+                help="Evaluate on the first N dev sentences (default: all).")] = None,
+            as_json: JsonOpt = False) -> None:
+    """Run a pruned model on this CPU with the HP kernel: dev accuracy, logits against the
+    masked model, and median latency beside the masked dense model."""
+    from fitformer.kernels.run import run_pruned
+
+    res = run_pruned(pruned, batch_size=batch_size, seq_len=seq_len, repeats=repeats,
+                     dev_examples=dev_examples)
+    if as_json:
+        _print_json(res)
+        return
+    rec = res["recorded_dev_accuracy"]
+    out.print(f"{pruned}: {res['pattern']} at sparsity {res['achieved_sparsity']:.3f}, "
+              f"{res['converted_layers']} layers on {res['backend']}")
+    out.print(f"dev accuracy {res['dev_accuracy']:.4f} on {res['dev_examples']} sentences"
+              + (f" (recorded at training: {rec:.4f})" if rec is not None else "")
+              + f"; logits vs the masked model: max |diff| {res['max_abs_logit_diff']:.2e}")
+    lat = res["latency_ms"]
+    out.print(f"median latency, batch {batch_size} x {seq_len} tokens, {res['threads']} "
+              f"threads (load {res['load_avg_1min']:.2f}): HP {lat['hp']:.2f} ms, masked "
+              f"dense {lat['masked_dense']:.2f} ms ({res['speedup_vs_dense']:.2f}x)")
+
+
 @app.command("profile")
 def profile_cmd(model: ModelOpt = "default",
                 dataset: Annotated[str, typer.Option(help="rotten-tomatoes or a file.")]

@@ -17,29 +17,42 @@ from fitformer.formats.container import (
 from fitformer.models.fixed_point import int_bits, quantize_fixed, width_of
 
 
-def _load_run(run_dir: Path):
+def load_pruned_run(run_dir: str | Path):
+    """``(model, masks, pruning)`` of a pruned run directory: the classifier as saved (its
+    pruned weights are zero), its bool masks by module name, and ``pruning.json``.
+
+    Raises:
+        FitformerError: not a pruned run, corrupt masks, or masks that do not fit the model.
+    """
     from safetensors.torch import load_file
 
-    from fitformer.models.loading import load_classifier, resolve_model
+    from fitformer.models.loading import load_classifier, quiet_transformers, resolve_model
     from fitformer.training.runs import read_json
 
     run_dir = check_pruned_dir(run_dir)
     pruning = read_json(run_dir / "pruning.json", "re-create the pruned run")
-    if pruning.get("pattern") != "hp":
-        raise FitformerError(f"{run_dir} was pruned with {pruning.get('pattern')!r}; the HP "
-                             "container stores HP-pruned runs (`fitformer prune --pattern hp`).")
-    net = load_classifier(resolve_model(str(run_dir)))
+    with quiet_transformers():
+        net = load_classifier(resolve_model(str(run_dir)))
     try:
         masks = {k: v.to(torch.bool)
                  for k, v in load_file(str(run_dir / "masks.safetensors")).items()}
     except Exception as exc:  # noqa: BLE001 - safetensors raises several kinds
         raise FitformerError(f"{run_dir}/masks.safetensors is corrupt ({exc}); re-create the "
                              "run with `fitformer prune`.") from None
+    modules = dict(net.named_modules())
     for name, mask in masks.items():
-        w = net.get_submodule(name).weight if name in dict(net.named_modules()) else None
+        w = modules[name].weight if name in modules else None
         if w is None or tuple(w.shape) != tuple(mask.shape):
             raise FitformerError(f"{run_dir}/masks.safetensors: mask {name} does not match the "
                                  "model; re-create the run.")
+    return net, masks, pruning
+
+
+def _load_run(run_dir: Path):
+    net, masks, pruning = load_pruned_run(run_dir)
+    if pruning.get("pattern") != "hp":
+        raise FitformerError(f"{run_dir} was pruned with {pruning.get('pattern')!r}; the HP "
+                             "container stores HP-pruned runs (`fitformer prune --pattern hp`).")
     return net, masks, pruning
 
 
