@@ -2,7 +2,8 @@
 
 Tests never write into the user's cache: ``FITFORMER_HOME`` points at a temporary folder
 whose ``downloads``, ``models`` and ``data`` link to the real cache (filled by
-``./setup.sh`` / ``fitformer fetch``), so real data is read but runs are private.
+``./setup.sh`` / ``fitformer fetch``), so real data is read but runs are private; ``kernels``
+links too, so the CPU kernel is compiled once.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from hypothesis import settings
 
 settings.register_profile("ci", max_examples=60, deadline=None)
 settings.load_profile("ci")
+
+# Shared with the real cache: fetched inputs, and the compiled CPU kernel (built once).
+SHARED = ("downloads", "models", "data", "kernels")
 
 REAL_HOME = Path(os.environ.get("FITFORMER_HOME") or "").expanduser() if os.environ.get(
     "FITFORMER_HOME") else None
@@ -45,7 +49,8 @@ def home(tmp_path, monkeypatch, real_cache) -> Path:
     """A private FITFORMER_HOME that sees the real fetched model and data."""
     h = tmp_path / "home"
     h.mkdir()
-    for sub in ("downloads", "models", "data"):
+    for sub in SHARED:
+        (real_cache / sub).mkdir(exist_ok=True)
         (h / sub).symlink_to(real_cache / sub)
     monkeypatch.setenv("FITFORMER_HOME", str(h))
     return h
@@ -67,7 +72,8 @@ def tiny_dense(real_cache, tmp_path_factory):
     from fitformer.training import finetune
 
     h = tmp_path_factory.mktemp("tiny-home")
-    for sub in ("downloads", "models", "data"):
+    for sub in SHARED:
+        (real_cache / sub).mkdir(exist_ok=True)
         (h / sub).symlink_to(real_cache / sub)
     mp = pytest.MonkeyPatch()
     mp.setenv("FITFORMER_HOME", str(h))

@@ -527,7 +527,9 @@ def estimate(device: DeviceOpt, model: ModelOpt = "default", pruned: PrunedOpt =
     title = (f"{rep['device']}{'' if rep['fits'] else ' (DOES NOT FIT)'}: "
              f"{rep['latency_ms']:.3f} ms = compute {rep['compute_ms']:.3f} + "
              f"call overhead {rep['call_overhead_ms']:.3f} ({rep['method']}, "
-             f"{rep['precision']}, batch {batch_size} x {seq_len} tokens)")
+             f"{rep['precision']}"
+             f"{', ' + rep['backend'] + ' kernels' if rep.get('backend') else ''}, "
+             f"batch {batch_size} x {seq_len} tokens)")
     table = Table("unit", "uses", "parallelism", "DSP", "BRAM_18K", "URAM", "LUT", "FF",
                   "cycles", "latency ms", "bound", title=title)
 

@@ -3,7 +3,7 @@
 FPGAs: the analytical model of the DSE's best design point (``method: "model"``). Catalog
 GPUs and CPUs other than the host: a dense roofline (``"roofline"``): ``max(FLOPs / peak,
 bytes / bandwidth)`` per operation, since their dense kernels do not exploit HP. The host
-CPU: a measured PyTorch run (``"measured"``). Every device's ``call_overhead_ms`` is added
+CPU: a measured run (``"measured"``), pruned linears on the HP CPU kernel. Every device's ``call_overhead_ms`` is added
 (design.md §2, §6).
 """
 
@@ -85,53 +85,97 @@ def roofline_report(device: Device, wl: Workload, batch: int, seq_len: int) -> d
             "weights_on_chip": None, "units": units}
 
 
+def _host_model(wl: Workload, model: str, pruned: str | None):
+    """``(model ready to time, backend, what it is)`` for the host CPU: a pruned run or
+    container, or ``model`` pruned one shot to ``wl``'s pattern and sparsity, with its
+    pruned linears on the HP CPU kernel; the dense model otherwise."""
+    from pathlib import Path
+
+    import torch
+
+    from fitformer.kernels.cpu import convert
+    from fitformer.models.loading import load_classifier, quiet_transformers, resolve_model
+
+    if pruned is not None and Path(pruned).is_file():
+        from fitformer.formats.container import read_container
+        from fitformer.formats.export import rebuild_model
+        from fitformer.hardware.workload import container_masks
+
+        net = rebuild_model(read_container(Path(pruned)))
+        masks = container_masks(Path(pruned))[0]
+    elif pruned is not None:
+        from fitformer.formats.export import load_pruned_run
+
+        net, masks, _ = load_pruned_run(pruned)
+    else:
+        with quiet_transformers():
+            net = load_classifier(resolve_model(model))
+        if wl.pattern == "dense" or wl.sparsity <= 0.0:
+            return net.eval(), "dense", "dense"
+        from fitformer.hardware.workload import one_shot_masks
+
+        masks = one_shot_masks(model, wl.pattern, wl.sparsity, block=wl.block,
+                               banks=wl.banks,
+                               level2_density=(wl.hp_split or {}).get("d2"))
+        with torch.no_grad():
+            for name, m in masks.items():
+                net.get_submodule(name).weight.mul_(torch.as_tensor(m))
+    info = convert(net, {k: torch.as_tensor(v) for k, v in masks.items()}, r=wl.block[0])
+    return net.eval(), info["backend"], f"{wl.pattern} {wl.sparsity}"
+
+
 def measured_report(device: Device, wl: Workload, batch: int, seq_len: int, *,
                     model: str = "default", pruned: str | None = None,
-                    repeats: int = 5, use_cache: bool = True) -> dict:
-    """Latency of the model measured on this machine with PyTorch (dense fp32 kernels; the
-    median of ``repeats`` timed runs after one warm-up). A pruned run is loaded as is (its
-    zeros do not speed up dense kernels). Measurements are cached in
-    ``$FITFORMER_HOME/measurements/`` by CPU, threads, torch version, model, batch and
-    sequence length, with the machine load at the time."""
+                    repeats: int = 10, use_cache: bool = True) -> dict:
+    """Latency of the model measured on this machine (fp32; the median of ``repeats`` timed
+    runs after one warm-up). A pruned model (``pruned``: a run directory or HP container;
+    or ``model`` pruned one shot to ``wl``'s pattern and sparsity, which has the same kept
+    counts as the trained point) runs its pruned linears on the HP CPU kernel
+    (:mod:`fitformer.kernels.cpu`, ``backend: "hp-cpu"``), or on dense kernels when the
+    kernel cannot be built. Measurements are cached in ``$FITFORMER_HOME/measurements/``
+    by CPU, threads, torch version, model, structure, backend, batch and sequence length,
+    with the machine load at the time."""
     import hashlib
     import json
     import os
 
     import torch
 
-    from fitformer.models.loading import load_classifier, quiet_transformers, resolve_model
+    from fitformer.kernels.cpu import kernel_digest, load_kernel
+    from fitformer.kernels.run import median_latency_ms
+    from fitformer.models.loading import resolve_model
     from fitformer.paths import fitformer_home
 
-    ref = resolve_model(pruned or model)
     key = {"cpu": device.name, "threads": torch.get_num_threads(), "torch": torch.__version__,
-           "model": ref.key(), "batch": batch, "seq_len": seq_len, "repeats": repeats}
+           "model": resolve_model(model).key() if pruned is None else str(pruned),
+           "structure": wl.digest if pruned is None and wl.pattern != "dense" else None,
+           "kernel": kernel_digest() if load_kernel() is None else "dense-fallback",
+           "batch": batch, "seq_len": seq_len,
+           "repeats": repeats}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     cache = fitformer_home() / "measurements" / f"{digest}.json"
-    times = None
+    cached = None
     if use_cache and cache.is_file():
         try:
-            times = json.loads(cache.read_text())["samples_ms"]
-        except (ValueError, KeyError):
-            times = None
-    if times is None:
-        with quiet_transformers():
-            net = load_classifier(ref).eval()
+            cached = json.loads(cache.read_text())
+            cached["samples_ms"], cached["backend"]   # noqa: B018 - both must be present
+        except (ValueError, KeyError, TypeError):
+            cached = None
+    if cached is None:
+        net, backend, _ = _host_model(wl, model, pruned)
         ids = torch.randint(1, wl.dims.vocab, (batch, seq_len),
                             generator=torch.Generator().manual_seed(0))
-        times = []
-        with torch.inference_mode():
-            net(input_ids=ids)
-            for _ in range(max(1, repeats)):
-                t0 = time.perf_counter()
-                net(input_ids=ids)
-                times.append((time.perf_counter() - t0) * 1e3)
+        times = median_latency_ms({"model": net}, ids, repeats)["model"]
+        cached = {**key, "samples_ms": times, "backend": backend,
+                  "load_avg_1min": os.getloadavg()[0]}
         cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps({**key, "samples_ms": times,
-                                     "load_avg_1min": os.getloadavg()[0]}))
+        cache.write_text(json.dumps(cached))
+    times = cached["samples_ms"]
     ms = statistics.median(times)
     return {**_base(device, wl, "measured", batch, seq_len),
             "latency_ms": ms, "compute_ms": ms, "call_overhead_ms": 0.0,
             "precision": "fp32", "clock_mhz": None, "threads": torch.get_num_threads(),
+            "backend": cached["backend"],
             "resources": {k: None for k in RESOURCE_KEYS},
             "utilization": {k: None for k in RESOURCE_KEYS}, "fits": True,
             "weights_on_chip": None,

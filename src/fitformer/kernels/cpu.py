@@ -48,6 +48,14 @@ def _cpu_model() -> str:
 
 
 @functools.cache
+def kernel_digest() -> str:
+    """Digest of what the compiled kernel depends on (source, torch, CPU model)."""
+    return hashlib.sha256(_SOURCE.read_bytes() + torch.__version__.encode()
+                          + _cpu_model().encode() + platform.machine().encode()
+                          ).hexdigest()[:16]
+
+
+@functools.cache
 def load_kernel() -> str | None:
     """Build (first call, about 10-30 s) or load the cached C++ kernel.
 
@@ -61,9 +69,7 @@ def load_kernel() -> str | None:
         return "FITFORMER_CPU_KERNEL=off"
     from fitformer.paths import fitformer_home
 
-    source = _SOURCE.read_bytes()
-    digest = hashlib.sha256(source + torch.__version__.encode() + _cpu_model().encode()
-                            + platform.machine().encode()).hexdigest()[:16]
+    digest = kernel_digest()
     build_dir = fitformer_home() / "kernels" / digest
     build_dir.mkdir(parents=True, exist_ok=True)
     try:

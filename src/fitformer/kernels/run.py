@@ -45,7 +45,8 @@ def run_pruned(run_dir: str | Path, *, batch_size: int = 1, seq_len: int = 128,
         run_dir: a run directory made by ``fitformer prune``.
         batch_size, seq_len: the inference timed (random token ids, seed 0).
         repeats: timed runs per model (median reported; one warm-up excluded).
-        dev_examples: evaluate on the first ``n`` dev sentences (default: the whole split).
+        dev_examples: evaluate on the first ``n`` dev sentences (default: those the run
+            was evaluated on, the whole split except for the tiny and quick budgets).
 
     Returns:
         ``{"run_dir", "pattern", "achieved_sparsity", "backend", "converted_layers", "dev_accuracy",
@@ -76,8 +77,11 @@ def run_pruned(run_dir: str | Path, *, batch_size: int = 1, seq_len: int = 128,
     hp = copy.deepcopy(masked)
     info = convert(hp, masks, r=int((pruning.get("params") or {}).get("r", 16)))
 
+    from fitformer.training.budgets import get_budget
+
     data = load_dataset(key["dataset"])
-    dev_split = data.dev if dev_examples is None else data.dev.subset(dev_examples)
+    recorded_n = get_budget(key.get("budget", "default")).dev_examples
+    dev_split = data.dev.subset(recorded_n if dev_examples is None else dev_examples)
     tok = load_tokenizer(resolve_model(str(run_dir)))
     dev = Encoded(tok, dev_split, int(key.get("max_length", 64)))
     with torch.inference_mode():
@@ -98,7 +102,7 @@ def run_pruned(run_dir: str | Path, *, batch_size: int = 1, seq_len: int = 128,
             "backend": info["backend"], "converted_layers": len(info["converted"]),
             "dev_accuracy": acc,
             "recorded_dev_accuracy": metrics["accuracy"]["dev"]["fp32"]
-            if dev_examples is None else None,
+            if dev_examples is None or dev_examples == recorded_n else None,
             "dev_examples": len(dev), "max_abs_logit_diff": diff,
             "latency_ms": lat, "speedup_vs_dense": lat["masked_dense"] / lat["hp"],
             "samples_ms": samples, "batch_size": batch_size, "seq_len": seq_len,

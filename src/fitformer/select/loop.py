@@ -9,9 +9,11 @@ feasible at the least such sparsity. Accuracy points are trained only when a pri
 device's latency at that point meets LC (:class:`fitformer.select.profile.Profile`).
 The first feasible device with a known objective value wins. Latency: the FPGA analytical
 model at the DSE's best design (HP and cbb from their counts, other patterns from the
-runs' masks), a dense roofline for catalog GPUs, a measurement on this machine for the
-host CPU (dense kernels: sparsity does not speed them up, so CPUs and GPUs are evaluated
-at the dense point only).
+runs' masks), a dense roofline for catalog GPUs and CPUs (their dense kernels gain nothing
+from sparsity, so they are evaluated at the dense point only), and a measurement on this
+machine for the host CPU at every grid point, its pruned linears on the HP CPU kernel
+(:mod:`fitformer.kernels.cpu`; the model pruned one shot to the point's pattern and
+sparsity, which has the trained point's kept counts).
 """
 
 from __future__ import annotations
@@ -112,7 +114,7 @@ class _Latency:
     def get(self, device, precision: str, sparsity: float, train: bool) -> dict | None:
         from fitformer.hardware.estimate import estimate
 
-        kind_key = sparsity if device.kind == "fpga" else 0.0   # dense kernels elsewhere
+        kind_key = sparsity if _sparse_aware(device) else 0.0   # dense kernels elsewhere
         key = (device.id, precision, kind_key)
         if key not in self._memo:
             wl = self.workload(kind_key, train)
@@ -125,6 +127,14 @@ class _Latency:
                 model=self.profile.model if self.profile.dense_dir is None
                 else str(self.profile.dense().run_dir))
         return self._memo[key]
+
+
+def _sparse_aware(device) -> bool:
+    """Whether ``device``'s latency depends on sparsity: FPGAs (the accelerator model) and
+    the host CPU (measured with the HP kernel)."""
+    from fitformer.hardware.catalog import HOST_CPU_ID
+
+    return device.kind == "fpga" or device.id == HOST_CPU_ID
 
 
 def _precisions(device, pinned: str | None) -> list[str]:
@@ -143,9 +153,9 @@ def evaluate_device(device, lat: _Latency, profile: Profile, cons: Constraints,
     rows = []
     for prec in _precisions(device, pinned):
         points, found = [], False
-        # CPUs and GPUs run dense kernels: pruning does not change their latency, so only
-        # the dense point is evaluated there (until a sparse CPU backend exists).
-        for s in (GRID if device.kind == "fpga" else GRID[:1]):
+        # Catalog CPUs and GPUs run dense kernels: pruning does not change their latency,
+        # so only the dense point is evaluated there.
+        for s in (GRID if _sparse_aware(device) else GRID[:1]):
             # After the least qualifying sparsity, only what is known fills the curve.
             train = priced and not found
             est = lat.get(device, prec, s, train=train)
