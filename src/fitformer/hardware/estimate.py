@@ -3,14 +3,13 @@
 FPGAs: the analytical model of the DSE's best design point (``method: "model"``). Catalog
 GPUs and CPUs other than the host: a dense roofline (``"roofline"``): ``max(FLOPs / peak,
 bytes / bandwidth)`` per operation, since their dense kernels do not exploit HP. The host
-CPU: a measured run (``"measured"``), pruned linears on the HP CPU kernel. Every device's ``call_overhead_ms`` is added
-(design.md §2, §6).
+CPU: a measured run (``"measured"``), pruned linears on the HP CPU kernel. Every device's
+``call_overhead_ms`` is added (design.md §2, §6).
 """
 
 from __future__ import annotations
 
 import statistics
-import time
 
 from fitformer.errors import FitformerError
 from fitformer.hardware.accelerator import RESOURCE_KEYS, Estimate, as_rows
