@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fitformer.hardware.catalog import HOST_CPU_ID
 from fitformer.select import select
 
 LC_GRID_MS = tuple(float(f"{v:.3g}") for v in np.logspace(-1, 3, 13))
@@ -49,13 +50,17 @@ def run_sweep(*, devices_file: Path | None = Path("examples/devices-used-prices.
                 + (f" ({row['precision']}, sparsity {row['sparsity']:g}, "
                    f"{row['latency_ms']:.3g} ms, dev {row['accuracy_dev']:.3f})" if best else ""))
     dense = rep["dense_accuracy"]
+    host = next((d for d in rep["devices"] if d["id"] == HOST_CPU_ID), None)
+    host_curve = None if host is None else {
+        "name": host["name"], "points": host["curve"].get("fp32", [])}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "selection.json").write_text(json.dumps(
         {"budget": budget, "devices_file": str(devices_file) if devices_file else None,
-         "dense_accuracy": dense, "profile": rep["profile"], "rows": rows}, indent=2) + "\n")
+         "dense_accuracy": dense, "profile": rep["profile"], "host_cpu": host_curve,
+         "rows": rows}, indent=2) + "\n")
     _plot(rows, out_dir / "img" / "selection.png")
     (out_dir / "selection.md").write_text(_markdown(rows, dense, budget, devices_file,
-                                                    rep["profile"]))
+                                                    rep["profile"], host_curve))
     return rows
 
 
@@ -90,7 +95,38 @@ def _plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def _markdown(rows, dense, budget, devices_file, profile) -> str:
+def _host_section(host: dict | None, dense: dict) -> list[str]:
+    """The host CPU's measured curve (HP CPU kernel) and the LC from which it would qualify
+    at each AC if the user gave it a price (it has none: it is never chosen here)."""
+    if host is None or not host["points"]:
+        return []
+    pts = host["points"]
+    dense_ms = next((p["latency_ms"] for p in pts if p["sparsity"] == 0), None)
+    L = ["", f"## The host CPU ({host['name']})", "",
+         "Measured on this machine (`fitformer estimate --device host-cpu`): the dense model "
+         "on dense kernels at sparsity 0, and the model pruned to each grid point with its "
+         "36 pruned linears on the HP CPU kernel (`fitformer.kernels.cpu`); batch 1 x 128 "
+         "tokens, fp32, median of 10 runs. The host CPU has no price, so `select` shows it "
+         "but never chooses it; give it one in `--devices` (e.g. 0 for a machine you "
+         "already own) and it is chosen wherever it qualifies.", "",
+         "| sparsity | latency ms | vs dense | dev acc fp32 |", "| --- | --- | --- | --- |"]
+    for p in pts:
+        acc = "-" if p["accuracy_dev"] is None else f"{p['accuracy_dev']:.4f}"
+        ratio = f"{dense_ms / p['latency_ms']:.2f}x" if dense_ms else "-"
+        L.append(f"| {p['sparsity']:g} | {p['latency_ms']:.3g} | {ratio} | {acc} |")
+    L.append("")
+    for drop in DROPS:
+        ok = [p for p in pts if p["accuracy_dev"] is not None
+              and p["accuracy_dev"] >= dense["dev"] - drop - 1e-12]
+        if ok:
+            best = min(ok, key=lambda p: p["latency_ms"])
+            L.append(f"- AC drop <= {drop:g}: the host CPU would qualify from LC "
+                     f"{best['latency_ms']:.3g} ms (sparsity {best['sparsity']:g}; dense "
+                     f"kernels: {dense_ms:.3g} ms).")
+    return L
+
+
+def _markdown(rows, dense, budget, devices_file, profile, host=None) -> str:
     L = ["# Device selection: chosen device vs latency constraint",
          "",
          "Made by `fitformer experiment select-sweep` (writes this file, `selection.json` "
@@ -125,5 +161,6 @@ def _markdown(rows, dense, budget, devices_file, profile) -> str:
                  f"{r['best_device']} | {r['price_usd']:,.0f} | {r['precision']} | "
                  f"{r['sparsity']:g} | {r['latency_ms']:.3g} | {r['accuracy_dev']:.4f} | "
                  f"{r['accuracy_test']:.4f} |")
+    L += _host_section(host, dense)
     L.append("")
     return "\n".join(L)
