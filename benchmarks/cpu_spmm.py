@@ -17,7 +17,7 @@ at fp32 with the host's fastest dense dtype. Prints the machine load and the tar
 8 at sparsity 0.9 (>= 4x with d2 = 1, >= 2.5x with d2 = 0.5; faster than BSR and CSR at every
 sparsity >= 0.5).
 
-    .venv/bin/python benchmarks/cpu_spmm.py [--repeats 7] [--tokens 4096] [--json]
+    .venv/bin/python benchmarks/cpu_spmm.py [--repeats 11] [--tokens 4096] [--json]
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def measure(fns: dict, repeats: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--repeats", type=int, default=11)
     ap.add_argument("--tokens", type=int, default=32 * 128, help="rows of x (32 x 128)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()

@@ -27,7 +27,7 @@
 #include <immintrin.h>
 #endif
 #include <cstring>
-#include <vector>
+#include <memory>
 
 namespace {
 
@@ -144,12 +144,13 @@ void hp_linear_kernel(const scalar_t* x, int64_t T, int64_t N,
   const int64_t row_splits = std::min<int64_t>(Mb, std::max<int64_t>(1, (threads + n_tiles - 1) / n_tiles));
   const int64_t rows_per_split = (Mb + row_splits - 1) / row_splits;
   at::parallel_for(0, n_tiles * row_splits, 1, [&](int64_t item_begin, int64_t item_end) {
-    std::vector<vfloat> xt_buf(N * VECS);
-    std::vector<vfloat> yt_buf(M * VECS);
-    float* xt = reinterpret_cast<float*>(xt_buf.data());
-    float* yt = reinterpret_cast<float*>(yt_buf.data());
-    const vfloat* xv = xt_buf.data();
-    vfloat* yv = yt_buf.data();
+    // Uninitialised (every lane is written before it is read); 64-byte aligned.
+    std::unique_ptr<vfloat[]> xt_buf(new vfloat[N * VECS]);
+    std::unique_ptr<vfloat[]> yt_buf(new vfloat[M * VECS]);
+    float* xt = reinterpret_cast<float*>(xt_buf.get());
+    float* yt = reinterpret_cast<float*>(yt_buf.get());
+    const vfloat* xv = xt_buf.get();
+    vfloat* yv = yt_buf.get();
     for (int64_t item = item_begin; item < item_end; ++item) {
       const int64_t tile = item / row_splits, split = item % row_splits;
       const int64_t t0 = tile * TILE;
