@@ -36,6 +36,9 @@ def main() -> None:
     from fitformer.kernels.run import median_latency_ms
     from fitformer.models.loading import load_classifier, quiet_transformers, resolve_model
 
+    from cpu_spmm import keep_freed_memory
+
+    keep_freed_memory()
     status = kernel_status()
     if not status["available"]:
         raise SystemExit(f"the HP kernel is not available: {status['reason']}")
