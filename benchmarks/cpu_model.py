@@ -31,12 +31,12 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
+    from cpu_spmm import keep_freed_memory
+
     from fitformer.hardware.workload import one_shot_masks
     from fitformer.kernels.cpu import convert, kernel_status
     from fitformer.kernels.run import median_latency_ms
     from fitformer.models.loading import load_classifier, quiet_transformers, resolve_model
-
-    from cpu_spmm import keep_freed_memory
 
     keep_freed_memory()
     status = kernel_status()

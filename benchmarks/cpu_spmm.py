@@ -12,11 +12,11 @@ made on a random normal weight (timing does not depend on the values) and
 
 Repeats are interleaved (dense, bsr, csr, fitformer, dense, ...) so that the machine's noise
 hits all alike; each figure is the median after one warm-up. glibc is asked to keep freed
-memory (:func:`keep_freed_memory`) so that no method's output buffer pays page faults. Extra rows (``dtype`` =
-``"bf16"``) time the kernel and dense in bfloat16, and one row per shape compares the kernel
-at fp32 with the host's fastest dense dtype. Prints the machine load and the targets of issue
-8 at sparsity 0.9 (>= 4x with d2 = 1, >= 2.5x with d2 = 0.5; faster than BSR and CSR at every
-sparsity >= 0.5).
+memory (:func:`keep_freed_memory`) so that no method's output buffer pays page faults.
+Extra rows (``dtype`` = ``"bf16"``) time the kernel and dense in bfloat16, and one row per
+shape and sparsity compares the kernel at fp32 with the host's fastest dense dtype. Prints
+the machine load and the targets of issue 8 at sparsity 0.9 (>= 4x with d2 = 1, >= 2.5x
+with d2 = 0.5; faster than BSR and CSR at every sparsity >= 0.5).
 
     .venv/bin/python benchmarks/cpu_spmm.py [--repeats 11] [--tokens 4096] [--json]
 """

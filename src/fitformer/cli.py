@@ -178,10 +178,19 @@ def finetune(model: Annotated[str, typer.Option(help="default, a folder or a hub
     if as_json:
         _print_json({"run_dir": str(result.path), "cached": result.cached, "metrics": m})
         return
-    acc = m["accuracy"]
     out.print(f"run: {result.path}{' (cached)' if result.cached else ''}")
-    out.print(f"dev accuracy {acc['dev']['fp32']:.4f}  test accuracy {acc['test']['fp32']:.4f}"
-              f"  ({m['split_sizes']['dev']} / {m['split_sizes']['test']} examples)")
+    if m["task"] == "translation":
+        sc = m["scores"]
+        out.print(f"BLEU dev {m['bleu']['dev']['fp32']:.2f} / test {m['bleu']['test']['fp32']:.2f}"
+                  f" (greedy), test {m['bleu_beam']['test']['fp32']:.2f} (4 beams); chrF test "
+                  f"{sc['test_greedy']['chrf']:.2f}; test sources of <= 10 words: BLEU "
+                  f"{sc['test_greedy']['bleu_short']:.2f} ({m['split_sizes']['dev']} / "
+                  f"{m['split_sizes']['test']} pairs)")
+    else:
+        acc = m["accuracy"]
+        out.print(f"dev accuracy {acc['dev']['fp32']:.4f}  test accuracy "
+                  f"{acc['test']['fp32']:.4f}  ({m['split_sizes']['dev']} / "
+                  f"{m['split_sizes']['test']} examples)")
     out.print(f"train loss (mean of the first / last 10% of steps) {m['loss']['train_first']:.4f}"
               f" -> {m['loss']['train_last']:.4f}; "
               f"{m['examples_per_s']:.1f} train examples/s; wall time {m['wall_time_s']:.0f} s"

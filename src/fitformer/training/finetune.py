@@ -182,7 +182,9 @@ def finetune(model: str = "default", dataset: str = "rotten-tomatoes", *,
     Args:
         model: ``default`` (MiniLM from the cache), a ``save_pretrained`` folder or a hub id.
         dataset: ``rotten-tomatoes``, a local file or ``hf:NAME``.
-        task: ``classification`` (``translation`` arrives with the encoder-decoder path).
+        task: ``classification``, or ``translation`` (the encoder-decoder trained from
+            scratch on ``tatoeba-en-fr``: :func:`~fitformer.training.translation.
+            finetune_translation`).
         budget: ``tiny``, ``quick`` or ``default`` (see :mod:`fitformer.training.budgets`).
         seed: seeds head initialisation, dropout and data order.
         max_length: tokens per sequence (part of the key; design.md §9 uses 64).
@@ -197,10 +199,15 @@ def finetune(model: str = "default", dataset: str = "rotten-tomatoes", *,
         FitformerError: bad task, model, dataset or budget (message names the fix).
     """
     if task == "translation":
-        raise FitformerError(
-            "finetune --task translation is not available yet: the encoder-decoder "
-            "translation path is issue 9; use --task classification."
-        )
+        from fitformer.training.translation import finetune_translation
+
+        if model != "default":
+            raise FitformerError(f"--model {model}: translation trains its encoder-decoder "
+                                 "from scratch; leave --model at default.")
+        return finetune_translation("tatoeba-en-fr" if dataset == "rotten-tomatoes"
+                                    else dataset, budget=budget, seed=seed,
+                                    max_length=max_length, epochs=epochs,
+                                    learning_rate=learning_rate, force=force)
     if task != "classification":
         raise FitformerError(f"unknown task {task!r}; choose classification or translation.")
     b = get_budget(budget)

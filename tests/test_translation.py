@@ -1,0 +1,72 @@
+"""The translation path (issue 9): tokenizer, from-scratch training, BLEU."""
+
+from __future__ import annotations
+
+import pytest
+
+from fitformer.data.translation import PairSplit
+from fitformer.errors import FitformerError
+from fitformer.models.seq2seq import train_tokenizer
+from fitformer.training.translation import score
+
+
+@pytest.fixture
+def tatoeba(home):
+    from fitformer.data.translation import load_tatoeba_en_fr
+
+    return load_tatoeba_en_fr()
+
+
+def test_tokenizer_round_trip_on_real_sentences(tatoeba):
+    import unicodedata
+
+    train = tatoeba.train
+    tok = train_tokenizer(list(train.sources[:3000]) + list(train.targets[:3000]), 2000)
+    assert len(tok) == 2000 and tok.pad_token_id == 0 and tok.eos_token_id == 1
+    texts = [t for t in list(tatoeba.test.sources[:200]) + list(tatoeba.test.targets[:200])
+             if "  " not in t]
+    for text in texts:
+        ids = tok(text)["input_ids"]
+        assert ids[-1] == tok.eos_token_id
+        assert tok.decode(ids, skip_special_tokens=True) == unicodedata.normalize("NFKC", text)
+    with pytest.raises(FitformerError, match="vocab-size"):
+        train_tokenizer(["a b"], 10)
+
+
+def test_bleu_hand_checked_case():
+    split = PairSplit(("one two three four five six seven eight nine ten eleven",
+                       "hi there"),
+                      ("le chat est sur le tapis", "bonjour"), ("", ""))
+    perfect = score(["le chat est sur le tapis", "bonjour"], split)
+    assert perfect.bleu == pytest.approx(100.0) and perfect.chrf == pytest.approx(100.0)
+    assert perfect.n == 2 and perfect.n_short == 1          # the 11-word source is long
+    # Hand count for "le chat est sur le tapis" vs the hypothesis "le chat est sur le sol":
+    # matches 5/6 unigrams, 4/5 bigrams, 3/4 trigrams, 2/3 4-grams; equal lengths (BP = 1):
+    # BLEU = 100 * (5/6 * 4/5 * 3/4 * 2/3) ** (1/4) = 100 * (1/3) ** 0.25 = 75.98.
+    one = PairSplit(("x",), ("le chat est sur le tapis",), ("",))
+    assert score(["le chat est sur le sol"], one).bleu == pytest.approx(
+        100 * (1 / 3) ** 0.25, abs=0.01)
+
+
+@pytest.mark.slow
+def test_tiny_translation_run_trains_and_scores(home):
+    from fitformer.training.finetune import finetune
+
+    res = finetune(task="translation", dataset="tatoeba-en-fr", budget="tiny")
+    m = res.metrics
+    assert m["task"] == "translation" and m["budget"] == "tiny" and m["smoke"]
+    assert m["loss"]["train_last"] < m["loss"]["train_first"] - 0.5   # it learns
+    assert m["split_sizes"] == {"train": 320, "dev": 160, "test": 160}
+    for s in ("dev", "test"):
+        assert 0.0 <= m["bleu"][s]["fp32"] <= 100.0
+    assert m["scores"]["test_beam4"]["num_beams"] == 4
+    assert (res.path / "tokenizer.json").is_file() and (res.path / "model.safetensors").is_file()
+    from fitformer.models.seq2seq import load_translation_model
+
+    model, tok = load_translation_model(str(res.path))
+    q = [n for n, _ in model.named_modules() if n.endswith("encoder_attn.q_proj")]
+    assert len(q) == 3                                   # explicit cross-attention linears
+    again = finetune(task="translation", dataset="tatoeba-en-fr", budget="tiny")
+    assert again.cached and again.path == res.path
+    with pytest.raises(FitformerError, match="from scratch"):
+        finetune("some-model", task="translation", budget="tiny")
