@@ -68,5 +68,28 @@ def test_tiny_translation_run_trains_and_scores(home):
     assert len(q) == 3                                   # explicit cross-attention linears
     again = finetune(task="translation", dataset="tatoeba-en-fr", budget="tiny")
     assert again.cached and again.path == res.path
+
+    # HP pruning applies to every encoder and decoder linear, cross-attention included.
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+
+    from fitformer.sparsity.prune import PruneSpec, prune
+
+    pr = prune(task="translation", spec=PruneSpec("hp", 0.8), from_dir=res.path,
+               budget="tiny")
+    pm = pr.metrics
+    assert pm["task"] == "translation" and pm["bleu_beam"] is None   # greedy for a point
+    assert pm["sparsity"]["overall"] >= 0.8
+    pruning = json.loads((pr.path / "pruning.json").read_text())
+    names = set(pruning["layers"])
+    assert len(names) == 48                     # 3 x 6 encoder + 3 x 10 decoder linears
+    assert sum(".encoder_attn." in n for n in names) == 12 and "lm_head" not in names
+    masks = load_file(str(pr.path / "masks.safetensors"))
+    pruned_model, _ = load_translation_model(str(pr.path))
+    for name, mask in masks.items():
+        w = pruned_model.get_submodule(name).weight
+        assert torch.all(w[~mask.bool()] == 0)
     with pytest.raises(FitformerError, match="from scratch"):
         finetune("some-model", task="translation", budget="tiny")

@@ -258,11 +258,18 @@ def prune(model: Annotated[str, typer.Option(help="Base model: default, a folder
         _print_json({"run_dir": str(result.path), "cached": result.cached, "metrics": m})
         return
     out.print(f"run: {result.path}{' (cached)' if result.cached else ''}")
-    table = Table("split", "fp32", "fx16", "fx8", "examples")
-    for s in ("dev", "test"):
-        a = m["accuracy"][s]
-        table.add_row(s, *(f"{a[p]:.4f}" for p in ("fp32", "fx16", "fx8")),
-                      str(m["split_sizes"][s]))
+    if m["task"] == "translation":
+        table = Table("split", "BLEU (greedy)", "chrF", "BLEU <= 10 words", "pairs")
+        for s in ("dev", "test"):
+            sc = m["scores"][f"{s}_greedy"]
+            table.add_row(s, f"{sc['bleu']:.2f}", f"{sc['chrf']:.2f}",
+                          f"{sc['bleu_short']:.2f}", str(m["split_sizes"][s]))
+    else:
+        table = Table("split", "fp32", "fx16", "fx8", "examples")
+        for s in ("dev", "test"):
+            a = m["accuracy"][s]
+            table.add_row(s, *(f"{a[p]:.4f}" for p in ("fp32", "fx16", "fx8")),
+                          str(m["split_sizes"][s]))
     out.print(table)
     split = m["hp_split"]
     split_text = f"; hp_split d1 {split['d1']:.3f}, d2 {split['d2']:.3f}" if split else ""

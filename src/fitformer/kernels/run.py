@@ -69,6 +69,12 @@ def run_pruned(run_dir: str | Path, *, batch_size: int = 1, seq_len: int = 128,
         raise FitformerError(f"--batch-size {batch_size} and --seq-len {seq_len} must be >= 1.")
     if dev_examples is not None and dev_examples < 1:
         raise FitformerError(f"--dev-examples {dev_examples} must be >= 1.")
+    key = read_json(Path(run_dir) / "run.json", "re-create the pruned run") \
+        if Path(run_dir, "run.json").is_file() else {}
+    if key.get("task") == "translation":
+        raise FitformerError(f"--pruned {run_dir} is a translation run; `fitformer run` "
+                             "measures classification runs (translation comes with the "
+                             "decoder's latency model).")
     masked, masks, pruning = load_pruned_run(run_dir)
     run_dir = Path(run_dir)
     key = read_json(run_dir / "run.json", "re-create the pruned run")

@@ -1,9 +1,12 @@
 """The linear layers of a Transformer and their roles (design.md §2-§3).
 
 Roles: ``q``, ``k``, ``v`` (attention projections), ``attn_out`` (attention output),
-``ffn_in`` / ``ffn_out`` (feed-forward), ``pooler``, ``classifier``; anything else is
-``other``. The six roles q, k, v, attn_out, ffn_in, ffn_out are prunable by default; the
-pooler and classifier are not. A weight has shape ``(out_features, in_features)`` = ``(M, N)``.
+``ffn_in`` / ``ffn_out`` (feed-forward), ``pooler``, ``classifier`` (also an
+encoder-decoder's vocabulary projection ``lm_head``, tied to the embeddings); anything else
+is ``other``. Encoder-decoders (BART / Marian naming) give their self- and cross-attention
+(``encoder_attn``) projections the same four roles. The six roles q, k, v, attn_out,
+ffn_in, ffn_out are prunable by default; the pooler and classifier are not. A weight has
+shape ``(out_features, in_features)`` = ``(M, N)``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,14 @@ _ROLE_PATTERNS: tuple[tuple[str, str], ...] = (
     (r"attention\.out_lin$", "attn_out"),
     (r"ffn\.lin1$", "ffn_in"),
     (r"ffn\.lin2$", "ffn_out"),
+    # BART / Marian encoder-decoders: self- and cross-attention (encoder_attn), FFN.
+    (r"(self_attn|encoder_attn)\.q_proj$", "q"),
+    (r"(self_attn|encoder_attn)\.k_proj$", "k"),
+    (r"(self_attn|encoder_attn)\.v_proj$", "v"),
+    (r"(self_attn|encoder_attn)\.out_proj$", "attn_out"),
+    (r"layers\.\d+\.fc1$", "ffn_in"),
+    (r"layers\.\d+\.fc2$", "ffn_out"),
+    (r"(^|\.)lm_head$", "classifier"),
     (r"(^|\.)pooler\.dense$", "pooler"),
     (r"(^|\.)pre_classifier$", "pooler"),
     (r"(^|\.)classifier(\.out_proj|\.dense)?$", "classifier"),

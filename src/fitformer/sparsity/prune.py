@@ -3,7 +3,8 @@
 ``prune(...)`` starts from a run directory (by default the cached dense fine-tune, created
 when missing), prunes the prunable linear layers to the requested sparsity with the chosen
 pattern and pruner while fine-tuning for the budget's steps, squashes the masks, measures
-dev and test accuracy at fp32, fx16 and fx8, and writes a run directory:
+dev and test accuracy at fp32, fx16 and fx8 (for translation: BLEU, greedy, fp32), and
+writes a run directory:
 ``save_pretrained`` files + ``masks.safetensors`` (bool) + ``pruning.json`` +
 ``metrics.json`` + ``run.json``. Starting from a pruned run of the same pattern chains the
 points (masks only shrink).
@@ -53,6 +54,9 @@ from fitformer.training.runs import (
 #: Fine-tuning while pruning: a fine-tuned model needs a smaller step than the dense recipe.
 PRUNE_RECIPE = TrainConfig(batch_size=32, learning_rate=5e-5, weight_decay=0.01,
                            warmup_ratio=0.0, max_length=64, seed=0)
+#: The same for the from-scratch translation model (trained at 1e-3): batch 128 pairs.
+TRANSLATION_PRUNE_RECIPE = TrainConfig(batch_size=128, learning_rate=3e-4, weight_decay=0.01,
+                                       warmup_ratio=0.0, max_length=64, seed=0)
 #: Fraction of a point's steps during which masks change; the rest recovers accuracy.
 PRUNING_WINDOW = 2 / 3
 
@@ -152,18 +156,22 @@ def prune(model: str = "default", dataset: str = "rotten-tomatoes", *,
         FitformerError: bad pattern parameters, a source pruned with another pattern or at
             a higher sparsity, missing inputs.
     """
-    if task != "classification":
-        raise FitformerError("prune --task translation is not available yet (issue 9).")
+    if task not in ("classification", "translation"):
+        raise FitformerError(f"unknown task {task!r}; choose classification or translation.")
+    translation = task == "translation"
+    if translation and dataset == "rotten-tomatoes":
+        dataset = "tatoeba-en-fr"
     b = get_budget(budget)
     check_training_flags(seed=seed, max_length=max_length)
     pattern = spec.make_pattern()
     if spec.pruner not in PRUNERS:
         raise FitformerError(f"unknown pruner {spec.pruner!r}; choose from {', '.join(PRUNERS)}.")
     data = load_dataset(dataset, task=task, text_column=text_column, label_column=label_column)
-    assert isinstance(data, ClassificationDataset)
+    assert translation or isinstance(data, ClassificationDataset)
     if from_dir is None:
-        src = finetune(model, dataset, budget="default", seed=seed, max_length=max_length,
-                       text_column=text_column, label_column=label_column).path
+        src = finetune(model, dataset, task=task, budget="default", seed=seed,
+                       max_length=max_length, text_column=text_column,
+                       label_column=label_column).path
     else:
         src = Path(from_dir).expanduser()
         if not src.exists():
@@ -193,10 +201,14 @@ def prune(model: str = "default", dataset: str = "rotten-tomatoes", *,
                 f"--from {src} is already pruned to {source_pruning['requested_sparsity']}; "
                 f"masks only shrink, so request a sparsity >= that."
             )
-    ref = resolve_model(str(src))
-    train_split = data.train.subset(b.train_examples)
-    steps = b.steps_per_point or math.ceil(len(train_split) / PRUNE_RECIPE.batch_size)
-    config = replace(PRUNE_RECIPE, seed=seed, max_length=max_length, max_steps=steps)
+    if source_run.get("task", "classification") != task:
+        raise FitformerError(f"--from {src} is a {source_run.get('task')} run; give --task "
+                             f"{source_run.get('task')} or a {task} run.")
+    recipe = TRANSLATION_PRUNE_RECIPE if translation else PRUNE_RECIPE
+    n_train = len(data.train) if b.train_examples is None else min(b.train_examples,
+                                                                    len(data.train))
+    steps = b.steps_per_point or math.ceil(n_train / recipe.batch_size)
+    config = replace(recipe, seed=seed, max_length=max_length, max_steps=steps)
     key = prune_key(source_run, src, data, spec, pattern, budget, config)
     cached = find_run(key)
     if cached is not None and not force:
@@ -207,8 +219,14 @@ def prune(model: str = "default", dataset: str = "rotten-tomatoes", *,
 
     started = time.perf_counter()
     torch.manual_seed(seed)
-    tokenizer = load_tokenizer(ref)
-    net = load_classifier(ref)
+    if translation:
+        from fitformer.models.seq2seq import load_translation_model
+
+        net, tokenizer = load_translation_model(str(src))
+    else:
+        ref = resolve_model(str(src))
+        tokenizer = load_tokenizer(ref)
+        net = load_classifier(ref)
     layers = [i for i in linear_layers(net) if i.prunable]
     final_levels = {i.name: pattern.plan(i.shape, spec.sparsity) for i in layers}
     for i in layers:
@@ -218,19 +236,33 @@ def prune(model: str = "default", dataset: str = "rotten-tomatoes", *,
         initial_levels = {n: tuple(v["levels"]) for n, v in source_pruning["layers"].items()}
     pruner = make_pruner(spec.pruner, pattern, final_levels, initial_masks=source_masks,
                          initial_levels=initial_levels, window=PRUNING_WINDOW)
-    train, dev, test = encode_splits(tokenizer, data, b, max_length)
+    if translation:
+        from fitformer.training.translation import EncodedPairs, capped_splits
+
+        pair_splits = capped_splits(data, b)
+        train = EncodedPairs(tokenizer, pair_splits[0], max_length)
+    else:
+        train, dev, test = encode_splits(tokenizer, data, b, max_length)
     partial = start_partial(key, force)
     label = f"{spec.pattern} {spec.sparsity:g} ({spec.pruner}, {budget})"
     trained = train_classifier(net, train, config, hooks=[pruner],
                                checkpoint=partial / "checkpoint.pt", description=label)
     masks = squash_masks(net)
     pruning = _pruning_report(net, layers, masks, pattern, spec, final_levels)
-    table = accuracy_at_precisions(net, {"dev": dev, "test": test}, train)
-    metrics = run_metrics(
-        data.task, table, trained, started, (train, dev, test), b,
-        sparsity={"overall": pruning["achieved_sparsity"],
-                  "per_layer": {n: v["achieved_sparsity"] for n, v in pruning["layers"].items()}},
-        hp_split=spec.hp_split(), seed=seed, **{"from": key["from"]})
+    sparsity = {"overall": pruning["achieved_sparsity"],
+                "per_layer": {n: v["achieved_sparsity"] for n, v in pruning["layers"].items()}}
+    if translation:
+        from fitformer.training.translation import translation_metrics
+
+        # Greedy decoding for a profile point (beam search is for the final report).
+        metrics = translation_metrics(net, tokenizer, pair_splits, trained, started, b,
+                                      seed=seed, sparsity=sparsity, hp_split=spec.hp_split(),
+                                      beam=False, **{"from": key["from"]})
+    else:
+        table = accuracy_at_precisions(net, {"dev": dev, "test": test}, train)
+        metrics = run_metrics(data.task, table, trained, started, (train, dev, test), b,
+                              sparsity=sparsity, hp_split=spec.hp_split(), seed=seed,
+                              **{"from": key["from"]})
     save_file({k: v.contiguous() for k, v in masks.items()}, str(partial / "masks.safetensors"))
     path = save_run(partial, key, net, tokenizer, metrics, {"pruning.json": pruning})
     return RunResult(path, key, metrics, cached=False)

@@ -147,6 +147,45 @@ def _cap(split: PairSplit, n: int | None) -> PairSplit:
     return PairSplit(split.sources[:n], split.targets[:n], split.attribution[:n])
 
 
+def capped_splits(data, budget) -> tuple[PairSplit, PairSplit, PairSplit]:
+    """``(train, dev, test)`` of a translation dataset, capped by the budget."""
+    return tuple(_cap(getattr(data, s), getattr(budget, f"{s}_examples"))
+                 for s in ("train", "dev", "test"))
+
+
+def translation_metrics(net, tokenizer, splits: tuple[PairSplit, PairSplit, PairSplit],
+                        trained, started: float, budget, *, seed: int, sparsity: dict,
+                        hp_split: dict | None, beam: bool, **extra) -> dict:
+    """The ``metrics.json`` of a translation run: BLEU under ``"bleu"`` (dev and test,
+    greedy; design.md §9), 4-beam test BLEU under ``"bleu_beam"`` when ``beam``, chrF and
+    the short-sentence scores under ``"scores"``. fx16 / fx8 are not measured yet (null)."""
+    train_s, dev_s, test_s = splits
+    dev = evaluate_translation(net, tokenizer, dev_s)
+    test = evaluate_translation(net, tokenizer, test_s)
+    scores = {"dev_greedy": dev.as_dict(), "test_greedy": test.as_dict()}
+    bleu_beam = None
+    if beam:
+        tb = evaluate_translation(net, tokenizer, test_s, num_beams=BEAMS_FINAL)
+        scores[f"test_beam{BEAMS_FINAL}"] = tb.as_dict()
+        bleu_beam = {"test": {"fp32": tb.bleu}}
+    window = max(1, len(trained.losses) // 10)
+    return {
+        "schema_version": 1, "task": "translation",
+        "bleu": {"dev": {"fp32": dev.bleu, "fx16": None, "fx8": None},
+                 "test": {"fp32": test.bleu, "fx16": None, "fx8": None}},
+        "bleu_beam": bleu_beam, "scores": scores,
+        "loss": {"train_first": sum(trained.losses[:window]) / window,
+                 "train_last": sum(trained.losses[-window:]) / window},
+        "sparsity": sparsity, "hp_split": hp_split,
+        "examples_per_s": trained.train_examples_per_s,
+        "wall_time_s": time.perf_counter() - started, "train_time_s": trained.wall_time_s,
+        "steps": trained.steps, "resumed_from_step": trained.resumed_from_step,
+        "split_sizes": {"train": len(train_s), "dev": len(dev_s), "test": len(test_s)},
+        "budget": budget.name, "smoke": budget.smoke, "seed": seed,
+        "parameters": sum(p.numel() for p in net.parameters()), **extra,
+    }
+
+
 def finetune_translation(dataset: str = "tatoeba-en-fr", *, budget: str = "default",
                          seed: int = 0, max_length: int = 64, epochs: float | None = None,
                          learning_rate: float | None = None, force: bool = False,
@@ -199,8 +238,7 @@ def finetune_translation(dataset: str = "tatoeba-en-fr", *, budget: str = "defau
         return RunResult(cached, run, metrics, cached=True)
 
     started = time.perf_counter()
-    train_s, dev_s, test_s = (_cap(getattr(data, s), getattr(b, f"{s}_examples"))
-                              for s in ("train", "dev", "test"))
+    train_s, dev_s, test_s = capped_splits(data, b)
     partial = start_partial(key, force)
     if (partial / "tokenizer.json").is_file():       # resuming: the tokenizer of the start
         from transformers import PreTrainedTokenizerFast
@@ -214,26 +252,8 @@ def finetune_translation(dataset: str = "tatoeba-en-fr", *, budget: str = "defau
     train = EncodedPairs(tokenizer, train_s, max_length)
     trained = train_classifier(net, train, config, checkpoint=partial / "checkpoint.pt",
                                description=f"translation from scratch ({budget})")
-    dev = evaluate_translation(net, tokenizer, dev_s)
-    test = evaluate_translation(net, tokenizer, test_s)
-    test_beam = evaluate_translation(net, tokenizer, test_s, num_beams=BEAMS_FINAL)
-    window = max(1, len(trained.losses) // 10)
-    metrics = {
-        "schema_version": 1, "task": "translation",
-        "bleu": {"dev": {"fp32": dev.bleu, "fx16": None, "fx8": None},
-                 "test": {"fp32": test.bleu, "fx16": None, "fx8": None}},
-        "bleu_beam": {"test": {"fp32": test_beam.bleu}},
-        "scores": {"dev_greedy": dev.as_dict(), "test_greedy": test.as_dict(),
-                   f"test_beam{BEAMS_FINAL}": test_beam.as_dict()},
-        "loss": {"train_first": sum(trained.losses[:window]) / window,
-                 "train_last": sum(trained.losses[-window:]) / window},
-        "sparsity": {"overall": 0.0, "per_layer": {}}, "hp_split": None,
-        "examples_per_s": trained.train_examples_per_s,
-        "wall_time_s": time.perf_counter() - started, "train_time_s": trained.wall_time_s,
-        "steps": trained.steps, "resumed_from_step": trained.resumed_from_step,
-        "split_sizes": {"train": len(train_s), "dev": len(dev_s), "test": len(test_s)},
-        "budget": b.name, "smoke": b.smoke, "seed": seed,
-        "parameters": sum(p.numel() for p in net.parameters()),
-    }
+    metrics = translation_metrics(net, tokenizer, (train_s, dev_s, test_s), trained, started,
+                                  b, seed=seed, sparsity={"overall": 0.0, "per_layer": {}},
+                                  hp_split=None, beam=True)
     path = save_run(partial, key, net, tokenizer, metrics)
     return RunResult(path, key, metrics, cached=False)
