@@ -32,6 +32,8 @@ _API = {
     "load_catalog": "fitformer.hardware.catalog",
     "workload_from_pattern": "fitformer.hardware.workload",
     "workload_from_run": "fitformer.hardware.workload",
+    "convert": "fitformer.kernels.cpu",
+    "HPLinear": "fitformer.kernels.cpu",
     "explore": "fitformer.hardware.dse",
     "estimate": "fitformer.hardware.estimate",
     "simulate": "fitformer.hardware.simulator",

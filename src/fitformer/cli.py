@@ -674,9 +674,11 @@ def run_cmd(pruned: Annotated[str, typer.Option(help="A run directory made by "
               + (f" (recorded at training: {rec:.4f})" if rec is not None else "")
               + f"; logits vs the masked model: max |diff| {res['max_abs_logit_diff']:.2e}")
     lat = res["latency_ms"]
-    out.print(f"median latency, batch {batch_size} x {seq_len} tokens, {res['threads']} "
-              f"threads (load {res['load_avg_1min']:.2f}): HP {lat['hp']:.2f} ms, masked "
-              f"dense {lat['masked_dense']:.2f} ms ({res['speedup_vs_dense']:.2f}x)")
+    label = "HP kernel" if res["backend"] == "hp-cpu" else "dense fallback"
+    out.print(f"median latency, batch {batch_size} x {seq_len} tokens, threads: "
+              f"{res['threads']} (load {res['load_avg_1min']:.2f}): {label} {lat['hp']:.2f} "
+              f"ms, masked dense {lat['masked_dense']:.2f} ms "
+              f"({res['speedup_vs_dense']:.2f}x)")
 
 
 @app.command("profile")

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fitformer.errors import FitformerError
+from fitformer.kernels import cpu
 from fitformer.kernels.cpu import HPLinear, convert, kernel_status, load_kernel
 from fitformer.sparsity.patterns import make_pattern
 
@@ -17,6 +18,10 @@ from fitformer.sparsity.patterns import make_pattern
 def _kernel():
     status = kernel_status()
     assert status["available"], status["reason"]   # g++ is on every machine we support
+    # Exercise the kernel at every token count (layers use dense below MIN_TOKENS).
+    saved, cpu.MIN_TOKENS = cpu.MIN_TOKENS, 1
+    yield
+    cpu.MIN_TOKENS = saved
 
 
 def _rel_err(y: torch.Tensor, ref: torch.Tensor) -> float:
@@ -148,7 +153,7 @@ def test_bad_inputs_are_named():
     with pytest.raises(FitformerError, match="dtype"):
         HPLinear(w, w != 0, dtype=torch.float16)
     layer = HPLinear(w, w != 0)
-    with pytest.raises(FitformerError, match="7 features"):
+    with pytest.raises(FitformerError, match="does not end in 8 features"):
         layer(torch.randn(2, 7))
     with pytest.raises(FitformerError, match="dtype"):
         layer(torch.ones(2, 8, dtype=torch.int64))
@@ -186,3 +191,36 @@ def test_convert_real_minilm_on_real_sentences(home):
         a, b = hp(**batch).logits, net(**batch).logits
     assert float((a - b).abs().max()) <= 1e-4 * max(1.0, float(b.abs().max()))
     assert np.array_equal(a.argmax(-1).numpy(), b.argmax(-1).numpy())
+
+
+def test_zero_sizes_small_inputs_and_casts():
+    g = torch.Generator().manual_seed(7)
+    w = torch.randn(24, 40, generator=g)
+    mask = torch.rand(24, 40, generator=g) < 0.3
+    layer = HPLinear(w, mask)
+    assert layer(torch.randn(0, 40)).shape == (0, 24)          # no tokens: empty, no crash
+    assert layer(torch.randn(2, 0, 40)).shape == (2, 0, 24)
+    with pytest.raises(FitformerError, match="features"):
+        layer(torch.tensor(1.0))
+    saved, cpu.MIN_TOKENS = cpu.MIN_TOKENS, 16
+    try:                                                       # few tokens: dense, equal
+        x = torch.randn(3, 40, generator=g)
+        assert _rel_err(layer(x), torch.nn.functional.linear(x, w * mask)) <= 1e-6
+    finally:
+        cpu.MIN_TOKENS = saved
+    net = torch.nn.Sequential(torch.nn.Linear(40, 24))
+    net[0].weight.data.mul_(mask)
+    assert convert(net, {"0": mask})["converted"] == ["0"]
+    net.bfloat16()                                             # casting after convert works
+    xb = torch.randn(50, 40, generator=g).bfloat16()
+    assert net(xb).dtype == torch.bfloat16
+    half = torch.nn.Sequential(torch.nn.Linear(40, 24)).half()
+    half[0].weight.data.mul_(mask.half())
+    with pytest.raises(FitformerError, match="float32 or bfloat16"):
+        convert(half, {"0": mask})
+
+
+def test_api_exports_convert():
+    import fitformer
+
+    assert fitformer.convert is convert and fitformer.HPLinear is HPLinear

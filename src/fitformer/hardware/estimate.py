@@ -133,7 +133,8 @@ def measured_report(device: Device, wl: Workload, batch: int, seq_len: int, *,
     (:mod:`fitformer.kernels.cpu`, ``backend: "hp-cpu"``), or on dense kernels when the
     kernel cannot be built. Measurements are cached in ``$FITFORMER_HOME/measurements/``
     by CPU, threads, torch version, model, structure, backend, batch and sequence length,
-    with the machine load at the time."""
+    with the machine load at the time; an unsteady measurement (median over twice the
+    fastest sample) is repeated up to twice and flagged ``"steady": false``."""
     import hashlib
     import json
     import os
@@ -164,8 +165,19 @@ def measured_report(device: Device, wl: Workload, batch: int, seq_len: int, *,
         net, backend, _ = _host_model(wl, model, pruned)
         ids = torch.randint(1, wl.dims.vocab, (batch, seq_len),
                             generator=torch.Generator().manual_seed(0))
-        times = median_latency_ms({"model": net}, ids, repeats)["model"]
+        # A loaded machine can make the 2-thread run bimodal (parallel regions waiting for
+        # a descheduled thread: 10-30x slower samples); re-measure while the median is over
+        # twice the fastest sample, keep the steadiest attempt, and say so.
+        attempts = []
+        for _ in range(3):
+            times = median_latency_ms({"model": net}, ids, repeats)["model"]
+            attempts.append(times)
+            if statistics.median(times) <= 2 * min(times):
+                break
+        times = min(attempts, key=statistics.median)
         cached = {**key, "samples_ms": times, "backend": backend,
+                  "attempts": len(attempts),
+                  "steady": statistics.median(times) <= 2 * min(times),
                   "load_avg_1min": os.getloadavg()[0]}
         cache.parent.mkdir(parents=True, exist_ok=True)
         cache.write_text(json.dumps(cached))
@@ -174,7 +186,7 @@ def measured_report(device: Device, wl: Workload, batch: int, seq_len: int, *,
     return {**_base(device, wl, "measured", batch, seq_len),
             "latency_ms": ms, "compute_ms": ms, "call_overhead_ms": 0.0,
             "precision": "fp32", "clock_mhz": None, "threads": torch.get_num_threads(),
-            "backend": cached["backend"],
+            "backend": cached["backend"], "steady": cached.get("steady"),
             "resources": {k: None for k in RESOURCE_KEYS},
             "utilization": {k: None for k in RESOURCE_KEYS}, "fits": True,
             "weights_on_chip": None,

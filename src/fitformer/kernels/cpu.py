@@ -35,6 +35,10 @@ from fitformer.errors import FitformerError
 
 _SOURCE = Path(__file__).with_name("hp_linear.cpp")
 _DTYPES = (torch.float32, torch.bfloat16)
+#: Below this many tokens the kernel's 128-token tiles are mostly empty and the dense
+#: matrix-vector product is faster (benchmarks/cpu_spmm.py --tokens 1 / 16 / 64: 0.2-0.4x,
+#: 0.9-1.4x, 2.3-3.2x at sparsity 0.9), so the layer runs dense there.
+MIN_TOKENS = 16
 
 
 def _cpu_model() -> str:
@@ -55,45 +59,76 @@ def kernel_digest() -> str:
                           ).hexdigest()[:16]
 
 
+_OFF = ("off", "0", "no", "false")
+
+
 @functools.cache
 def load_kernel() -> str | None:
-    """Build (first call, about 10-30 s) or load the cached C++ kernel.
+    """Load the cached C++ kernel, building it first if needed (about 10 s with g++).
 
     Returns:
         ``None`` when ``torch.ops.fitformer.hp_linear`` is ready, else the reason it is not
-        (no compiler, build error, or ``FITFORMER_CPU_KERNEL=off``); callers fall back to
-        dense kernels. The build is cached under ``$FITFORMER_HOME/kernels/<hash>`` keyed by
-        the source, torch version and CPU model (the code is compiled with ``-march=native``).
+        (no compiler, build error, unwritable cache, or ``FITFORMER_CPU_KERNEL=off``);
+        callers fall back to dense kernels. The build is cached under
+        ``$FITFORMER_HOME/kernels/<hash>`` keyed by the source, torch version and CPU model
+        (the code is compiled with ``-march=native``); a cached library is loaded directly.
+        Builds are serialised by an OS file lock (released if a process dies), so a build
+        killed half-way does not leave later commands waiting on torch's own lock file.
     """
-    if os.environ.get("FITFORMER_CPU_KERNEL", "").lower() in ("off", "0", "no"):
+    if os.environ.get("FITFORMER_CPU_KERNEL", "").strip().lower() in _OFF:
         return "FITFORMER_CPU_KERNEL=off"
     from fitformer.paths import fitformer_home
 
     digest = kernel_digest()
+    name = f"fitformer_hp_linear_{digest}"
     build_dir = fitformer_home() / "kernels" / digest
-    build_dir.mkdir(parents=True, exist_ok=True)
+    library = build_dir / f"{name}.so"
+    if library.is_file():
+        try:
+            torch.ops.load_library(str(library))
+            return None
+        except (OSError, RuntimeError):
+            pass                                    # rebuild below
     try:
-        import ninja  # the pip wheel; torch looks for `ninja` on PATH
+        build_dir.mkdir(parents=True, exist_ok=True)
+        lock = open(build_dir / "build.flock", "w")  # noqa: SIM115 - held for the build
+    except OSError as exc:
+        return _give_up(f"the kernel cache {build_dir} is not writable ({exc.strerror}); "
+                        "set FITFORMER_HOME to a writable folder")
+    import fcntl
 
-        os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
-    except ImportError:
-        pass
-    try:
-        from torch.utils.cpp_extension import load
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)            # another process may be building
+        if library.is_file():
+            torch.ops.load_library(str(library))
+            return None
+        (build_dir / "lock").unlink(missing_ok=True)  # torch's baton, stale if here
+        try:
+            import ninja  # the pip wheel; torch looks for `ninja` on PATH
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            load(name=f"fitformer_hp_linear_{digest}", sources=[str(_SOURCE)],
-                 extra_cflags=["-O3", "-march=native", "-fopenmp"],
-                 extra_ldflags=["-fopenmp"], build_directory=str(build_dir),
-                 is_python_module=False, verbose=False)
-    except Exception as exc:  # noqa: BLE001 - compiler and linker errors come in many kinds
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        reason = f"the C++ kernel could not be built in {build_dir} ({first})"
-        warnings.warn(f"fitformer: {reason}; pruned layers run with dense kernels (install a "
-                      "C++ compiler, e.g. g++, for the HP CPU kernel).", stacklevel=2)
-        return reason
+            os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+        except ImportError:
+            pass
+        try:
+            from torch.utils.cpp_extension import load
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                load(name=name, sources=[str(_SOURCE)],
+                     extra_cflags=["-O3", "-march=native", "-fopenmp"],
+                     extra_ldflags=["-fopenmp"], build_directory=str(build_dir),
+                     is_python_module=False, verbose=False)
+        except Exception as exc:  # noqa: BLE001 - compiler and linker errors come in many kinds
+            text = str(exc).strip()
+            first = text.splitlines()[-1][:200] if text else type(exc).__name__
+            return _give_up(f"the C++ kernel could not be built in {build_dir} ({first}); "
+                            "install a C++ compiler (e.g. g++) for the HP CPU kernel")
     return None
+
+
+def _give_up(reason: str) -> str:
+    warnings.warn(f"fitformer: {reason}. Pruned layers run with dense kernels.", stacklevel=3)
+    return reason
 
 
 def kernel_status() -> dict:
@@ -207,7 +242,9 @@ class HPLinear(nn.Module):
 
     @property
     def backend(self) -> str:
-        """``"hp-cpu"`` (the C++ kernel) or ``"dense-fallback"`` with the reason."""
+        """``"hp-cpu"`` (the C++ kernel is available) or ``"dense-fallback"`` with the
+        reason. Calls with gradients enabled or fewer than :data:`MIN_TOKENS` tokens run the
+        masked dense layer either way."""
         reason = load_kernel()
         return "hp-cpu" if reason is None else f"dense-fallback: {reason}"
 
@@ -222,24 +259,34 @@ class HPLinear(nn.Module):
         return w
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != self.in_features:
-            raise FitformerError(f"HPLinear: input has {x.shape[-1]} features, the layer "
-                                 f"takes {self.in_features}.")
+        if x.dim() == 0 or x.shape[-1] != self.in_features:
+            raise FitformerError(f"HPLinear: input of shape {tuple(x.shape)} does not end in "
+                                 f"{self.in_features} features.")
         if x.dtype not in _DTYPES:
             raise FitformerError(f"HPLinear: input dtype {x.dtype} is not supported; use "
                                  "float32 or bfloat16.")
+        tokens = x.numel() // max(1, self.in_features)
         if x.device.type != "cpu" or (torch.is_grad_enabled() and x.requires_grad) \
+                or tokens < MIN_TOKENS or 0 in (self.in_features, self.out_features) \
                 or load_kernel() is not None:
-            if self._dense is None:
-                self._dense = self.dense_weight()
-            b = None if self.bias is None else self.bias.to(x.dtype)
-            return nn.functional.linear(x, self._dense.to(x.device, x.dtype), b)
+            return self._masked_dense(x)
+        values = self.values if self.values.dtype == torch.float32 else self.values.float()
+        bias = self.bias if self.bias is None or self.bias.dtype == torch.float32 \
+            else self.bias.float()
         lead = x.shape[:-1]
         y = torch.ops.fitformer.hp_linear(x.reshape(-1, self.in_features).contiguous(),
                                           self.group_ptr, self.shared, self.r,
-                                          self.row_base, self.cols, self.values, self.bias,
+                                          self.row_base, self.cols, values, bias,
                                           self.out_features)
         return y.reshape(*lead, self.out_features)
+
+    def _masked_dense(self, x: torch.Tensor) -> torch.Tensor:
+        """``F.linear`` on the masked weight (rebuilt once): gradients, other devices,
+        fewer than :data:`MIN_TOKENS` tokens, or no kernel."""
+        if self._dense is None:
+            self._dense = self.dense_weight()
+        b = None if self.bias is None else self.bias.to(x.device, x.dtype)
+        return nn.functional.linear(x, self._dense.to(x.device, x.dtype), b)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
@@ -247,7 +294,7 @@ class HPLinear(nn.Module):
 
 
 def convert(model: nn.Module, masks: dict[str, torch.Tensor] | None = None, *,
-            r: int = 16, dtype: torch.dtype = torch.float32) -> dict:
+            r: int = 16, dtype: torch.dtype | None = None) -> dict:
     """Swap every pruned ``nn.Linear`` of ``model`` for an :class:`HPLinear`, in place.
 
     Args:
@@ -255,13 +302,16 @@ def convert(model: nn.Module, masks: dict[str, torch.Tensor] | None = None, *,
         masks: bool masks by module name (a run's ``masks.safetensors``); default: the
             prunable linears (:func:`fitformer.models.layers.linear_layers`) that have zero
             weights, each with the mask ``weight != 0``.
-        r: rows per block (the run's block height). dtype: activation dtype.
+        r: rows per block (the run's block height). dtype: the layers' dtype (default:
+            each linear's weight dtype; float32 or bfloat16; cast the model first, e.g.
+            ``model.bfloat16()``, so that activations match).
 
     Returns:
         ``{"converted": [names], "backend": "hp-cpu" | "dense-fallback: ..."}``.
 
     Raises:
-        FitformerError: a mask names no ``nn.Linear`` of the model or has another shape.
+        FitformerError: a mask names no ``nn.Linear`` of the model or has another shape, or
+            a layer is neither float32 nor bfloat16.
     """
     from fitformer.models.layers import linear_layers
 
@@ -281,6 +331,9 @@ def convert(model: nn.Module, masks: dict[str, torch.Tensor] | None = None, *,
         if tuple(mask.shape) != tuple(lin.weight.shape):
             raise FitformerError(f"convert: mask {name!r} is {tuple(mask.shape)}, the weight "
                                  f"is {tuple(lin.weight.shape)}; give masks of this model.")
+        if (dtype or lin.weight.dtype) not in _DTYPES:
+            raise FitformerError(f"convert: {name} is {lin.weight.dtype}; the HP CPU kernel "
+                                 "runs float32 or bfloat16 models (cast with .float()).")
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, HPLinear.from_linear(lin, torch.as_tensor(mask), r=r,

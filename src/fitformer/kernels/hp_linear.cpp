@@ -139,6 +139,7 @@ void hp_linear_kernel(const scalar_t* x, int64_t T, int64_t N,
                       const int64_t* row_base, const int32_t* cols, const float* values,
                       const float* bias, scalar_t* y) {
   const int64_t n_tiles = (T + TILE - 1) / TILE;
+  if (n_tiles == 0 || Mb == 0) return;
   // Few tiles (short inputs): also split the block rows, so every thread has work.
   const int64_t threads = at::get_num_threads();
   const int64_t row_splits = std::min<int64_t>(Mb, std::max<int64_t>(1, (threads + n_tiles - 1) / n_tiles));
@@ -229,6 +230,7 @@ at::Tensor hp_linear(const at::Tensor& x, const at::Tensor& group_ptr,
     b = bias->data_ptr<float>();
   }
   at::Tensor y = at::empty({T, M}, x.options());
+  if (T == 0 || M == 0) return y;
   if (x.scalar_type() == at::kFloat) {
     hp_linear_kernel<float>(x.data_ptr<float>(), T, N, group_ptr.data_ptr<int64_t>(),
                             shared.data_ptr<bool>(), Mb, r,

@@ -69,6 +69,8 @@ def run_pruned(run_dir: str | Path, *, batch_size: int = 1, seq_len: int = 128,
         raise FitformerError(f"--batch-size {batch_size} and --seq-len {seq_len} must be >= 1.")
     if dev_examples is not None and dev_examples < 1:
         raise FitformerError(f"--dev-examples {dev_examples} must be >= 1.")
+    if repeats < 1:
+        raise FitformerError(f"--repeats {repeats} must be >= 1.")
     key = read_json(Path(run_dir) / "run.json", "re-create the pruned run") \
         if Path(run_dir, "run.json").is_file() else {}
     if key.get("task") == "translation":
@@ -79,6 +81,15 @@ def run_pruned(run_dir: str | Path, *, batch_size: int = 1, seq_len: int = 128,
     run_dir = Path(run_dir)
     key = read_json(run_dir / "run.json", "re-create the pruned run")
     metrics = read_json(run_dir / "metrics.json", "re-create the pruned run")
+    if seq_len > masked.config.max_position_embeddings:
+        raise FitformerError(f"--seq-len {seq_len} exceeds the model's "
+                             f"{masked.config.max_position_embeddings} positions.")
+    for name, mask in masks.items():
+        w = masked.get_submodule(name).weight
+        if bool((w[~mask] != 0).any()):
+            raise FitformerError(f"{run_dir}/masks.safetensors does not match the weights "
+                                 f"({name} has non-zero weights where its mask prunes); "
+                                 "re-create the run with `fitformer prune`.")
     masked.eval()
     hp = copy.deepcopy(masked)
     info = convert(hp, masks, r=int((pruning.get("params") or {}).get("r", 16)))
@@ -96,9 +107,6 @@ def run_pruned(run_dir: str | Path, *, batch_size: int = 1, seq_len: int = 128,
         diff = float((hp(**batch).logits - masked(**batch).logits).abs().max())
     acc = evaluate_classifier(hp, dev).accuracy
 
-    if seq_len > masked.config.max_position_embeddings:
-        raise FitformerError(f"--seq-len {seq_len} exceeds the model's "
-                             f"{masked.config.max_position_embeddings} positions.")
     ids = torch.randint(1, masked.config.vocab_size, (batch_size, seq_len),
                         generator=torch.Generator().manual_seed(0))
     samples = median_latency_ms({"hp": hp, "masked_dense": masked}, ids, repeats)
