@@ -82,9 +82,9 @@ def test_empty_cache_names_the_fetch_command(empty_home):
                       "run `fitformer fetch`")
 
 
-def test_translation_finetune_says_not_yet(home):
-    assert_user_error(run_cli("finetune", "--task", "translation", "--budget", "tiny",
-                              home=home), "not available yet")
+def test_translation_finetune_trains_from_scratch_only(home):
+    assert_user_error(run_cli("finetune", "--task", "translation", "--model", "bert-base",
+                              "--budget", "tiny", home=home), "from scratch")
 
 
 def test_unknown_dataset_name():
