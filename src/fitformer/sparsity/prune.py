@@ -125,7 +125,9 @@ def prune_key(source_run: dict, source_dir: Path, data, spec: PruneSpec, pattern
         "budget": budget,
         "max_length": config.max_length,
         "seed": config.seed,
-        "recipe": {**config.as_key(), "window": PRUNING_WINDOW},
+        "recipe": {**config.as_key(), "window": PRUNING_WINDOW,
+                   **({"batching": "length-bucketed x50"} if data.task == "translation"
+                      else {})},
     }
 
 

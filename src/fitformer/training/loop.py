@@ -223,7 +223,9 @@ def train_classifier(model: torch.nn.Module, train: Encoded, config: TrainConfig
         task = progress.add_task(description, total=total, completed=result.steps, loss=0.0)
         while result.steps < total:
             epoch, offset = divmod(result.steps, steps_per_epoch)
-            order = _epoch_order(len(train), config.seed, epoch)
+            order = (train.epoch_order(config.seed, epoch, config.batch_size)
+                     if hasattr(train, "epoch_order")
+                     else _epoch_order(len(train), config.seed, epoch))
             idx = order[offset * config.batch_size:(offset + 1) * config.batch_size]
             batch = train.batch(idx)
             out = model(**batch)

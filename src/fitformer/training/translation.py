@@ -20,6 +20,7 @@ from fitformer.errors import FitformerError
 from fitformer.training.loop import TrainConfig
 
 SHORT_WORDS = 10
+BUCKET_BATCHES = 50
 BEAMS_FINAL = 4
 
 # The from-scratch recipe: AdamW 1e-3, 5 % warm-up then linear decay, batch 128 pairs.
@@ -42,6 +43,26 @@ class EncodedPairs:
 
     def __len__(self) -> int:
         return len(self.sources)
+
+    def epoch_order(self, seed: int, epoch: int, batch_size: int) -> list[int]:
+        """Length-bucketed order of one epoch: shuffle, sort each chunk of
+        :data:`BUCKET_BATCHES` batches by length, cut into batches, shuffle the batches (the
+        partial batch, if any, goes last so that every step's slice is one batch). Padding
+        drops several-fold against random batches; the order is reproducible per epoch."""
+        import random
+
+        g = random.Random(seed * 1_000_003 + epoch)
+        idx = list(range(len(self)))
+        g.shuffle(idx)
+        chunk = batch_size * BUCKET_BATCHES
+        batches = []
+        for i in range(0, len(idx), chunk):
+            part = sorted(idx[i:i + chunk],
+                          key=lambda j: (len(self.sources[j]), len(self.targets[j])))
+            batches += [part[k:k + batch_size] for k in range(0, len(part), batch_size)]
+        full = [b for b in batches if len(b) == batch_size]
+        g.shuffle(full)
+        return [j for b in full + [b for b in batches if len(b) < batch_size] for j in b]
 
     def batch(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
         pad = self.tokenizer.pad_token_id
@@ -231,7 +252,7 @@ def finetune_translation(dataset: str = "tatoeba-en-fr", *, budget: str = "defau
            "dataset": data.name, "data_split": data.data_split, "pattern": "dense",
            "pattern_params": {}, "density": 1.0, "hp_split": None, "pruner": None,
            "budget": budget, "max_length": max_length, "seed": seed,
-           "recipe": config.as_key()}
+           "recipe": {**config.as_key(), "batching": f"length-bucketed x{BUCKET_BATCHES}"}}
     cached = find_run(key)
     if cached is not None and not force:
         run, metrics = load_run_info(cached)
