@@ -58,7 +58,8 @@ def test_tiny_translation_run_trains_and_scores(home):
     assert m["loss"]["train_last"] < m["loss"]["train_first"] - 0.5   # it learns
     assert m["split_sizes"] == {"train": 320, "dev": 160, "test": 160}
     for s in ("dev", "test"):
-        assert 0.0 <= m["bleu"][s]["fp32"] <= 100.0
+        for p in ("fp32", "fx16", "fx8"):                      # design.md §4: all three
+            assert 0.0 <= m["bleu"][s][p] <= 100.0
     assert m["scores"]["test_beam4"]["num_beams"] == 4
     assert (res.path / "tokenizer.json").is_file() and (res.path / "model.safetensors").is_file()
     from fitformer.models.seq2seq import load_translation_model
@@ -68,6 +69,27 @@ def test_tiny_translation_run_trains_and_scores(home):
     assert len(q) == 3                                   # explicit cross-attention linears
     again = finetune(task="translation", dataset="tatoeba-en-fr", budget="tiny")
     assert again.cached and again.path == res.path
+
+    # Fixed point reaches the encoder-decoder: every linear and the attention of self- and
+    # cross-attention; fx16 stays close to fp32, fx8 moves further.
+    import torch
+
+    from fitformer.data.translation import load_tatoeba_en_fr
+    from fitformer.models.fixed_point import _attention_modules, calibrate, fixed_point
+    from fitformer.training.translation import EncodedPairs
+
+    assert len(_attention_modules(model)) == 9           # 3 encoder + 3 x 2 decoder
+    pairs = EncodedPairs(tok, load_tatoeba_en_fr().dev, 64)
+    batch = pairs.batch(list(range(32)))
+    cal = calibrate(model, [batch])
+    with torch.no_grad():
+        ref = model(**batch).loss.item()
+        losses = {}
+        for p in ("fx16", "fx8"):
+            with fixed_point(model, p, cal):
+                losses[p] = model(**batch).loss.item()
+    assert abs(losses["fx16"] - ref) < 0.01 * ref
+    assert abs(losses["fx8"] - ref) > abs(losses["fx16"] - ref)
 
     # HP pruning applies to every encoder and decoder linear, cross-attention included.
     import json

@@ -104,9 +104,11 @@ def _register_attention() -> None:
 
 
 def _attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Attention modules: BERT naming (``query``/``key``/``value``) or BART / Marian
+    (``q_proj``/``k_proj``/``v_proj``, self- and cross-attention)."""
     return [(n, m) for n, m in model.named_modules()
-            if hasattr(m, "query") and hasattr(m, "key") and hasattr(m, "value")
-            and isinstance(m.query, nn.Linear)]
+            if isinstance(getattr(m, "query", None), nn.Linear)
+            or isinstance(getattr(m, "q_proj", None), nn.Linear)]
 
 
 @contextlib.contextmanager
@@ -139,7 +141,8 @@ def calibrate(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> C
     """Record ``max_abs`` of every quantised activation over ``batches`` (fp32, eval mode).
 
     Args:
-        model: a ``transformers`` encoder classifier.
+        model: a ``transformers`` encoder classifier or encoder-decoder (its batches carry
+            ``labels``, which become the decoder inputs).
         batches: tokenised input dicts (``input_ids``, ``attention_mask``, ...), e.g. 256
             training sentences (design.md §4).
     """
@@ -159,7 +162,9 @@ def calibrate(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> C
     model.eval()
     with _instrumented(model, linear_pre, attention_hook):
         for batch in batches:
-            batch = {k: v for k, v in batch.items() if k != "labels"}
+            # An encoder-decoder needs its labels: they are shifted into decoder inputs.
+            if not getattr(model.config, "is_encoder_decoder", False):
+                batch = {k: v for k, v in batch.items() if k != "labels"}
             model(**batch)
     model.train(was_training)
     return cal

@@ -174,16 +174,54 @@ def capped_splits(data, budget) -> tuple[PairSplit, PairSplit, PairSplit]:
                  for s in ("train", "dev", "test"))
 
 
+def fixed_point_bleu(net, tokenizer, train_s: PairSplit, dev_s: PairSplit, test_s: PairSplit,
+                     precisions: Sequence[str] = ("fx16", "fx8")) -> dict:
+    """Greedy BLEU of dev and test in each fixed-point precision (design.md §4: per-tensor
+    ``ap_fixed``, activations calibrated on the first 256 training pairs; softmax and layer
+    norm in fp32). Returns ``{"dev": {precision: bleu}, "test": {...}}``."""
+    from fitformer.models.fixed_point import calibrate, fixed_point
+    from fitformer.training.evaluation import CALIBRATION_SENTENCES
+
+    cal_data = EncodedPairs(tokenizer, _cap(train_s, CALIBRATION_SENTENCES), 64)
+    idx = list(range(len(cal_data)))
+    cal = calibrate(net, [cal_data.batch(idx[i:i + 64]) for i in range(0, len(idx), 64)])
+    out: dict[str, dict] = {"dev": {}, "test": {}}
+    for p in precisions:
+        with fixed_point(net, p, cal):
+            out["dev"][p] = evaluate_translation(net, tokenizer, dev_s).bleu
+            out["test"][p] = evaluate_translation(net, tokenizer, test_s).bleu
+    return out
+
+
+def complete_fixed_point(path, metrics: dict, data, budget) -> dict:
+    """Fill fx16 / fx8 BLEU missing from a cached translation run (evaluation only; written
+    back to ``metrics.json``)."""
+    from fitformer.models.seq2seq import load_translation_model
+    from fitformer.training.runs import write_json
+
+    if all(metrics["bleu"][s].get(p) is not None for s in ("dev", "test")
+           for p in ("fx16", "fx8")):
+        return metrics
+    net, tokenizer = load_translation_model(str(path))
+    fixed = fixed_point_bleu(net, tokenizer, *capped_splits(data, budget))
+    for s in ("dev", "test"):
+        metrics["bleu"][s].update(fixed[s])
+    write_json(path / "metrics.json", metrics)
+    return metrics
+
+
 def translation_metrics(net, tokenizer, splits: tuple[PairSplit, PairSplit, PairSplit],
                         trained, started: float, budget, *, seed: int, sparsity: dict,
                         hp_split: dict | None, beam: bool, **extra) -> dict:
     """The ``metrics.json`` of a translation run: BLEU under ``"bleu"`` (dev and test,
     greedy; design.md §9), 4-beam test BLEU under ``"bleu_beam"`` when ``beam``, chrF and
-    the short-sentence scores under ``"scores"``. fx16 / fx8 are not measured yet (null)."""
+    the short-sentence scores under ``"scores"``; fx16 / fx8 BLEU (greedy) in the FPGA's
+    fixed point (design.md §4), calibrated on 256 training pairs."""
     train_s, dev_s, test_s = splits
     dev = evaluate_translation(net, tokenizer, dev_s)
     test = evaluate_translation(net, tokenizer, test_s)
     scores = {"dev_greedy": dev.as_dict(), "test_greedy": test.as_dict()}
+    fixed = fixed_point_bleu(net, tokenizer, train_s, dev_s, test_s)
     bleu_beam = None
     if beam:
         tb = evaluate_translation(net, tokenizer, test_s, num_beams=BEAMS_FINAL)
@@ -192,8 +230,8 @@ def translation_metrics(net, tokenizer, splits: tuple[PairSplit, PairSplit, Pair
     window = max(1, len(trained.losses) // 10)
     return {
         "schema_version": 1, "task": "translation",
-        "bleu": {"dev": {"fp32": dev.bleu, "fx16": None, "fx8": None},
-                 "test": {"fp32": test.bleu, "fx16": None, "fx8": None}},
+        "bleu": {"dev": {"fp32": dev.bleu, **fixed["dev"]},
+                 "test": {"fp32": test.bleu, **fixed["test"]}},
         "bleu_beam": bleu_beam, "scores": scores,
         "loss": {"train_first": sum(trained.losses[:window]) / window,
                  "train_last": sum(trained.losses[-window:]) / window},
@@ -256,6 +294,7 @@ def finetune_translation(dataset: str = "tatoeba-en-fr", *, budget: str = "defau
     cached = find_run(key)
     if cached is not None and not force:
         run, metrics = load_run_info(cached)
+        metrics = complete_fixed_point(cached, metrics, data, b)
         return RunResult(cached, run, metrics, cached=True)
 
     started = time.perf_counter()
