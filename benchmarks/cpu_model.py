@@ -30,6 +30,10 @@ def main() -> None:
     ap.add_argument("--sparsity", type=float, nargs="+", default=[0.5, 0.7, 0.8, 0.9, 0.95])
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    if args.batch < 1 or args.repeats < 1 or not 1 <= args.seq_len <= 512:
+        ap.error("--batch and --repeats must be >= 1 and --seq-len in [1, 512]")
+    if not all(0 < s < 1 for s in args.sparsity):
+        ap.error("--sparsity values must be in (0, 1)")
 
     from cpu_spmm import keep_freed_memory
 

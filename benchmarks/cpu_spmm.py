@@ -80,6 +80,8 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=32 * 128, help="rows of x (32 x 128)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    if args.tokens < 1 or args.repeats < 1:
+        ap.error("--tokens and --repeats must be >= 1")
 
     import scipy.sparse
 
