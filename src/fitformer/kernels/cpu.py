@@ -339,6 +339,6 @@ def convert(model: nn.Module, masks: dict[str, torch.Tensor] | None = None, *,
         setattr(parent, child, HPLinear.from_linear(lin, torch.as_tensor(mask), r=r,
                                                     dtype=dtype))
         converted.append(name)
+    reason = load_kernel()
     return {"converted": converted,
-            "backend": "hp-cpu" if load_kernel() is None
-            else f"dense-fallback: {load_kernel()}"}
+            "backend": "hp-cpu" if reason is None else f"dense-fallback: {reason}"}

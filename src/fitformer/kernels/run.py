@@ -79,7 +79,7 @@ def run_pruned(run_dir: str | Path, *, batch_size: int = 1, seq_len: int = 128,
                              "decoder's latency model).")
     masked, masks, pruning = load_pruned_run(run_dir)
     run_dir = Path(run_dir)
-    key = read_json(run_dir / "run.json", "re-create the pruned run")
+    key = key or read_json(run_dir / "run.json", "re-create the pruned run")
     metrics = read_json(run_dir / "metrics.json", "re-create the pruned run")
     if seq_len > masked.config.max_position_embeddings:
         raise FitformerError(f"--seq-len {seq_len} exceeds the model's "
