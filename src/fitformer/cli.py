@@ -453,7 +453,11 @@ SparsityOpt = Annotated[float | None, typer.Option(
     help="Sparsity of the prunable matrices (without --pruned; 0 = dense).")]
 HwPatternOpt = Annotated[PatternName, typer.Option(help="Pattern for --sparsity.")]
 BatchOpt = Annotated[int, typer.Option(help="Sequences per inference.")]
-SeqLenOpt = Annotated[int, typer.Option(help="Tokens per sequence.")]
+SeqLenOpt = Annotated[int, typer.Option(
+    "--seq-len", "--src-len",
+    help="Tokens per sequence (source tokens per sentence for translation).")]
+TgtLenOpt = Annotated[int | None, typer.Option(
+    help="Encoder-decoders: target tokens decoded per sentence (default 32).")]
 HwPrecisionOpt = Annotated[PrecisionName | None, typer.Option(
     help="Pin the precision (default: the DSE chooses among the device's).")]
 ClockOpt = Annotated[float | None, typer.Option(help="FPGA clock (default: the device's).")]
@@ -503,6 +507,24 @@ def _hardware_inputs(device, devices_file, pruned, sparsity, model, pattern, blo
     return dev, wl, got
 
 
+def _tgt_len(wl, tgt_len: int | None) -> int:
+    """``--tgt-len`` for an encoder-decoder (default 32); refused for an encoder."""
+    from fitformer.select.loop import DEFAULT_TGT_LEN
+
+    if not wl.dims.is_seq2seq:
+        if tgt_len is not None:
+            raise FitformerError("--tgt-len is for encoder-decoders (translation models); "
+                                 "this model is an encoder.")
+        return 0
+    return DEFAULT_TGT_LEN if tgt_len is None else tgt_len
+
+
+def _shape_text(batch: int, seq_len: int, tgt_len: int) -> str:
+    if tgt_len:
+        return f"batch {batch} x {seq_len} source tokens -> {tgt_len} target tokens"
+    return f"batch {batch} x {seq_len} tokens"
+
+
 def _container_precision(pruned: str | None, dev) -> PrecisionName | None:
     """An HP container's stored value precision, which the design then uses (fx16, fx8 on
     an FPGA that offers it)."""
@@ -520,7 +542,7 @@ def _container_precision(pruned: str | None, dev) -> PrecisionName | None:
 @app.command()
 def estimate(device: DeviceOpt, model: ModelOpt = "default", pruned: PrunedOpt = None,
              sparsity: SparsityOpt = None, pattern: HwPatternOpt = PatternName.hp,
-             batch_size: BatchOpt = 1, seq_len: SeqLenOpt = 128,
+             batch_size: BatchOpt = 1, seq_len: SeqLenOpt = 128, tgt_len: TgtLenOpt = None,
              precision: HwPrecisionOpt = None, clock_mhz: ClockOpt = None,
              block: HwBlockOpt = "16x16", banks: HwBanksOpt = 4,
              level2_density: HwSplitOpt = None, devices_file: DevicesFileOpt = None,
@@ -533,10 +555,11 @@ def estimate(device: DeviceOpt, model: ModelOpt = "default", pruned: PrunedOpt =
 
     dev, wl, _ = _hardware_inputs(device, devices_file, pruned, sparsity, model, pattern,
                                   block, banks, level2_density)
+    tgt_len = _tgt_len(wl, tgt_len)
     precision = precision or _container_precision(pruned, dev)
     rep = do_estimate(dev, wl, batch=batch_size, seq_len=seq_len,
                       precision=precision.value if precision else None, clock_mhz=clock_mhz,
-                      model=model, pruned=pruned, use_cache=not no_cache)
+                      model=model, pruned=pruned, use_cache=not no_cache, tgt_len=tgt_len)
     if as_json:
         _print_json(rep)
         return
@@ -545,7 +568,7 @@ def estimate(device: DeviceOpt, model: ModelOpt = "default", pruned: PrunedOpt =
              f"call overhead {rep['call_overhead_ms']:.3f} ({rep['method']}, "
              f"{rep['precision']}"
              f"{', ' + rep['backend'] + ' kernels' if rep.get('backend') else ''}, "
-             f"batch {batch_size} x {seq_len} tokens)")
+             f"{_shape_text(batch_size, seq_len, tgt_len)})")
     table = Table("unit", "uses", "parallelism", "DSP", "BRAM_18K", "URAM", "LUT", "FF",
                   "cycles", "latency ms", "bound", title=title)
 
@@ -588,7 +611,7 @@ def simulate(device: DeviceOpt,
                       "layer.0.intermediate.dense); default: every pruned layer.")] = None,
              model: ModelOpt = "default", pruned: PrunedOpt = None,
              sparsity: SparsityOpt = None, pattern: HwPatternOpt = PatternName.hp,
-             batch_size: BatchOpt = 1, seq_len: SeqLenOpt = 128,
+             batch_size: BatchOpt = 1, seq_len: SeqLenOpt = 128, tgt_len: TgtLenOpt = None,
              precision: HwPrecisionOpt = None, clock_mhz: ClockOpt = None,
              block: HwBlockOpt = "16x16", banks: HwBanksOpt = 4,
              level2_density: HwSplitOpt = None, devices_file: DevicesFileOpt = None,
@@ -604,13 +627,15 @@ def simulate(device: DeviceOpt,
 
     dev, wl, masks = _hardware_inputs(device, devices_file, pruned, sparsity, model, pattern,
                                       block, banks, level2_density, masks=True)
+    tgt_len = _tgt_len(wl, tgt_len)
     precision = precision or _container_precision(pruned, dev)
     if dev.kind != "fpga":
         raise FitformerError(f"device {dev.id} is a {dev.kind}; the simulator models the "
                              "FPGA accelerator (use `fitformer estimate` for it).")
     rep = do_simulate(dev, wl, masks, [layer] if layer else None, batch=batch_size,
                       seq_len=seq_len, precision=precision.value if precision else None,
-                      clock_mhz=clock_mhz, use_cache=not no_cache, order=order.value)
+                      clock_mhz=clock_mhz, use_cache=not no_cache, order=order.value,
+                      tgt_len=tgt_len)
     if as_json:
         _print_json(rep)
         return
@@ -618,8 +643,8 @@ def simulate(device: DeviceOpt,
                   "bank_conflict", "imbalance_idle", "raw_hazard", "dram_wait", "mult. util",
                   title=f"{rep['device']}{'' if rep['fits'] else ' (DOES NOT FIT)'}: "
                         f"{rep['precision']}, weights "
-                        f"{'on chip' if rep['weights_on_chip'] else 'streamed'}, batch "
-                        f"{batch_size} x {seq_len} tokens, {rep['order']} order "
+                        f"{'on chip' if rep['weights_on_chip'] else 'streamed'}, "
+                        f"{_shape_text(batch_size, seq_len, tgt_len)}, {rep['order']} order "
                         "(stalls in cycles)")
     prefix = os.path.commonprefix([r["layer"] for r in rep["layers"]])
     prefix = prefix[:prefix.rfind("layer.") if "layer." in prefix else len(prefix)]
@@ -726,7 +751,14 @@ def select_cmd(model: ModelOpt = "default",
                max_accuracy_drop: Annotated[float | None, typer.Option(
                    help="AC: maximum drop below the dense dev accuracy (0-1; default 0.05 "
                         "when no AC is given).")] = None,
-               batch_size: BatchOpt = 1, seq_len: SeqLenOpt = 128,
+               task: TaskOpt = Task.classification,
+               min_bleu: Annotated[float | None, typer.Option(
+                   help="AC for --task translation: minimum dev BLEU (greedy, 0-100).")]
+               = None,
+               max_bleu_drop: Annotated[float | None, typer.Option(
+                   help="AC for --task translation: maximum drop below the dense dev BLEU "
+                        "in BLEU points (default 2 when no AC is given).")] = None,
+               batch_size: BatchOpt = 1, seq_len: SeqLenOpt = 128, tgt_len: TgtLenOpt = None,
                precision: Annotated[PrecisionName | None, typer.Option(
                    help="Pin the precision.")] = None,
                objective: Annotated[Objective, typer.Option(
@@ -753,19 +785,21 @@ def select_cmd(model: ModelOpt = "default",
                  precision=precision.value if precision else None, objective=objective.value,
                  devices_file=devices_file, only=ids, pattern=pattern.value,
                  level2_density=level2_density, budget=budget.value, clock_mhz=clock_mhz,
-                 out=out_dir, log=_log)
+                 out=out_dir, task=task.value, min_bleu=min_bleu, max_bleu_drop=max_bleu_drop,
+                 tgt_len=tgt_len, log=_log)
     rep = res.report
     if as_json:
         _print_json(rep)
     else:
         c = rep["constraints"]
+        metric = "BLEU" if rep["metric"]["name"] == "bleu" else "acc"
         table = Table("device", "kind", "price USD", "power W", "feasible", "reason",
-                      "precision", "sparsity", "latency ms", "dev acc", "test acc",
-                      "what would make it pass",
-                      title=f"LC {c['latency_ms']:g} ms (batch {c['batch_size']} x "
-                            f"{c['seq_len']} tokens), AC dev >= "
-                            f"{rep['target_accuracy_dev']:.4f} (accuracy at "
-                            f"{rep['max_length']} tokens), by {rep['objective']}")
+                      "precision", "sparsity", "latency ms", f"dev {metric}",
+                      f"test {metric}", "what would make it pass",
+                      title=f"LC {c['latency_ms']:g} ms ("
+                            f"{_shape_text(c['batch_size'], c['seq_len'], c.get('tgt_len'))}"
+                            f"), AC dev {metric} >= {rep['target_accuracy_dev']:.4f} "
+                            f"(measured at {rep['max_length']} tokens), by {rep['objective']}")
 
         def f(v, spec="{:.4g}"):
             return "-" if v is None else spec.format(v)

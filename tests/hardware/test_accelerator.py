@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from fitformer.hardware.accelerator import (
     DesignPoint,
+    Inference,
     Platform,
     attention_unit,
     estimate_design,
@@ -56,8 +57,9 @@ def test_linear_unit_hand_computed_cycles():
     m = balanced_work("q", 0, (32, 32), 16, 16, 4, K1=1, k=2)
     assert m.stripe_cycles.tolist() == [32, 32] and m.nnz == 16 * 2 * 4 * 2
     design = minimal_design("fx16").with_knobs("qkv", {"P": 2, "T": 1})
-    res = linear_unit("qkv", [m], {"P": 2, "T": 1}, _workload([m]), design, PLAT, 3, 1)
-    assert res.rows == [("q", 0, 143, "compute")]
+    res = linear_unit("qkv", [m], {"P": 2, "T": 1}, _workload([m]), design, PLAT,
+                      Inference(1, 3))
+    assert res.rows == [("q", 0, 143, "compute", "encoder")]
     assert res.resources.dsp == 2 * 4 * 1          # P x B x T multipliers at fx16
 
 
@@ -65,8 +67,9 @@ def test_linear_unit_streamed_weights_are_bandwidth_bound():
     m = balanced_work("q", 0, (32, 32), 16, 16, 4, K1=2, k=4)   # dense: 32 x 32 x 16 bits
     slow = Platform("DSP48E2", 0.01, False, PLAT.available, 100.0)  # 0.8 bits per cycle
     design = DesignPoint("fx16", False, minimal_design("fx16").knobs)
-    res = linear_unit("qkv", [m], {"P": 1, "T": 1}, _workload([m]), design, slow, 1, 1)
-    (_, _, cycles, bound), = res.rows
+    res = linear_unit("qkv", [m], {"P": 1, "T": 1}, _workload([m]), design, slow,
+                      Inference(1, 1))
+    (_, _, cycles, bound, _), = res.rows
     assert bound == "bandwidth"
     assert cycles >= math.ceil(32 * 32 * 16 / 0.8)
 
@@ -75,11 +78,13 @@ def test_attention_hand_computed_cycles():
     # seq 4, T = 2: sweep = 4 * ceil(4 / 2) = 8; per head = 4 * 8 + 2 * fill + 3 * 12 with
     # fill = 8 + log2(16) = 12 -> 32 + 24 + 36 = 92; 2 heads, H_par = 1 -> 184 per sequence.
     wl = _workload([])
-    res = attention_unit({"H_par": 1, "T": 2}, wl, minimal_design("fx16"), PLAT, 4, 1)
+    res = attention_unit({"H_par": 1, "T": 2}, wl, minimal_design("fx16"), PLAT,
+                         Inference(1, 4))
     assert res.rows[0][2] == 184
     # T x head_dim multipliers (fx16: one DSP each) + T softmax lanes (exp, add, mul).
     assert res.resources.dsp == 2 * 16 * 1 + 2 * (7 + 2 + 3)
-    fx8 = attention_unit({"H_par": 1, "T": 2}, wl, minimal_design("fx8"), PLAT, 4, 1)
+    fx8 = attention_unit({"H_par": 1, "T": 2}, wl, minimal_design("fx8"), PLAT,
+                         Inference(1, 4))
     assert fx8.resources.dsp == 2 * 16 * 0.5 + 2 * (7 + 2 + 3)      # WP486 packing
 
 

@@ -51,9 +51,9 @@ def _encoder_ms(est) -> float:
     CPU): the units' rows without the pooler and classifier hosted on ``attn_out``."""
     cycles = 0
     for name in ENCODER_UNITS:
-        for label, _, c, _ in est.units[name].rows:
-            if label not in ("pooler", "classifier"):
-                cycles += c
+        for row in est.units[name].rows:
+            if row.label not in ("pooler", "classifier"):
+                cycles += row.cycles
     return cycles / (est.clock_mhz * 1e3)
 
 

@@ -43,6 +43,25 @@ normalisation pass: ``2 * ceil(H / lanes)`` cycles per token plus fills.
 from DRAM: bytes over the bandwidth plus the first-word latency of each burst with
 ``dram_outstanding`` bursts in flight; then the layer norm on the add & norm unit.
 
+**Encoder-decoders** (translation; ``dims.decoder_layers > 0``): one inference is one batch
+of sentences of ``seq_len`` source tokens (``--src-len``) translated into ``tgt_len``
+target tokens (``--tgt-len``), greedy. The encoder runs as above over the source; the
+cross-attention keys and values of every decoder layer are computed once from the
+encoder's output (``batch x seq_len`` tokens on the qkv unit, stack ``cross``); then
+``tgt_len`` decoder steps each run, per decoder layer: q, k, v of the new token (one token
+per sentence on the qkv unit), masked self-attention of that token against the key/value
+cache of the ``t`` tokens so far (step ``t``), attn_out, add & norm, the cross-attention
+query, cross-attention against the ``seq_len`` cached source keys/values, its output
+projection, add & norm, ffn_in, ffn_out, add & norm; then the vocabulary projection
+``lm_head`` (on the attn_out unit, like the classifier) and the greedy argmax over the
+vocabulary on the add & norm lanes. Same units, reused by both stacks (the decoder must
+have the encoder's width, heads and FFN size). The per-step linears see one token per
+sentence, so lanes ``T`` beyond the batch idle there: a decoder step is latency-bound,
+the reason autoregressive decoding is slow on every device. The key/value caches (self:
+``L_dec x batch x tgt_len x 2H``, cross: ``L_dec x batch x seq_len x 2H`` values) live
+in the activation buffers. Rows carry their ``stack`` (``encoder``, ``decoder``,
+``cross``) and sum their cycles over the decoder steps.
+
 Resources: multipliers x :func:`dsp_per_multiplier`; memories by
 :func:`fitformer.hardware.resources.memory`; LUT/FF from :data:`CONSTANTS`. A ``top`` row
 holds the activation buffers (``tokens * (5 H + I)`` values: hidden state, Q, K, V, attention
@@ -54,6 +73,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import NamedTuple
 
 from fitformer.hardware.resources import (
     Memory,
@@ -69,12 +89,51 @@ from fitformer.hardware.workload import MatrixWork, Workload
 
 LINEAR_UNITS: dict[str, tuple[str, ...]] = {
     "qkv": ("q", "k", "v"),
-    "attn_out": ("attn_out", "pooler", "classifier"),
+    "attn_out": ("attn_out", "pooler", "classifier", "lm_head"),
     "ffn_in": ("ffn_in",),
     "ffn_out": ("ffn_out",),
 }
 UNITS = ("embedding", "qkv", "attention", "attn_out", "add_norm", "ffn_in", "ffn_out")
 RESOURCE_KEYS = ("dsp", "bram_18k", "uram", "lut", "ff")
+HOSTED = ("pooler", "classifier", "lm_head")
+
+
+class Row(NamedTuple):
+    """One use of a unit: ``label`` (role or ``add_norm.i``), ``layer`` (``None`` outside
+    the layer stacks), ``cycles`` (summed over the decoder steps), ``bound``
+    (``compute`` / ``bandwidth``) and ``stack`` (``encoder``, ``decoder``, ``cross``)."""
+
+    label: str
+    layer: int | None
+    cycles: int
+    bound: str
+    stack: str = "encoder"
+
+
+@dataclass(frozen=True)
+class Inference:
+    """What one inference runs: ``batch`` sequences of ``seq_len`` tokens; for an
+    encoder-decoder, ``seq_len`` source tokens and ``tgt_len`` decoder steps."""
+
+    batch: int
+    seq_len: int
+    tgt_len: int = 0
+
+    @property
+    def tokens(self) -> int:
+        """Encoder tokens (``batch x seq_len``)."""
+        return self.batch * self.seq_len
+
+    def linear_use(self, m: MatrixWork) -> tuple[int, int]:
+        """``(tokens per use, uses)`` of a matrix: encoder matrices and the cross
+        attention's k, v run once over the source; the decoder's matrices and ``lm_head``
+        once per step on one token per sentence; pooler and classifier on one token per
+        sequence."""
+        if m.role in ("pooler", "classifier"):
+            return self.batch, 1
+        if m.stack == "encoder" or (m.stack == "cross" and m.role in ("k", "v")):
+            return self.tokens, 1
+        return self.batch, max(1, self.tgt_len)
 
 
 @dataclass(frozen=True)
@@ -157,12 +216,12 @@ class UnitResult:
     unit: str
     parallelism: dict
     resources: Resources
-    rows: list  # [(label, layer, cycles, bound)]
+    rows: list  # [Row]
     memories: tuple[MemorySpec, ...] = ()
 
     @cached_property
     def cycles(self) -> int:
-        return int(sum(r[2] for r in self.rows))
+        return int(sum(r.cycles for r in self.rows))
 
 
 def _log2ceil(x: int) -> int:
@@ -205,7 +264,7 @@ def _pe_cycles(m: MatrixWork, P: int) -> int:
 
 
 def linear_unit(unit: str, matrices: list[MatrixWork], knobs: dict, wl: Workload,
-                design: DesignPoint, plat: Platform, tokens: int, batch: int) -> UnitResult:
+                design: DesignPoint, plat: Platform, inf: Inference) -> UnitResult:
     """Cycles and resources of a sparse linear unit (module docstring)."""
     P, T = knobs["P"], knobs["T"]
     r, c = wl.block
@@ -215,9 +274,10 @@ def linear_unit(unit: str, matrices: list[MatrixWork], knobs: dict, wl: Workload
     fill = int(const("mac_pipeline_cycles")) + _log2ceil(B)
     gelu = int(const("fp32_op_latency")) if unit == "ffn_in" else 0
     rows = []
+    lanes = max(1, design.knobs["add_norm"]["lanes"])
     for m in matrices:
         M, N = m.shape
-        n = batch if m.role in ("pooler", "classifier") else tokens
+        n, uses = inf.linear_use(m)
         passes = math.ceil(n / T)
         load = math.ceil(N / B)
         compute = _pe_cycles(m, P) + fill
@@ -229,8 +289,10 @@ def linear_unit(unit: str, matrices: list[MatrixWork], knobs: dict, wl: Workload
         reduce = math.ceil(M / B) + _log2ceil(P) + gelu
         cycles = load + compute + reduce + (passes - 1) * max(load, compute, reduce)
         if m.role == "pooler":  # tanh on the add & norm unit's lanes
-            cycles += batch * math.ceil(M / max(1, design.knobs["add_norm"]["lanes"]))
-        rows.append((m.role, m.layer, cycles, bound))
+            cycles += inf.batch * math.ceil(M / lanes)
+        if m.role == "lm_head":  # greedy argmax over the vocabulary, on the same lanes
+            cycles += n * math.ceil(M / lanes)
+        rows.append(Row(m.role, m.layer, cycles * uses, bound, m.stack))
 
     # Memories, sized for the largest matrix of the unit; weights for every matrix it runs.
     Mmax = max(m.shape[0] for m in matrices)
@@ -264,24 +326,39 @@ def linear_unit(unit: str, matrices: list[MatrixWork], knobs: dict, wl: Workload
 
 
 def attention_unit(knobs: dict, wl: Workload, design: DesignPoint, plat: Platform,
-                   seq_len: int, batch: int) -> UnitResult:
-    """Cycles and resources of the attention unit (QK^T, softmax, AV; module docstring)."""
+                   inf: Inference) -> UnitResult:
+    """Cycles and resources of the attention unit (QK^T, softmax, AV; module docstring).
+    One head of ``q`` queries against ``kv`` keys takes ``4 * kv * ceil(q / T)`` cycles
+    (QK^T, the two softmax passes, AV) plus fills; an encoder layer has
+    ``q = kv = seq_len``; decoder step ``t`` has ``q = 1`` against ``kv = t`` cached
+    self-attention keys, then ``q = 1`` against the ``seq_len`` source keys."""
     Hp, T = knobs["H_par"], knobs["T"]
     d = wl.dims
     prec = design.precision
     vbits = value_bits(prec)
     fill = int(const("mac_pipeline_cycles")) + _log2ceil(d.head_dim)
     fp = int(const("fp32_op_latency"))
-    sweep = seq_len * math.ceil(seq_len / T)
-    per_head = 4 * sweep + 2 * fill + 3 * fp
-    cycles = batch * math.ceil(d.heads / Hp) * per_head
-    rows = [("attention", layer, cycles, "compute") for layer in range(d.layers)]
+    rounds = inf.batch * math.ceil(d.heads / Hp)
+
+    def per_head(q: int, kv: int) -> int:
+        return 4 * kv * math.ceil(q / T) + 2 * fill + 3 * fp
+
+    S = inf.seq_len
+    enc = rounds * per_head(S, S)
+    rows = [Row("attention", layer, enc, "compute") for layer in range(d.layers)]
+    steps = inf.tgt_len if d.is_seq2seq else 0
+    for layer in range(d.decoder_layers):
+        masked = rounds * sum(per_head(1, t) for t in range(1, steps + 1))
+        rows.append(Row("attention", layer, masked, "compute", "decoder"))
+        rows.append(Row("attention", layer, rounds * steps * per_head(1, S), "compute",
+                        "cross"))
+    kv_len = max(S, steps)
     mults = Hp * T * d.head_dim
     dsp = mults * dsp_per_multiplier(prec, plat.dsp_type, T)
     dsp += Hp * T * (const("fp32_exp_dsp") + const("fp32_add_dsp") + const("fp32_mul_dsp"))
     mem = Memory()
-    mem += memory(d.head_dim * vbits, seq_len).times(2 * Hp)        # K and V of one head
-    mem += memory(T * 32, seq_len).times(2 * Hp)                     # score rows, fp32, x2
+    mem += memory(d.head_dim * vbits, kv_len).times(2 * Hp)         # K and V of one head
+    mem += memory(T * 32, kv_len).times(2 * Hp)                      # score rows, fp32, x2
     lut = int(const("unit_lut") + mults * const("mul_lut")
               + Hp * T * 3 * const("fp32_op_lut")
               + Hp * T * (d.head_dim - 1) * accumulator_bits(prec))
@@ -294,38 +371,71 @@ def norm_cycles(lanes: int, hidden: int, tokens: int) -> int:
 
 
 def add_norm_unit(knobs: dict, wl: Workload, design: DesignPoint, plat: Platform,
-                  tokens: int) -> UnitResult:
-    """Cycles and resources of the add & layer-norm unit (two uses per layer)."""
+                  inf: Inference) -> UnitResult:
+    """Cycles and resources of the add & layer-norm unit: two uses per encoder layer over
+    the source tokens; three per decoder layer and step over one token per sentence; the
+    final norm of each stack when the model has one (pre-norm)."""
     V = knobs["lanes"]
     d = wl.dims
-    cyc = norm_cycles(V, d.hidden, tokens)
-    rows = [(f"add_norm.{i}", layer, cyc, "compute")
+    cyc = norm_cycles(V, d.hidden, inf.tokens)
+    rows = [Row(f"add_norm.{i}", layer, cyc, "compute")
             for layer in range(d.layers) for i in (1, 2)]
+    steps = inf.tgt_len if d.is_seq2seq else 0
+    step = norm_cycles(V, d.hidden, inf.batch)
+    rows += [Row(f"add_norm.{i}", layer, steps * step, "compute", "decoder")
+             for layer in range(d.decoder_layers) for i in (1, 2, 3)]
+    if d.final_norm:
+        rows.append(Row("add_norm.final", None, cyc, "compute"))
+        if d.is_seq2seq:
+            rows.append(Row("add_norm.final", None, steps * step, "compute", "decoder"))
     dsp = V * 2 * (const("fp32_add_dsp") + const("fp32_mul_dsp")) + const("fp32_exp_dsp")
-    n_norms = 2 * d.layers + 1
+    n_norms = 2 * d.layers + 1 + 3 * d.decoder_layers + (1 if d.is_seq2seq else 0) \
+        + (1 + d.is_seq2seq if d.final_norm else 0)
     mem = memory(V * 32, 2 * n_norms * math.ceil(d.hidden / V))     # gamma, beta (fp32)
     lut = int(const("unit_lut") + (4 * V + 1) * const("fp32_op_lut"))
     ff = int(const("unit_ff") + (4 * V + 1) * const("fp32_op_ff"))
     return UnitResult("add_norm", {"lanes": V}, Resources.of(mem, dsp, lut, ff), rows)
 
 
-def embedding_unit(wl: Workload, design: DesignPoint, plat: Platform, tokens: int) -> UnitResult:
-    """The embedding gather from DRAM and its layer norm (on the add & norm unit)."""
+def _gather_cycles(plat: Platform, tokens: int, row_bytes: float, rows_per_token: int) -> int:
+    ns = (tokens * rows_per_token * row_bytes / plat.dram_gbytes_per_s
+          + math.ceil(rows_per_token * tokens / const("dram_outstanding"))
+          * const("dram_latency_ns"))
+    return math.ceil(ns * plat.clock_mhz / 1e3)
+
+
+def embedding_unit(wl: Workload, design: DesignPoint, plat: Platform,
+                   inf: Inference) -> UnitResult:
+    """The embedding gather from DRAM and its layer norm (on the add & norm unit): three
+    rows per token (word, position, token type) for a BERT-style encoder, two (word,
+    position) for an encoder-decoder, whose decoder gathers one token per sentence and
+    step."""
     d = wl.dims
     row_bytes = d.hidden * value_bits(design.precision) / 8
-    ns = (tokens * 3 * row_bytes / plat.dram_gbytes_per_s
-          + math.ceil(3 * tokens / const("dram_outstanding")) * const("dram_latency_ns"))
-    gather = math.ceil(ns * plat.clock_mhz / 1e3)
-    norm = norm_cycles(design.knobs["add_norm"]["lanes"], d.hidden, tokens)
-    lut = int(const("unit_lut") + d.hidden * 0)
-    rows = [("embedding", None, gather + norm, "bandwidth" if gather > norm else "compute")]
+    per_token = 2 if d.is_seq2seq else 3
+    lanes = design.knobs["add_norm"]["lanes"]
+    gather = _gather_cycles(plat, inf.tokens, row_bytes, per_token)
+    norm = norm_cycles(lanes, d.hidden, inf.tokens)
+    rows = [Row("embedding", None, gather + norm, "bandwidth" if gather > norm else "compute")]
+    if d.is_seq2seq:
+        g = _gather_cycles(plat, inf.batch, row_bytes, per_token)
+        n = norm_cycles(lanes, d.hidden, inf.batch)
+        rows.append(Row("embedding", None, inf.tgt_len * (g + n),
+                        "bandwidth" if g > n else "compute", "decoder"))
+    lut = int(const("unit_lut"))
     return UnitResult("embedding", {}, Resources(0, 0, 0, lut, int(const("unit_ff"))), rows)
 
 
-def top_unit(wl: Workload, design: DesignPoint, tokens: int) -> UnitResult:
-    """Activation buffers (placed with the weights) and the DMA/host-interface constants."""
+def top_unit(wl: Workload, design: DesignPoint, inf: Inference) -> UnitResult:
+    """Activation buffers (placed with the weights) and the DMA/host-interface constants.
+    Encoder: ``tokens * (5 H + I)`` values (hidden state, Q, K, V, attention context, FFN
+    intermediate); an encoder-decoder adds the key/value caches (module docstring), one
+    step's activations and the logits of one step."""
     d = wl.dims
-    values = tokens * (5 * d.hidden + d.intermediate)
+    values = inf.tokens * (5 * d.hidden + d.intermediate)
+    if d.is_seq2seq:
+        values += 2 * d.hidden * d.decoder_layers * inf.batch * (inf.seq_len + inf.tgt_len)
+        values += inf.batch * (5 * d.hidden + d.intermediate + d.vocab)
     spec = MemorySpec("top", value_bits(design.precision), values, 1)
     res = Resources(0, int(const("top_bram_18k")), 0, int(const("top_lut")),
                     int(const("top_ff")))
@@ -333,17 +443,16 @@ def top_unit(wl: Workload, design: DesignPoint, tokens: int) -> UnitResult:
 
 
 def evaluate_unit(unit: str, wl: Workload, design: DesignPoint, plat: Platform,
-                  batch: int, seq_len: int) -> UnitResult:
-    tokens = batch * seq_len
+                  inf: Inference) -> UnitResult:
     if unit in LINEAR_UNITS:
         return linear_unit(unit, wl.by_role(*LINEAR_UNITS[unit]), design.knobs[unit], wl,
-                           design, plat, tokens, batch)
+                           design, plat, inf)
     if unit == "attention":
-        return attention_unit(design.knobs["attention"], wl, design, plat, seq_len, batch)
+        return attention_unit(design.knobs["attention"], wl, design, plat, inf)
     if unit == "add_norm":
-        return add_norm_unit(design.knobs["add_norm"], wl, design, plat, tokens)
+        return add_norm_unit(design.knobs["add_norm"], wl, design, plat, inf)
     if unit == "embedding":
-        return embedding_unit(wl, design, plat, tokens)
+        return embedding_unit(wl, design, plat, inf)
     raise ValueError(unit)
 
 
@@ -377,19 +486,21 @@ class Estimate:
 
 
 def estimate_design(wl: Workload, design: DesignPoint, plat: Platform, batch: int,
-                    seq_len: int) -> Estimate:
+                    seq_len: int, tgt_len: int = 0) -> Estimate:
     """Latency and resources of one design point.
 
     Args:
         wl: the workload; design: the knobs; plat: the device's figures.
-        batch: sequences per inference; seq_len: tokens per sequence.
+        batch: sequences per inference; seq_len: tokens per sequence (source tokens of an
+            encoder-decoder); tgt_len: decoder steps (encoder-decoders only).
 
     Raises:
         ValueError: a knob ``P`` that does not divide a matrix's stripe count (the DSE only
             proposes divisors).
     """
-    units = {u: evaluate_unit(u, wl, design, plat, batch, seq_len) for u in UNITS}
-    units["top"] = top_unit(wl, design, batch * seq_len)
+    inf = Inference(batch, seq_len, tgt_len if wl.dims.is_seq2seq else 0)
+    units = {u: evaluate_unit(u, wl, design, plat, inf) for u in UNITS}
+    units["top"] = top_unit(wl, design, inf)
     return assemble(design, units, plat)
 
 
@@ -420,11 +531,12 @@ def as_rows(est: Estimate) -> list[dict]:
     for u in est.units.values():
         res = est.unit_resources(u.unit).as_dict()
         if not u.rows:  # the top: activation buffers, DMA and host interface
-            out.append({"unit": u.unit, "layer": None, "parallelism": {}, **res,
+            out.append({"unit": u.unit, "layer": None, "stack": None, "parallelism": {},
+                        **res,
                         "cycles": 0, "latency_ms": 0.0, "bound": None})
-        for label, layer, cycles, bound in u.rows:
-            hosted = label in ("pooler", "classifier")
-            row = {"unit": label if hosted else u.unit, "layer": layer,
+        for label, layer, cycles, bound, stack in u.rows:
+            hosted = label in HOSTED
+            row = {"unit": label if hosted else u.unit, "layer": layer, "stack": stack,
                    "parallelism": u.parallelism,
                    **({k: 0 for k in RESOURCE_KEYS} if hosted else res),
                    "cycles": int(cycles), "latency_ms": cycles / (est.clock_mhz * 1e3),

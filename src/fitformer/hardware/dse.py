@@ -32,6 +32,7 @@ from fitformer.hardware.accelerator import (
     UNITS,
     DesignPoint,
     Estimate,
+    Inference,
     Platform,
     UnitResult,
     assemble,
@@ -99,8 +100,10 @@ def _candidates(unit: str, knobs: dict, wl: Workload, tokens: int, seq_len: int)
 class _Explorer:
     """Evaluates designs unit by unit, re-using unchanged units."""
 
-    def __init__(self, wl: Workload, plat: Platform, batch: int, seq_len: int):
+    def __init__(self, wl: Workload, plat: Platform, batch: int, seq_len: int,
+                 tgt_len: int = 0):
         self.wl, self.plat, self.batch, self.seq_len = wl, plat, batch, seq_len
+        self.inf = Inference(batch, seq_len, tgt_len if wl.dims.is_seq2seq else 0)
         self._memo: dict = {}
 
     def unit(self, unit: str, design: DesignPoint) -> UnitResult:
@@ -108,13 +111,12 @@ class _Explorer:
                tuple(sorted(design.knobs.get(unit, {}).items())),
                design.knobs["add_norm"]["lanes"])
         if key not in self._memo:
-            self._memo[key] = evaluate_unit(unit, self.wl, design, self.plat, self.batch,
-                                            self.seq_len)
+            self._memo[key] = evaluate_unit(unit, self.wl, design, self.plat, self.inf)
         return self._memo[key]
 
     def estimate(self, design: DesignPoint) -> Estimate:
         units = {u: self.unit(u, design) for u in UNITS}
-        units["top"] = top_unit(self.wl, design, self.batch * self.seq_len)
+        units["top"] = top_unit(self.wl, design, self.inf)
         return assemble(design, units, self.plat)
 
     def fits(self, est: Estimate) -> bool:
@@ -163,7 +165,7 @@ class _Explorer:
 
 
 def _cache_key(wl: Workload, device: Device, precision: str, batch: int, seq_len: int,
-               clock: float) -> str:
+               clock: float, tgt_len: int = 0) -> str:
     # Only what the design depends on: a new price or note must not invalidate designs.
     hw = {f: device.num(f) for f in ("dsp_type", "dsp", "bram_18k", "uram", "lut", "ff",
                                      "shell", "dram_gbytes_per_s", "clock_mhz")}
@@ -172,17 +174,21 @@ def _cache_key(wl: Workload, device: Device, precision: str, batch: int, seq_len
            "precision": precision, "batch": batch, "seq_len": seq_len, "clock": clock,
            "model_version": MODEL_VERSION,
            "constants": {k: c.value for k, c in CONSTANTS.items()}}
+    if wl.dims.is_seq2seq:
+        obj["tgt_len"] = tgt_len
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:20]
 
 
 def explore(wl: Workload, device: Device, *, precision: str | None = None, batch: int = 1,
             seq_len: int = 128, clock_mhz: float | None = None,
-            use_cache: bool = True) -> Estimate:
+            use_cache: bool = True, tgt_len: int = 0) -> Estimate:
     """The lowest-latency design point of ``wl`` on ``device`` (module docstring).
 
     Args:
         precision: ``fx16`` or ``fx8`` to pin; ``None`` explores the device's precisions.
-        batch: sequences per inference (>= 1); seq_len: tokens per sequence (>= 1).
+        batch: sequences per inference (>= 1); seq_len: tokens per sequence (>= 1; the
+            source tokens of an encoder-decoder). tgt_len: decoder steps of an
+            encoder-decoder (>= 1; ignored for encoders).
         clock_mhz: overrides the device clock.
         use_cache: read and write ``$FITFORMER_HOME/dse``.
 
@@ -207,10 +213,11 @@ def explore(wl: Workload, device: Device, *, precision: str | None = None, batch
         offered = [precision]
     if not offered:
         raise FitformerError(f"device {device.id} lists no fixed-point precision (fx16, fx8).")
-    explorer = _Explorer(wl, plat, batch, seq_len)
+    wl.dims.check_seq_len(seq_len, tgt_len if wl.dims.is_seq2seq else 0)
+    explorer = _Explorer(wl, plat, batch, seq_len, tgt_len)
     results = []
     for prec in offered:
-        key = _cache_key(wl, device, prec, batch, seq_len, plat.clock_mhz)
+        key = _cache_key(wl, device, prec, batch, seq_len, plat.clock_mhz, tgt_len)
         path = dse_dir() / f"{key}.json"
         est = None
         if use_cache and path.is_file():

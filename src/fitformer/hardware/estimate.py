@@ -17,21 +17,23 @@ from fitformer.hardware.catalog import HOST_CPU_ID, Device
 from fitformer.hardware.workload import Workload
 
 
-def _base(device: Device, wl: Workload, method: str, batch: int, seq_len: int) -> dict:
+def _base(device: Device, wl: Workload, method: str, batch: int, seq_len: int,
+          tgt_len: int = 0) -> dict:
+    extra = {"tgt_len": tgt_len} if wl.dims.is_seq2seq else {}
     return {"device": device.id, "method": method, "batch_size": batch, "seq_len": seq_len,
-            "pattern": wl.pattern, "sparsity": round(wl.overall_sparsity, 6),
+            **extra, "pattern": wl.pattern, "sparsity": round(wl.overall_sparsity, 6),
             "hp_split": wl.hp_split, "workload": wl.source}
 
 
 def fpga_report(device: Device, wl: Workload, est: Estimate, batch: int,
-                seq_len: int) -> dict:
+                seq_len: int, tgt_len: int = 0) -> dict:
     """The JSON contract of issue #5 for an FPGA estimate."""
     from fitformer.hardware.dse import platform_of
 
     avail = platform_of(device, est.clock_mhz).available
     used = est.resources.as_dict()
     overhead = float(device.num("call_overhead_ms") or 0.0)
-    return {**_base(device, wl, "model", batch, seq_len),
+    return {**_base(device, wl, "model", batch, seq_len, tgt_len),
             "latency_ms": est.compute_ms + overhead, "compute_ms": est.compute_ms,
             "call_overhead_ms": overhead, "precision": est.design.precision,
             "clock_mhz": est.clock_mhz, "resources": used,
@@ -43,40 +45,62 @@ def fpga_report(device: Device, wl: Workload, est: Estimate, batch: int,
             "design": est.design.knobs, "units": as_rows(est)}
 
 
-def roofline_report(device: Device, wl: Workload, batch: int, seq_len: int) -> dict:
-    """Dense roofline of a GPU or CPU at fp32 (Williams et al., CACM 2009).
+def roofline_report(device: Device, wl: Workload, batch: int, seq_len: int,
+                    tgt_len: int = 0) -> dict:
+    """Dense roofline of a GPU or CPU at fp32 (Williams et al., CACM 2009): per operation
+    ``max(FLOPs / peak, bytes / bandwidth)``. An encoder-decoder's decoder re-reads its
+    weights at every one of the ``tgt_len`` steps (one token per sentence each), which
+    makes decoding bandwidth-bound; per-step kernel launches are not modelled (only the
+    device's ``call_overhead_ms``, once).
 
     Raises:
         FitformerError: the device has no ``peak_tflops`` or ``dram_gbytes_per_s``.
     """
+    from fitformer.hardware.accelerator import Inference
+
     peak, bw = device.num("peak_tflops"), device.num("dram_gbytes_per_s")
     if not peak or not bw:
         raise FitformerError(f"device {device.id} needs peak_tflops and dram_gbytes_per_s "
                              "for the roofline; give them in a --devices file.")
     d = wl.dims
-    tokens = batch * seq_len
+    inf = Inference(batch, seq_len, tgt_len if d.is_seq2seq else 0)
+    tokens = inf.tokens
     units = []
 
-    def op(unit, layer, flops, nbytes):
+    def op(unit, layer, flops, nbytes, stack="encoder"):
         t_c, t_m = flops / (peak * 1e12), nbytes / (bw * 1e9)
-        units.append({"unit": unit, "layer": layer, "parallelism": {},
+        units.append({"unit": unit, "layer": layer, "stack": stack, "parallelism": {},
                       **{k: None for k in RESOURCE_KEYS}, "cycles": None,
                       "latency_ms": max(t_c, t_m) * 1e3,
                       "bound": "compute" if t_c >= t_m else "bandwidth"})
 
-    op("embedding", None, tokens * d.hidden * 4, tokens * 3 * d.hidden * 4)
+    rows_per_token = 2 if d.is_seq2seq else 3
+    op("embedding", None, tokens * d.hidden * 4, tokens * rows_per_token * d.hidden * 4)
+    steps = inf.tgt_len
+    if steps:
+        op("embedding", None, steps * batch * d.hidden * 4,
+           steps * batch * rows_per_token * d.hidden * 4, "decoder")
     for m in wl.matrices:
         M, N = m.shape
-        n = batch if m.role in ("pooler", "classifier") else tokens
-        op(m.role, m.layer, 2 * n * M * N, 4 * (M * N + n * (M + N)))
+        n, uses = inf.linear_use(m)
+        op(m.role, m.layer, uses * 2 * n * M * N, uses * 4 * (M * N + n * (M + N)), m.stack)
     for layer in range(d.layers):
         op("attention", layer, batch * d.heads * 4 * seq_len * seq_len * d.head_dim,
            4 * batch * (3 * seq_len * d.hidden + d.heads * seq_len * seq_len))
         for i in (1, 2):
             op(f"add_norm.{i}", layer, 8 * tokens * d.hidden, 4 * 3 * tokens * d.hidden)
+    for layer in range(d.decoder_layers):
+        kv = steps * (steps + 1) // 2          # cached keys read over the steps
+        op("attention", layer, batch * 4 * kv * d.hidden,
+           4 * batch * (2 * kv * d.hidden + steps * 2 * d.hidden), "decoder")
+        op("attention", layer, batch * 4 * steps * seq_len * d.hidden,
+           4 * batch * steps * (2 * seq_len * d.hidden + 2 * d.hidden), "cross")
+        for i in (1, 2, 3):
+            op(f"add_norm.{i}", layer, 8 * steps * batch * d.hidden,
+               4 * 3 * steps * batch * d.hidden, "decoder")
     compute_ms = sum(u["latency_ms"] for u in units)
     overhead = float(device.num("call_overhead_ms") or 0.0)
-    return {**_base(device, wl, "roofline", batch, seq_len),
+    return {**_base(device, wl, "roofline", batch, seq_len, tgt_len),
             "latency_ms": compute_ms + overhead, "compute_ms": compute_ms,
             "call_overhead_ms": overhead, "precision": "fp32", "clock_mhz": None,
             "resources": {k: None for k in RESOURCE_KEYS},
@@ -95,6 +119,8 @@ def _host_model(wl: Workload, model: str, pruned: str | None):
     from fitformer.kernels.cpu import convert
     from fitformer.models.loading import load_classifier, quiet_transformers, resolve_model
 
+    if wl.dims.is_seq2seq:
+        return _host_translation_model(wl, model, pruned)
     if pruned is not None and Path(pruned).is_file():
         from fitformer.formats.container import read_container
         from fitformer.formats.export import rebuild_model
@@ -123,11 +149,44 @@ def _host_model(wl: Workload, model: str, pruned: str | None):
     return net.eval(), info["backend"], f"{wl.pattern} {wl.sparsity}"
 
 
+def _host_translation_model(wl: Workload, model: str, pruned: str | None):
+    """:func:`_host_model` for an encoder-decoder: a pruned translation run, or the dense
+    run ``model`` pruned one shot to ``wl``'s pattern and sparsity."""
+    import torch
+
+    from fitformer.kernels.cpu import convert
+    from fitformer.models.seq2seq import load_translation_model
+
+    if pruned is not None:
+        from safetensors.torch import load_file
+
+        from fitformer.formats.export import check_pruned_dir
+
+        run = check_pruned_dir(pruned)
+        net, _ = load_translation_model(str(run))
+        masks = {k: v.to(torch.bool) for k, v in load_file(str(run / "masks.safetensors")).items()}
+    else:
+        net, _ = load_translation_model(model)
+        if wl.pattern == "dense" or wl.sparsity <= 0.0:
+            return net.eval(), "dense", "dense"
+        from fitformer.hardware.workload import one_shot_masks
+
+        masks = {k: torch.as_tensor(v) for k, v in one_shot_masks(
+            model, wl.pattern, wl.sparsity, block=wl.block, banks=wl.banks,
+            level2_density=(wl.hp_split or {}).get("d2")).items()}
+        with torch.no_grad():
+            for name, m in masks.items():
+                net.get_submodule(name).weight.mul_(m)
+    info = convert(net, masks, r=wl.block[0])
+    return net.eval(), info["backend"], f"{wl.pattern} {wl.sparsity}"
+
+
 def measured_report(device: Device, wl: Workload, batch: int, seq_len: int, *,
                     model: str = "default", pruned: str | None = None,
-                    repeats: int = 10, use_cache: bool = True) -> dict:
+                    repeats: int = 10, use_cache: bool = True, tgt_len: int = 0) -> dict:
     """Latency of the model measured on this machine (fp32; the median of ``repeats`` timed
-    runs after one warm-up). A pruned model (``pruned``: a run directory or HP container;
+    runs after one warm-up; an encoder-decoder translates ``batch`` random source
+    sentences of ``seq_len`` tokens into exactly ``tgt_len`` tokens, greedy). A pruned model (``pruned``: a run directory or HP container;
     or ``model`` pruned one shot to ``wl``'s pattern and sparsity, which has the same kept
     counts as the trained point) runs its pruned linears on the HP CPU kernel
     (:mod:`fitformer.kernels.cpu`, ``backend: "hp-cpu"``), or on dense kernels when the
@@ -151,7 +210,7 @@ def measured_report(device: Device, wl: Workload, batch: int, seq_len: int, *,
            "structure": wl.digest if pruned is None and wl.pattern != "dense" else None,
            "kernel": kernel_digest() if load_kernel() is None else "dense-fallback",
            "batch": batch, "seq_len": seq_len,
-           "repeats": repeats}
+           "repeats": repeats, **({"tgt_len": tgt_len} if wl.dims.is_seq2seq else {})}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     cache = fitformer_home() / "measurements" / f"{digest}.json"
     cached = None
@@ -163,14 +222,15 @@ def measured_report(device: Device, wl: Workload, batch: int, seq_len: int, *,
             cached = None
     if cached is None:
         net, backend, _ = _host_model(wl, model, pruned)
-        ids = torch.randint(1, wl.dims.vocab, (batch, seq_len),
+        ids = torch.randint(3 if wl.dims.is_seq2seq else 1, wl.dims.vocab, (batch, seq_len),
                             generator=torch.Generator().manual_seed(0))
         # A loaded machine can make the 2-thread run bimodal (parallel regions waiting for
         # a descheduled thread: 10-30x slower samples); re-measure while the median is over
         # twice the fastest sample, keep the steadiest attempt, and say so.
         attempts = []
         for _ in range(3):
-            times = median_latency_ms({"model": net}, ids, repeats)["model"]
+            times = median_latency_ms({"model": net}, ids, repeats,
+                                      tgt_len if wl.dims.is_seq2seq else 0)["model"]
             attempts.append(times)
             if statistics.median(times) <= 2 * min(times):
                 break
@@ -183,7 +243,7 @@ def measured_report(device: Device, wl: Workload, batch: int, seq_len: int, *,
         cache.write_text(json.dumps(cached))
     times = cached["samples_ms"]
     ms = statistics.median(times)
-    return {**_base(device, wl, "measured", batch, seq_len),
+    return {**_base(device, wl, "measured", batch, seq_len, tgt_len),
             "latency_ms": ms, "compute_ms": ms, "call_overhead_ms": 0.0,
             "precision": "fp32", "clock_mhz": None, "threads": torch.get_num_threads(),
             "backend": cached["backend"], "steady": cached.get("steady"),
@@ -199,12 +259,14 @@ def measured_report(device: Device, wl: Workload, batch: int, seq_len: int, *,
 def estimate(device: Device, wl: Workload, *, batch: int = 1, seq_len: int = 128,
              precision: str | None = None, clock_mhz: float | None = None,
              model: str = "default", pruned: str | None = None,
-             use_cache: bool = True) -> dict:
+             use_cache: bool = True, tgt_len: int = 0) -> dict:
     """The estimate of ``wl`` on ``device`` as the JSON contract of issue #5.
 
     Args:
         device: a catalog entry; wl: the workload (:mod:`fitformer.hardware.workload`).
-        batch, seq_len: the inference; precision: pin ``fx16``/``fx8`` (FPGAs) or ``fp32``.
+        batch, seq_len: the inference (``seq_len``: source tokens of an encoder-decoder);
+            tgt_len: decoder steps of an encoder-decoder (``--tgt-len``, required there).
+            precision: pin ``fx16``/``fx8`` (FPGAs) or ``fp32``.
         clock_mhz: FPGA clock override; model / pruned: what the host CPU measures.
 
     Raises:
@@ -214,18 +276,19 @@ def estimate(device: Device, wl: Workload, *, batch: int = 1, seq_len: int = 128
 
     if batch < 1 or seq_len < 1:
         raise FitformerError(f"--batch-size {batch} and --seq-len {seq_len} must be >= 1.")
-    wl.dims.check_seq_len(seq_len)
+    tgt_len = tgt_len if wl.dims.is_seq2seq else 0
+    wl.dims.check_seq_len(seq_len, tgt_len)
     if device.kind == "fpga":
         est = explore(wl, device, precision=precision, batch=batch, seq_len=seq_len,
-                      clock_mhz=clock_mhz, use_cache=use_cache)
-        return fpga_report(device, wl, est, batch, seq_len)
+                      clock_mhz=clock_mhz, use_cache=use_cache, tgt_len=tgt_len)
+        return fpga_report(device, wl, est, batch, seq_len, tgt_len)
     if precision not in (None, "fp32"):
         raise FitformerError(f"--precision {precision}: {device.id} is a {device.kind}, "
                              "estimated at fp32.")
     if device.id == HOST_CPU_ID:
         return measured_report(device, wl, batch, seq_len, model=model, pruned=pruned,
-                               use_cache=use_cache)
-    return roofline_report(device, wl, batch, seq_len)
+                               use_cache=use_cache, tgt_len=tgt_len)
+    return roofline_report(device, wl, batch, seq_len, tgt_len)
 
 
 def unit_summary(report: dict) -> list[dict]:
@@ -234,6 +297,8 @@ def unit_summary(report: dict) -> list[dict]:
     out: dict[str, dict] = {}
     for row in report["units"]:
         name = row["unit"].split(".")[0]
+        if row.get("stack") not in (None, "encoder"):
+            name = f"{name} ({row['stack']})"
         agg = out.setdefault(name, {**row, "unit": name, "uses": 0, "latency_ms": 0.0,
                                     "cycles": 0 if row["cycles"] is not None else None})
         agg["uses"] += 1

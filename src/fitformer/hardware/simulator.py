@@ -209,13 +209,16 @@ class LayerSimulation:
 def simulate_layer(name: str, mask: np.ndarray, work: MatrixWork, knobs: dict,
                    design: DesignPoint, plat: Platform, block: tuple[int, int], banks: int,
                    tokens: int, analytical_cycles: int, gelu: bool = False,
-                   order: str = "interleaved") -> LayerSimulation:
+                   order: str = "interleaved", steps: int = 1) -> LayerSimulation:
     """Simulate one layer at one design point and compare with the analytical cycles.
 
     Args:
         mask: bool ``(M, N)``; work: its :class:`MatrixWork` (for the stored bits).
-        knobs: the unit's ``{"P", "T"}``; tokens: tokens per inference (batch x seq_len).
+        knobs: the unit's ``{"P", "T"}``; tokens: tokens per use (batch x seq_len; one
+            per sentence for a decoder step).
         analytical_cycles: the formula's cycles for this layer at the same design.
+        steps: uses per inference (an encoder-decoder's decoder steps, each a separate
+            run of the pipeline: a step needs the previous step's output).
     """
     r, c = block
     P, T = knobs["P"], knobs["T"]
@@ -237,15 +240,16 @@ def simulate_layer(name: str, mask: np.ndarray, work: MatrixWork, knobs: dict,
     load = math.ceil(N / banks)
     reduce = math.ceil(M / banks) + _log2ceil(P) + (int(const("fp32_op_latency")) if gelu else 0)
     passes = math.ceil(tokens / T)
-    cycles = load + compute + reduce + (passes - 1) * max(load, compute, reduce)
+    cycles = steps * (load + compute + reduce + (passes - 1) * max(load, compute, reduce))
     per_pass_slots = P * banks
-    stall_cycles = {k: slots[k] / per_pass_slots * passes for k in STALL_CAUSES}
+    runs = passes * steps
+    stall_cycles = {k: slots[k] / per_pass_slots * runs for k in STALL_CAUSES}
     total_slots = (compute - fill) * per_pass_slots
     return LayerSimulation(
-        name, (M, N), P, T, banks, passes, int(cycles), int(analytical_cycles),
-        stall_cycles, {k: v * passes for k, v in slots.items()}, res.useful * passes,
-        res.useful / total_slots if total_slots else 0.0, fill * passes,
-        reduce * passes, res.compute_cycles, dram)
+        name, (M, N), P, T, banks, runs, int(cycles), int(analytical_cycles),
+        stall_cycles, {k: v * runs for k, v in slots.items()}, res.useful * runs,
+        res.useful / total_slots if total_slots else 0.0, fill * runs,
+        reduce * runs, res.compute_cycles, dram)
 
 
 def resolve_layer(name: str, masks: dict) -> str:
@@ -269,12 +273,15 @@ def resolve_layer(name: str, masks: dict) -> str:
 def simulate(device, wl, masks: dict[str, np.ndarray], layers: list[str] | None = None, *,
              batch: int = 1, seq_len: int = 128, precision: str | None = None,
              clock_mhz: float | None = None, use_cache: bool = True,
-             order: str = "interleaved", design_workload=None) -> dict:
+             order: str = "interleaved", design_workload=None, tgt_len: int = 0) -> dict:
     """Simulate layers of a model at the design point the DSE chooses for ``wl`` on
     ``device`` (an FPGA), next to the analytical model of the same design.
 
     Args:
         masks: bool ``(M, N)`` masks by module name (the real structure to run).
+        batch, seq_len, tgt_len: the inference (``tgt_len``: decoder steps of an
+            encoder-decoder; its decoder layers run once per step on one token per
+            sentence).
         layers: module names to simulate (default: every mask).
         order: storage order of every segment (:func:`issue_schedule`).
         design_workload: explore the design for this workload instead of ``wl`` (to run
@@ -290,37 +297,41 @@ def simulate(device, wl, masks: dict[str, np.ndarray], layers: list[str] | None 
         FitformerError: an unknown layer name (the message lists the names), or as
             :func:`fitformer.hardware.dse.explore`.
     """
-    from fitformer.hardware.accelerator import LINEAR_UNITS
+    from fitformer.hardware.accelerator import LINEAR_UNITS, Inference
     from fitformer.hardware.dse import explore, platform_of
-    from fitformer.models.layers import layer_index, role_of
+    from fitformer.models.layers import layer_index, role_of, stack_of
 
     names = [resolve_layer(n, masks) for n in layers] if layers else list(masks)
     est = explore(design_workload or wl, device, precision=precision, batch=batch,
-                  seq_len=seq_len, clock_mhz=clock_mhz, use_cache=use_cache)
+                  seq_len=seq_len, clock_mhz=clock_mhz, use_cache=use_cache, tgt_len=tgt_len)
     plat = platform_of(device, clock_mhz)
     if design_workload is not None:
         from fitformer.hardware.accelerator import estimate_design
 
-        est = estimate_design(wl, est.design, plat, batch, seq_len)
+        est = estimate_design(wl, est.design, plat, batch, seq_len, tgt_len)
+    inf = Inference(batch, seq_len, tgt_len if wl.dims.is_seq2seq else 0)
     unit_of = {role: unit for unit, roles in LINEAR_UNITS.items() for role in roles}
     out = []
     for name in names:
-        role, layer = role_of(name), layer_index(name)
+        role, layer, stack = role_of(name), layer_index(name), stack_of(name)
+        if wl.dims.is_seq2seq and role == "classifier":
+            role = "lm_head"
         unit = unit_of[role]
-        analytical = next(c for label, lay, c, _ in est.units[unit].rows
-                          if label == role and lay == layer)
-        work = next(m for m in wl.matrices if m.role == role and m.layer == layer)
-        n = batch if role in ("pooler", "classifier") else batch * seq_len
+        analytical = next(row.cycles for row in est.units[unit].rows
+                          if row.label == role and row.layer == layer and row.stack == stack)
+        work = wl.matrix(role, layer, stack)
+        n, steps = inf.linear_use(work)
         sim = simulate_layer(name, masks[name], work, est.design.knobs[unit], est.design,
                              plat, wl.block, wl.banks, n, analytical, gelu=unit == "ffn_in",
-                             order=order)
-        out.append({**sim.as_dict(), "unit": unit})
+                             order=order, steps=steps)
+        out.append({**sim.as_dict(), "unit": unit, "stack": stack})
     rep = {"device": device.id, "precision": est.design.precision,
            "fits": est.resources.fits(plat.available),
            "weights_on_chip": est.design.weights_on_chip, "clock_mhz": est.clock_mhz,
            "design": est.design.knobs, "pattern": wl.pattern, "batch_size": batch,
-           "seq_len": seq_len, "order": order, "accumulator_latency_cycles":
-           SIM_CONSTANTS["accumulator_latency_cycles"].value, "layers": out}
+           "seq_len": seq_len, "tgt_len": inf.tgt_len or None, "order": order,
+           "accumulator_latency_cycles": SIM_CONSTANTS["accumulator_latency_cycles"].value,
+           "layers": out}
     if len(out) == 1:
         rep.update({k: v for k, v in out[0].items() if k != "layer"} | {"layer": names[0]})
     return rep

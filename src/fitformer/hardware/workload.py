@@ -41,21 +41,27 @@ import numpy as np
 from fitformer.errors import FitformerError
 
 BALANCED_PATTERNS = ("hp", "cbb", "dense")
-LINEAR_ROLES = ("q", "k", "v", "attn_out", "ffn_in", "ffn_out", "pooler", "classifier")
+LINEAR_ROLES = ("q", "k", "v", "attn_out", "ffn_in", "ffn_out", "pooler", "classifier",
+                "lm_head")
+HEAD_ROLES = ("pooler", "classifier", "lm_head")
 
 
 @dataclass(frozen=True)
 class ModelDims:
-    """Dimensions of a BERT-style encoder classifier (from its ``config.json``).
+    """Dimensions of a Transformer (from its ``config.json``): a BERT-style encoder
+    classifier, or an encoder-decoder (``decoder_layers > 0``, translation).
 
     Attributes:
         layers: encoder layers ``L``.
-        hidden: hidden size ``H``.
+        hidden: hidden size ``H`` (``d_model``).
         heads: attention heads; ``head_dim = hidden / heads``.
         intermediate: FFN size ``I``.
-        vocab: vocabulary size (embedding rows).
+        vocab: vocabulary size (embedding rows; an encoder-decoder's ``lm_head`` rows).
         num_labels: classifier outputs.
         max_positions: longest sequence the position embeddings cover, if known.
+        decoder_layers: decoder layers (0: encoder-only). Decoder layers have the
+            encoder's width, heads and FFN size.
+        final_norm: each stack ends with a layer norm (pre-norm models, e.g. mBART).
     """
 
     layers: int
@@ -65,42 +71,97 @@ class ModelDims:
     vocab: int
     num_labels: int = 2
     max_positions: int | None = None
+    decoder_layers: int = 0
+    final_norm: bool = False
 
     @property
     def head_dim(self) -> int:
         return self.hidden // self.heads
 
-    def check_seq_len(self, seq_len: int) -> None:
-        """Raises FitformerError when ``seq_len`` exceeds the position embeddings."""
-        if self.max_positions and seq_len > self.max_positions:
-            raise FitformerError(f"--seq-len {seq_len} exceeds the model's "
-                                 f"{self.max_positions} positions; give at most "
-                                 f"{self.max_positions}.")
+    @property
+    def is_seq2seq(self) -> bool:
+        """An encoder-decoder (translation): the inference is the encoder over the source
+        then ``tgt_len`` autoregressive decoder steps."""
+        return self.decoder_layers > 0
+
+    def check_seq_len(self, seq_len: int, tgt_len: int = 0) -> None:
+        """Raises FitformerError when ``seq_len`` (or ``tgt_len``) exceeds the position
+        embeddings, or when an encoder-decoder gets no ``tgt_len``."""
+        for flag, n in (("--seq-len" if not self.is_seq2seq else "--src-len", seq_len),
+                        ("--tgt-len", tgt_len)):
+            if self.max_positions and n > self.max_positions:
+                raise FitformerError(f"{flag} {n} exceeds the model's {self.max_positions} "
+                                     f"positions; give at most {self.max_positions}.")
+        if self.is_seq2seq and tgt_len < 1:
+            raise FitformerError("an encoder-decoder needs --tgt-len (target tokens decoded "
+                                 "per sentence, >= 1).")
 
     def shape(self, role: str) -> tuple[int, int]:
         """``(M, N)`` of the weight with this role."""
         H, Im = self.hidden, self.intermediate
         return {"q": (H, H), "k": (H, H), "v": (H, H), "attn_out": (H, H),
                 "ffn_in": (Im, H), "ffn_out": (H, Im), "pooler": (H, H),
-                "classifier": (self.num_labels, H)}[role]
+                "classifier": (self.num_labels, H), "lm_head": (self.vocab, H)}[role]
+
+    def prunable_slots(self) -> list[tuple[str, int, str]]:
+        """``(role, layer, stack)`` of every prunable matrix, in execution order: per
+        encoder layer q, k, v, attn_out, ffn_in, ffn_out; per decoder layer the
+        self-attention's four (stack ``decoder``), the cross-attention's four (``cross``),
+        then ffn_in, ffn_out."""
+        att = ("q", "k", "v", "attn_out")
+        out = [(role, layer, "encoder") for layer in range(self.layers)
+               for role in (*att, "ffn_in", "ffn_out")]
+        for layer in range(self.decoder_layers):
+            out += [(role, layer, "decoder") for role in att]
+            out += [(role, layer, "cross") for role in att]
+            out += [(role, layer, "decoder") for role in ("ffn_in", "ffn_out")]
+        return out
+
+    def head_slots(self) -> list[tuple[str, None, str]]:
+        """The unpruned output matrices: pooler and classifier, or ``lm_head``."""
+        if self.is_seq2seq:
+            return [("lm_head", None, "decoder")]
+        return [("pooler", None, "encoder"), ("classifier", None, "encoder")]
 
 
 def dims_from_config(config) -> ModelDims:
-    """:class:`ModelDims` from a transformers config object.
+    """:class:`ModelDims` from a transformers config object: a BERT-style encoder
+    (``hidden_size``, ``num_hidden_layers``, ...) or a BART-family encoder-decoder
+    (``d_model``, ``encoder_layers``, ``decoder_layers``, ...).
 
     Raises:
-        FitformerError: the config is not a BERT-style encoder (missing fields), or the
-            hidden size is not a multiple of the head count.
+        FitformerError: missing fields, decoder layers shaped unlike the encoder's, or a
+            hidden size that is not a multiple of the head count.
     """
-    try:
-        dims = ModelDims(int(config.num_hidden_layers), int(config.hidden_size),
-                         int(config.num_attention_heads), int(config.intermediate_size),
-                         int(config.vocab_size), int(getattr(config, "num_labels", 2) or 2),
-                         getattr(config, "max_position_embeddings", None))
-    except AttributeError as exc:
-        raise FitformerError(f"the model config lacks {exc.name!r}: the accelerator model "
-                             "covers BERT-style encoders (hidden_size, num_hidden_layers, "
-                             "num_attention_heads, intermediate_size).") from None
+    if getattr(config, "is_encoder_decoder", False):
+        try:
+            dims = ModelDims(int(config.encoder_layers), int(config.d_model),
+                             int(config.encoder_attention_heads), int(config.encoder_ffn_dim),
+                             int(config.vocab_size), num_labels=int(config.vocab_size),
+                             max_positions=getattr(config, "max_position_embeddings", None),
+                             decoder_layers=int(config.decoder_layers),
+                             final_norm=config.model_type in ("mbart",)
+                             or bool(getattr(config, "normalize_before", False)))
+        except AttributeError as exc:
+            raise FitformerError(f"the model config lacks {exc.name!r}: the accelerator "
+                                 "model covers BART-family encoder-decoders (d_model, "
+                                 "encoder_layers, decoder_layers, ...).") from None
+        if (int(config.decoder_attention_heads) != dims.heads
+                or int(config.decoder_ffn_dim) != dims.intermediate):
+            raise FitformerError("the accelerator model needs decoder layers with the "
+                                 "encoder's heads and FFN size (shared units).")
+    else:
+        try:
+            dims = ModelDims(int(config.num_hidden_layers), int(config.hidden_size),
+                             int(config.num_attention_heads), int(config.intermediate_size),
+                             int(config.vocab_size),
+                             int(getattr(config, "num_labels", 2) or 2),
+                             getattr(config, "max_position_embeddings", None))
+        except AttributeError as exc:
+            raise FitformerError(f"the model config lacks {exc.name!r}: the accelerator "
+                                 "model covers BERT-style encoders (hidden_size, "
+                                 "num_hidden_layers, num_attention_heads, intermediate_size)"
+                                 " and BART-family encoder-decoders.") from None
     if dims.hidden % dims.heads:
         raise FitformerError(f"hidden size {dims.hidden} is not a multiple of the "
                              f"{dims.heads} attention heads.")
@@ -112,9 +173,9 @@ class MatrixWork:
     """The work of one weight matrix on the sparse linear unit.
 
     Attributes:
-        role: ``q``, ``k``, ``v``, ``attn_out``, ``ffn_in``, ``ffn_out``, ``pooler`` or
-            ``classifier``.
-        layer: encoder layer index, or ``None`` (pooler, classifier).
+        role: ``q``, ``k``, ``v``, ``attn_out``, ``ffn_in``, ``ffn_out``, ``pooler``,
+            ``classifier`` or ``lm_head``.
+        layer: layer index within its stack, or ``None`` (pooler, classifier, lm_head).
         shape: ``(M, N)``.
         stripe_cycles: int64 array ``(S,)``, ``S = ceil(N / c)``: cycles one PE spends on
             each stripe per token pass (see the module docstring).
@@ -126,6 +187,8 @@ class MatrixWork:
         k_per_bank: for balanced matrices, the kept weights per bank (``c / B`` = no
             in-bank offsets); ``None`` otherwise.
         kept_blocks: for balanced matrices, ``K1`` per stripe; ``None`` otherwise.
+        stack: ``encoder``, ``decoder`` or ``cross`` (the decoder's cross-attention;
+            :func:`fitformer.models.layers.stack_of`).
     """
 
     role: str
@@ -137,6 +200,7 @@ class MatrixWork:
     balanced: bool = False
     k_per_bank: int | None = None
     kept_blocks: int | None = None
+    stack: str = "encoder"
 
     @property
     def stripes(self) -> int:
@@ -174,10 +238,17 @@ class Workload:
     def by_role(self, *roles: str) -> list[MatrixWork]:
         return [m for m in self.matrices if m.role in roles]
 
+    def matrix(self, role: str, layer: int | None, stack: str = "encoder") -> MatrixWork:
+        """The matrix of ``(role, layer, stack)``. Raises KeyError when absent."""
+        for m in self.matrices:
+            if m.role == role and m.layer == layer and m.stack == stack:
+                return m
+        raise KeyError((role, layer, stack))
+
     @property
     def overall_sparsity(self) -> float:
         """Sparsity over the prunable matrices (q, k, v, attn_out, ffn_in, ffn_out)."""
-        pr = [m for m in self.matrices if m.role not in ("pooler", "classifier")]
+        pr = [m for m in self.matrices if m.role not in HEAD_ROLES]
         return 1.0 - sum(m.nnz for m in pr) / sum(m.shape[0] * m.shape[1] for m in pr)
 
 
@@ -201,14 +272,15 @@ def stripe_profile(mask: np.ndarray, c: int, banks: int) -> tuple[np.ndarray, np
 
 
 def work_from_mask(role: str, layer: int | None, mask: np.ndarray, c: int,
-                   banks: int) -> MatrixWork:
+                   banks: int, stack: str = "encoder") -> MatrixWork:
     """:class:`MatrixWork` measured on a mask (bool ``(M, N)``)."""
     cycles, segments = stripe_profile(mask, c, banks)
-    return MatrixWork(role, layer, tuple(mask.shape), cycles, segments, int(mask.sum()))
+    return MatrixWork(role, layer, tuple(mask.shape), cycles, segments, int(mask.sum()),
+                      stack=stack)
 
 
 def balanced_work(role: str, layer: int | None, shape: tuple[int, int], r: int, c: int,
-                  banks: int, K1: int, k: int) -> MatrixWork:
+                  banks: int, K1: int, k: int, stack: str = "encoder") -> MatrixWork:
     """:class:`MatrixWork` of a balanced matrix from its counts: every stripe keeps ``K1``
     blocks of ``r`` rows, every kept row segment ``k`` weights per bank."""
     M, N = shape
@@ -217,14 +289,14 @@ def balanced_work(role: str, layer: int | None, shape: tuple[int, int], r: int, 
     return MatrixWork(role, layer, shape, np.full(S, rows * k, dtype=np.int64),
                       np.full(S, rows if k else 0, dtype=np.int64),
                       nnz=min(rows * k * banks * S, M * N) if k else 0, balanced=True,
-                      k_per_bank=k, kept_blocks=K1)
+                      k_per_bank=k, kept_blocks=K1, stack=stack)
 
 
 def _dense_work(dims: ModelDims, role: str, layer: int | None, r: int, c: int,
-                banks: int) -> MatrixWork:
+                banks: int, stack: str = "encoder") -> MatrixWork:
     M, _ = dims.shape(role)
     return balanced_work(role, layer, dims.shape(role), r, c, banks, math.ceil(M / r),
-                         c // banks)
+                         c // banks, stack)
 
 
 def _check_block(block: tuple[int, int], banks: int) -> None:
@@ -250,10 +322,8 @@ def dense_workload(dims: ModelDims, block: tuple[int, int] = (16, 16),
     """The unpruned workload of a model known only by its dimensions (no weights needed),
     e.g. a published accelerator's model."""
     _check_block(block, banks)
-    matrices = [_dense_work(dims, role, layer, *block, banks) for layer in range(dims.layers)
-                for role in ("q", "k", "v", "attn_out", "ffn_in", "ffn_out")]
-    matrices += [_dense_work(dims, role, None, *block, banks)
-                 for role in ("pooler", "classifier")]
+    matrices = [_dense_work(dims, role, layer, *block, banks, stack)
+                for role, layer, stack in dims.prunable_slots() + dims.head_slots()]
     return _finish(dims, matrices, block, banks, "dense", 0.0, None,
                    f"dense {dims.layers}x{dims.hidden} (dimensions only)",
                    {"dims": dims.__dict__, "block": block, "banks": banks, "dense": True})
@@ -311,27 +381,27 @@ def workload_from_pattern(model: str = "default", *, pattern: str = "hp",
         hp_split = {"d1": d1, "d2": d2}
     key = {"model": ref.key(), "pattern": pattern, "sparsity": sparsity, "block": block,
            "banks": banks, "params": pat.params() if pat else {}, "dims": dims.__dict__}
-    prunable = [(role, layer) for layer in range(dims.layers)
-                for role in ("q", "k", "v", "attn_out", "ffn_in", "ffn_out")]
     matrices: list[MatrixWork] = []
     if pattern in BALANCED_PATTERNS:
-        for role, layer in prunable:
+        for role, layer, stack in dims.prunable_slots():
             shape = dims.shape(role)
             if pat is None:
-                matrices.append(_dense_work(dims, role, layer, r, c, banks))
+                matrices.append(_dense_work(dims, role, layer, r, c, banks, stack))
                 continue
             levels = pat.plan(shape, sparsity)
-            check_not_emptied(pat, f"{role} of layer {layer}", shape, levels, sparsity)
+            check_not_emptied(pat, f"{role} of {stack} layer {layer}", shape, levels,
+                              sparsity)
             counts = pat.counts(shape, levels)
             k = counts.get("k", c // banks)
-            matrices.append(balanced_work(role, layer, shape, r, c, banks, counts["K1"], k))
+            matrices.append(balanced_work(role, layer, shape, r, c, banks, counts["K1"], k,
+                                          stack))
         source = f"{pattern} at sparsity {sparsity} (counts)"
     else:
-        for role, layer, mask, _ in _one_shot_masks(ref, dims, pat, sparsity):
-            matrices.append(work_from_mask(role, layer, mask, c, banks))
+        for role, layer, stack, mask, _ in _one_shot_masks(ref, dims, pat, sparsity):
+            matrices.append(work_from_mask(role, layer, mask, c, banks, stack))
         source = f"{pattern} at sparsity {sparsity} (one-shot masks of {ref.id})"
-    for role in ("pooler", "classifier"):
-        matrices.append(_dense_work(dims, role, None, r, c, banks))
+    for role, layer, stack in dims.head_slots():
+        matrices.append(_dense_work(dims, role, layer, r, c, banks, stack))
     return _finish(dims, matrices, block, banks, pattern, sparsity, hp_split, source, key)
 
 
@@ -340,7 +410,7 @@ def _one_shot_masks(ref, dims: ModelDims, pat, sparsity: float):
     import torch
     from safetensors import safe_open
 
-    from fitformer.models.layers import layer_index, role_of
+    from fitformer.models.layers import layer_index, role_of, stack_of
     from fitformer.sparsity.patterns import check_not_emptied
 
     if ref.path is None:
@@ -352,7 +422,7 @@ def _one_shot_masks(ref, dims: ModelDims, pat, sparsity: float):
             if not key.endswith(".weight"):
                 continue
             name = key[: -len(".weight")]
-            role, layer = role_of(name), layer_index(name)
+            role, layer, stack = role_of(name), layer_index(name), stack_of(name)
             if role not in ("q", "k", "v", "attn_out", "ffn_in", "ffn_out"):
                 continue
             w = f.get_tensor(key).float()
@@ -360,11 +430,13 @@ def _one_shot_masks(ref, dims: ModelDims, pat, sparsity: float):
             check_not_emptied(pat, name, tuple(w.shape), levels, sparsity)
             with torch.no_grad():
                 mask = pat.mask_from_levels(w, levels)
-            out.append((role, layer, mask.numpy(), name))
-    out.sort(key=lambda t: (t[1], ("q", "k", "v", "attn_out", "ffn_in", "ffn_out").index(t[0])))
-    if len(out) != 6 * dims.layers:
+            out.append((role, layer, stack, mask.numpy(), name))
+    slots = dims.prunable_slots()
+    if sorted(o[:3] for o in out) != sorted(slots):
         raise FitformerError(f"{ref.path}: found {len(out)} prunable matrices, expected "
-                             f"{6 * dims.layers}; is it a BERT-style encoder?")
+                             f"{len(slots)}; is it a BERT-style encoder or a BART-family "
+                             "encoder-decoder?")
+    out.sort(key=lambda t: slots.index(t[:3]))
     return out
 
 
@@ -390,9 +462,10 @@ def one_shot_masks(model: str, pattern: str, sparsity: float, *,
 
     # Name masks like the classifier's modules (`fitformer model show`, pruned runs): a
     # base checkpoint's "encoder.layer.0..." is "bert.encoder.layer.0..." there.
-    prefix = AutoConfig.from_pretrained(ref.load_from).model_type + "."
+    config = AutoConfig.from_pretrained(ref.load_from)
+    prefix = "" if getattr(config, "is_encoder_decoder", False) else config.model_type + "."
     return {(name if name.startswith(prefix) else prefix + name): mask
-            for _, _, mask, name in _one_shot_masks(ref, dims, pat, sparsity)}
+            for *_, mask, name in _one_shot_masks(ref, dims, pat, sparsity)}
 
 
 def run_masks(run_dir: str | Path) -> tuple[dict[str, np.ndarray], dict, object]:
@@ -453,35 +526,33 @@ def workload_from_masks(masks: dict[str, np.ndarray], config, *, pattern: str,
         FitformerError: a mask that is not a linear layer of a BERT-style encoder, or whose
             shape disagrees with the config.
     """
-    from fitformer.models.layers import layer_index, role_of
+    from fitformer.models.layers import layer_index, role_of, stack_of
 
     _check_block(block, banks)
     if not masks:
         raise FitformerError(f"{source}: the masks file holds no masks; re-create the run "
                              "with `fitformer prune`.")
     dims = dims_from_config(config)
+    slots = dims.prunable_slots() + dims.head_slots()
     matrices = []
     for name, mask in masks.items():
-        role, layer = role_of(name), layer_index(name)
-        if role not in LINEAR_ROLES or (layer is None) != (role in ("pooler", "classifier")):
-            raise FitformerError(f"{source}: mask {name} is not a linear layer of a BERT-style "
-                                 "encoder.")
+        role, layer, stack = role_of(name), layer_index(name), stack_of(name)
+        if dims.is_seq2seq and role == "classifier":
+            role = "lm_head"
+        if (role, layer, stack) not in slots:
+            raise FitformerError(f"{source}: mask {name} is not a linear layer of a "
+                                 "BERT-style encoder or a BART-family encoder-decoder.")
         if tuple(mask.shape) != dims.shape(role):
             raise FitformerError(f"{source}: mask {name} has shape {tuple(mask.shape)}, the "
                                  f"config says {dims.shape(role)}.")
-        matrices.append(work_from_mask(role, layer, mask.astype(bool), block[1], banks))
-    have = {(m.role, m.layer) for m in matrices}
-    for layer in range(dims.layers):
-        for role in ("q", "k", "v", "attn_out", "ffn_in", "ffn_out"):
-            if (role, layer) not in have:
-                matrices.append(_dense_work(dims, role, layer, *block, banks))
-    for role in ("pooler", "classifier"):
-        if (role, None) not in have:
-            matrices.append(_dense_work(dims, role, None, *block, banks))
+        matrices.append(work_from_mask(role, layer, mask.astype(bool), block[1], banks,
+                                       stack))
+    have = {(m.role, m.layer, m.stack) for m in matrices}
+    for role, layer, stack in slots:
+        if (role, layer, stack) not in have:
+            matrices.append(_dense_work(dims, role, layer, *block, banks, stack))
     matrices = _mark_balanced(matrices, block, banks)
-    order = ("q", "k", "v", "attn_out", "ffn_in", "ffn_out", "pooler", "classifier")
-    matrices.sort(key=lambda m: (m.layer if m.layer is not None else dims.layers,
-                                 order.index(m.role)))
+    matrices.sort(key=lambda m: slots.index((m.role, m.layer, m.stack)))
     mask_digest = hashlib.sha256()
     for name in sorted(masks):
         mask_digest.update(name.encode())
@@ -531,7 +602,7 @@ def _mark_balanced(matrices: list[MatrixWork], block: tuple[int, int],
         if uniform and k * segs[0] == cyc[0] and k * banks * segs.sum() == m.nnz \
                 and segs[0] % r == 0:
             out.append(MatrixWork(m.role, m.layer, m.shape, cyc, segs, m.nnz, True, k,
-                                  int(segs[0] // r)))
+                                  int(segs[0] // r), m.stack))
         else:
             out.append(m)
     return out

@@ -15,10 +15,12 @@ from fitformer.errors import FitformerError
 
 
 def median_latency_ms(models: dict[str, torch.nn.Module], input_ids: torch.Tensor,
-                      repeats: int = 10) -> dict[str, list[float]]:
+                      repeats: int = 10, tgt_len: int = 0) -> dict[str, list[float]]:
     """Wall-clock ms of one forward pass of each model on ``input_ids`` (``(batch, seq)``
     int64), ``repeats`` times each after one warm-up, interleaved so that machine noise hits
-    all models alike. Returns the samples by name (take the median).
+    all models alike. With ``tgt_len`` (encoder-decoders) one inference is a greedy
+    translation of exactly ``tgt_len`` new tokens (``generate`` with the key/value cache,
+    end-of-sentence ignored until then). Returns the samples by name (take the median).
 
     Raises:
         FitformerError: ``repeats < 1``.
@@ -26,13 +28,21 @@ def median_latency_ms(models: dict[str, torch.nn.Module], input_ids: torch.Tenso
     if repeats < 1:
         raise FitformerError(f"--repeats {repeats} must be >= 1.")
     samples: dict[str, list[float]] = {k: [] for k in models}
+
+    def infer(m):
+        if not tgt_len:
+            return m(input_ids=input_ids)
+        return m.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                          max_new_tokens=tgt_len, min_new_tokens=tgt_len, num_beams=1,
+                          do_sample=False)
+
     with torch.inference_mode():
         for m in models.values():
-            m.eval()(input_ids=input_ids)
+            infer(m.eval())
         for _ in range(repeats):
             for name, m in models.items():
                 t0 = time.perf_counter()
-                m(input_ids=input_ids)
+                infer(m)
                 samples[name].append((time.perf_counter() - t0) * 1e3)
     return samples
 

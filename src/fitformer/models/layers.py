@@ -84,6 +84,18 @@ def role_of(name: str) -> str:
     return "other"
 
 
+def stack_of(name: str) -> str:
+    """Which stack of an encoder-decoder a linear layer belongs to: ``cross`` (the
+    decoder's cross-attention, ``encoder_attn``), ``decoder`` (its self-attention, FFN and
+    the vocabulary projection ``lm_head``) or ``encoder`` (everything else, and every layer
+    of an encoder-only model)."""
+    if "encoder_attn." in name + ".":
+        return "cross"
+    if re.search(r"(^|\.)decoder\.", name) or re.search(r"(^|\.)lm_head$", name):
+        return "decoder"
+    return "encoder"
+
+
 def layer_index(name: str) -> int | None:
     """The encoder layer index in a module path (``...layer.3.attention...`` -> 3), or
     ``None`` outside the layer stack."""

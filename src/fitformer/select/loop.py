@@ -28,6 +28,8 @@ from fitformer.select.profile import GRID, Profile
 
 DEFAULT_LATENCY_MS = 10.0
 DEFAULT_MAX_ACCURACY_DROP = 0.05
+DEFAULT_MAX_BLEU_DROP = 2.0       # BLEU points (sacrebleu's 0-100 scale)
+DEFAULT_TGT_LEN = 32
 REPORT_SCHEMA_VERSION = 1
 
 
@@ -36,9 +38,13 @@ class Constraints:
     """LC and AC (design.md §2).
 
     Attributes:
-        latency_ms: LC, for one inference of ``batch_size`` x ``seq_len`` tokens.
-        min_accuracy: absolute dev accuracy floor (0-1], or
-        max_accuracy_drop: allowed drop below the dense fp32 dev accuracy, [0, 1).
+        latency_ms: LC, for one inference of ``batch_size`` x ``seq_len`` tokens (for
+            translation: ``batch_size`` sentences of ``seq_len`` source tokens translated
+            into ``tgt_len`` tokens).
+        min_accuracy: absolute dev floor, in (0, ``scale_max``], or
+        max_accuracy_drop: allowed drop below the dense fp32 dev score, [0, ``scale_max``).
+        metric: ``accuracy`` (fractions, ``scale_max`` 1) or ``bleu`` (sacrebleu's 0-100,
+            ``scale_max`` 100; the flags are then ``--min-bleu`` / ``--max-bleu-drop``).
     """
 
     latency_ms: float = DEFAULT_LATENCY_MS
@@ -46,6 +52,12 @@ class Constraints:
     seq_len: int = 128
     min_accuracy: float | None = None
     max_accuracy_drop: float | None = None
+    tgt_len: int = 0
+    metric: str = "accuracy"
+
+    @property
+    def scale_max(self) -> float:
+        return 100.0 if self.metric == "bleu" else 1.0
 
     def check(self) -> Constraints:
         """The constraints with the default AC filled in.
@@ -53,23 +65,37 @@ class Constraints:
         Raises:
             FitformerError: impossible values (before any work starts).
         """
+        from dataclasses import replace
+
         lc = self.latency_ms
+        bleu = self.metric == "bleu"
+        lo, drop = ("--min-bleu", "--max-bleu-drop") if bleu else ("--min-accuracy",
+                                                                    "--max-accuracy-drop")
         if lc is None or isinstance(lc, bool) or not math.isfinite(lc) or lc <= 0:
             raise FitformerError(f"--latency-ms {lc} must be a positive number of ms.")
         if self.min_accuracy is not None and self.max_accuracy_drop is not None:
-            raise FitformerError("give --min-accuracy or --max-accuracy-drop, not both.")
-        if self.min_accuracy is not None and not 0 < self.min_accuracy <= 1:
-            raise FitformerError(f"--min-accuracy {self.min_accuracy} must be in (0, 1] "
-                                 "(a fraction, e.g. 0.80).")
-        if self.max_accuracy_drop is not None and not 0 <= self.max_accuracy_drop < 1:
-            raise FitformerError(f"--max-accuracy-drop {self.max_accuracy_drop} must be in "
-                                 "[0, 1) (a fraction, e.g. 0.02 for two points).")
+            raise FitformerError(f"give {lo} or {drop}, not both.")
+        if self.min_accuracy is not None and not 0 < self.min_accuracy <= self.scale_max:
+            raise FitformerError(
+                f"{lo} {self.min_accuracy} must be in (0, {self.scale_max:g}] "
+                + ("(sacrebleu's 0-100 scale, e.g. 25)." if bleu
+                   else "(a fraction, e.g. 0.80)."))
+        if self.max_accuracy_drop is not None and \
+                not 0 <= self.max_accuracy_drop < self.scale_max:
+            raise FitformerError(
+                f"{drop} {self.max_accuracy_drop} must be in [0, {self.scale_max:g}) "
+                + ("(BLEU points, e.g. 2)." if bleu
+                   else "(a fraction, e.g. 0.02 for two points)."))
+        seq = "--src-len" if bleu else "--seq-len"
         if self.batch_size < 1 or self.seq_len < 1:
-            raise FitformerError(f"--batch-size {self.batch_size} and --seq-len "
+            raise FitformerError(f"--batch-size {self.batch_size} and {seq} "
                                  f"{self.seq_len} must be >= 1.")
+        if bleu and self.tgt_len < 1:
+            raise FitformerError(f"--tgt-len {self.tgt_len} must be >= 1 (target tokens "
+                                 "decoded per sentence).")
         if self.min_accuracy is None and self.max_accuracy_drop is None:
-            return Constraints(lc, self.batch_size, self.seq_len, None,
-                               DEFAULT_MAX_ACCURACY_DROP)
+            return replace(self, max_accuracy_drop=DEFAULT_MAX_BLEU_DROP if bleu
+                           else DEFAULT_MAX_ACCURACY_DROP)
         return self
 
     def target(self, dense_dev: float) -> float:
@@ -79,6 +105,8 @@ class Constraints:
     def as_dict(self) -> dict:
         out = {"latency_ms": self.latency_ms, "batch_size": self.batch_size,
                "seq_len": self.seq_len}
+        if self.metric == "bleu":
+            out["tgt_len"] = self.tgt_len
         if self.min_accuracy is not None:
             out["min_accuracy"] = self.min_accuracy
         else:
@@ -94,6 +122,13 @@ class _Latency:
         self._wl: dict[float, object] = {}
         self._memo: dict = {}
 
+    @property
+    def model(self) -> str:
+        """What the workloads and the host measurement are built from: the dense run when
+        known (always for translation: the from-scratch model), else the base model."""
+        p = self.profile
+        return p.model if p.dense_dir is None else str(p.dense().run_dir)
+
     def workload(self, sparsity: float, train: bool):
         from fitformer.hardware.workload import workload_from_pattern, workload_from_run
 
@@ -101,7 +136,7 @@ class _Latency:
             p = self.profile
             if sparsity == 0.0 or p.pattern in ("hp", "cbb"):
                 self._wl[sparsity] = workload_from_pattern(
-                    p.model if p.dense_dir is None else str(p.dense().run_dir),
+                    self.model,
                     pattern=p.pattern, sparsity=sparsity, block=p.block, banks=p.banks,
                     level2_density=p.level2_density)
             else:
@@ -124,8 +159,7 @@ class _Latency:
                 device, wl, batch=self.cons.batch_size, seq_len=self.cons.seq_len,
                 precision=precision if device.kind == "fpga" else None,
                 clock_mhz=self.clock if device.kind == "fpga" else None,
-                model=self.profile.model if self.profile.dense_dir is None
-                else str(self.profile.dense().run_dir))
+                model=self.model, tgt_len=self.cons.tgt_len)
         return self._memo[key]
 
 
@@ -253,7 +287,8 @@ def _nearest_miss(rows, cons: Constraints, target: float):
         return "accuracy", prec, p, "accuracy at its LC-meeting points not trained yet"
     prec, p = max(known, key=lambda t: _dev(t[1]["accuracy"], t[0]))
     a = _dev(p["accuracy"], prec)
-    return ("accuracy", prec, p, f"AC <= {a:.4f} dev accuracy (best LC-meeting point: "
+    name = "dev BLEU" if cons.metric == "bleu" else "dev accuracy"
+    return ("accuracy", prec, p, f"AC <= {a:.4f} {name} (best LC-meeting point: "
             f"sparsity {p['sparsity']:g}, {prec}; needs {target:.4f})")
 
 
@@ -275,7 +310,9 @@ def select(model: str = "default", dataset: str = "rotten-tomatoes", *,
            pattern: str = "hp", level2_density: float | None = None,
            block: tuple[int, int] = (16, 16), banks: int = 4, budget: str = "default",
            clock_mhz: float | None = None, out: str | Path | None = None,
-           dense_dir: str | Path | None = None,
+           dense_dir: str | Path | None = None, task: str = "classification",
+           min_bleu: float | None = None, max_bleu_drop: float | None = None,
+           tgt_len: int | None = None,
            log: Callable[[str], None] = print) -> SelectResult:
     """The best device for ``model`` on ``dataset`` under LC and AC (module docstring).
 
@@ -290,6 +327,11 @@ def select(model: str = "default", dataset: str = "rotten-tomatoes", *,
         out: folder for ``report.json``, the HTML report, plots and artifacts (default
             ``./fitformer-select``); ``None`` with ``out=False`` writes nothing.
         dense_dir: the dense run (default: the cached full dense fine-tune).
+        task: ``classification`` or ``translation`` (Tatoeba en-fr, the from-scratch
+            encoder-decoder; AC in BLEU: ``min_bleu`` or ``max_bleu_drop``, default drop 2
+            points; ``seq_len`` is the source length, ``tgt_len`` the decoded tokens,
+            default 32; ``report.json`` says ``"metric": {"name": "bleu",
+            "scale_max": 100}``).
 
     Returns:
         :class:`SelectResult`.
@@ -299,15 +341,34 @@ def select(model: str = "default", dataset: str = "rotten-tomatoes", *,
     """
     from fitformer.hardware.catalog import load_catalog, order_by_objective
 
-    cons = Constraints(latency_ms, batch_size, seq_len, min_accuracy,
-                       max_accuracy_drop).check()
+    if task not in ("classification", "translation"):
+        raise FitformerError(f"--task {task}: choose classification or translation.")
+    translation = task == "translation"
+    if translation:
+        if min_accuracy is not None or max_accuracy_drop is not None:
+            raise FitformerError("--task translation takes --min-bleu / --max-bleu-drop "
+                                 "(BLEU 0-100), not --min-accuracy / --max-accuracy-drop.")
+        if model != "default":
+            raise FitformerError("--task translation trains its own encoder-decoder from "
+                                 "scratch; leave --model at default (give a trained run "
+                                 "with dense_dir).")
+        if dataset == "rotten-tomatoes":
+            dataset = "tatoeba-en-fr"
+        min_accuracy, max_accuracy_drop = min_bleu, max_bleu_drop
+        tgt_len = DEFAULT_TGT_LEN if tgt_len is None else tgt_len
+    elif min_bleu is not None or max_bleu_drop is not None or tgt_len is not None:
+        raise FitformerError("--min-bleu, --max-bleu-drop and --tgt-len are for "
+                             "--task translation.")
+    cons = Constraints(latency_ms, batch_size, seq_len, min_accuracy, max_accuracy_drop,
+                       tgt_len or 0, "bleu" if translation else "accuracy").check()
     if precision not in (None, "fp32", "fx16", "fx8"):
         raise FitformerError(f"--precision {precision}: choose fp32, fx16 or fx8.")
     devices = order_by_objective(load_catalog(devices_file, only), objective)
     objective_field = "price_usd" if objective == "price" else "power_w"
     profile = Profile(model=model, dataset=dataset, pattern=pattern,
                       level2_density=level2_density, block=tuple(block), banks=banks,
-                      budget=budget, dense_dir=Path(dense_dir) if dense_dir else None, log=log)
+                      budget=budget, dense_dir=Path(dense_dir) if dense_dir else None, log=log,
+                      task=task)
     profile.check()
     if clock_mhz is not None and (not math.isfinite(clock_mhz) or clock_mhz <= 0):
         raise FitformerError(f"--clock-mhz {clock_mhz} must be a positive number of MHz.")
@@ -325,11 +386,13 @@ def select(model: str = "default", dataset: str = "rotten-tomatoes", *,
         except OSError as exc:
             raise FitformerError(f"--out {out_dir}: cannot write there ({exc.strerror}); "
                                  "give a writable folder.") from None
-    if dense_dir is None:
-        from fitformer.hardware.workload import load_dims
+    from fitformer.hardware.workload import load_dims
 
+    if dense_dir is None and not translation:
         load_dims(model)[0].check_seq_len(seq_len)
     dense = profile.dense()
+    if translation:
+        load_dims(str(dense.run_dir))[0].check_seq_len(seq_len, cons.tgt_len)
     dense_dev = dense.accuracy["dev"]["fp32"]
     target = cons.target(dense_dev)
     lat = _Latency(profile, cons, clock_mhz)
@@ -344,7 +407,8 @@ def select(model: str = "default", dataset: str = "rotten-tomatoes", *,
         "best_device": best["id"] if best else None,
         "constraints": cons.as_dict(),
         "target_accuracy_dev": target,
-        "metric": {"name": "accuracy", "scale_max": 1.0},
+        "metric": {"name": cons.metric, "scale_max": cons.scale_max},
+        "task": task,
         "objective": objective, "model": model, "dataset": dataset,
         "pattern": pattern, "budget": budget, "max_length": 64,
         "dense_accuracy": {"dev": dense_dev, "test": dense.accuracy["test"]["fp32"]},

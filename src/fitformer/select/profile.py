@@ -29,7 +29,8 @@ class ProfilePoint:
         sparsity: requested sparsity (0.0 = the dense fine-tune).
         achieved_sparsity: over the prunable matrices.
         hp_split: ``{"d1", "d2"}`` requested (HP) or ``None``.
-        accuracy: ``{"dev": {"fp32", "fx16", "fx8"}, "test": {...}}`` (fractions 0-1).
+        accuracy: ``{"dev": {"fp32", "fx16", "fx8"}, "test": {...}}`` (fractions 0-1; for
+            translation greedy BLEU 0-100, ``metrics.json``'s ``"bleu"``).
         run_dir: the run directory.
     """
 
@@ -53,8 +54,10 @@ class Profile:
         model, dataset: as for :func:`fitformer.sparsity.prune.prune`.
         pattern, level2_density, block, banks: the pruning pattern.
         budget: ``tiny``, ``quick`` or ``default``.
-        dense_dir: the dense run (default: the full dense fine-tune, created if missing).
+        dense_dir: the dense run (default: the full dense fine-tune, created if missing;
+            for translation the from-scratch model trained on the default budget).
         log: progress lines.
+        task: ``classification`` or ``translation``.
     """
 
     model: str = "default"
@@ -66,7 +69,11 @@ class Profile:
     budget: str = "default"
     dense_dir: Path | None = None
     log: Callable[[str], None] = print
+    task: str = "classification"
     _points: dict[float, ProfilePoint] = field(default_factory=dict)
+
+    def _scores(self, metrics: dict) -> dict:
+        return metrics["bleu"] if self.task == "translation" else metrics["accuracy"]
 
     def _spec(self, sparsity: float):
         from fitformer.sparsity.prune import PruneSpec
@@ -96,9 +103,10 @@ class Profile:
             if self.dense_dir is None:
                 self.log("dense reference fine-tune (read from the cache; trained first if "
                          "missing) ...")
-                self.dense_dir = finetune(self.model, self.dataset, budget="default").path
+                self.dense_dir = finetune(self.model, self.dataset, budget="default",
+                                          task=self.task).path
             _, metrics = load_run_info(Path(self.dense_dir))
-            self._points[0.0] = ProfilePoint(0.0, 0.0, None, metrics["accuracy"],
+            self._points[0.0] = ProfilePoint(0.0, 0.0, None, self._scores(metrics),
                                              Path(self.dense_dir))
         return self._points[0.0]
 
@@ -124,7 +132,8 @@ class Profile:
             if s in self._points:
                 previous = self._points[s].run_dir
                 continue
-            kwargs = dict(spec=self._spec(s), from_dir=previous, budget=self.budget)
+            kwargs = dict(spec=self._spec(s), from_dir=previous, budget=self.budget,
+                          task=self.task)
             # The source run decides the model (prune refuses --model with --from).
             result = prune("default", self.dataset, cached_only=True, **kwargs)
             if result is None:
@@ -135,7 +144,7 @@ class Profile:
                 result = prune("default", self.dataset, **kwargs)
             m = result.metrics
             self._points[s] = ProfilePoint(s, m["sparsity"]["overall"], m["hp_split"],
-                                           m["accuracy"], result.path)
+                                           self._scores(m), result.path)
             previous = result.path
         return self._points[sparsity]
 

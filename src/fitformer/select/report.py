@@ -43,6 +43,7 @@ class Constraints(BaseModel):
     latency_ms: float
     batch_size: int
     seq_len: int
+    tgt_len: int | None = None
     min_accuracy: float | None = None
     max_accuracy_drop: float | None = None
 
@@ -78,7 +79,10 @@ def write_outputs(report: dict, out_dir: Path, profile: Profile) -> None:
         shutil.copytree(point["run_dir"], model_dir,
                          ignore=shutil.ignore_patterns("checkpoint*", "*.partial"))
         art["model_dir"] = str(model_dir)
-        if report["pattern"] == "hp" and best["sparsity"] > 0:
+        # The HP container rebuilds encoder classifiers; a translation model ships as its
+        # save_pretrained folder (masks included) only.
+        if report["pattern"] == "hp" and best["sparsity"] > 0 \
+                and report["metric"]["name"] == "accuracy":
             from fitformer.formats.export import export_run
 
             container = out_dir / "model.fitf"
@@ -109,6 +113,7 @@ def _plots(report: dict, out_dir: Path) -> dict[str, str]:
 
     out = {}
     target = report["target_accuracy_dev"]
+    metric = "BLEU" if report["metric"]["name"] == "bleu" else "accuracy"
     # Accuracy vs sparsity, dev, per precision, with the AC line.
     fig, ax = plt.subplots(figsize=(6, 4))
     prof = report["profile"]
@@ -119,7 +124,7 @@ def _plots(report: dict, out_dir: Path) -> dict[str, str]:
                                                      for p in prof], "-x", label="test fp32")
     ax.axhline(target, color="red", ls="--", label=f"AC: dev >= {target:.3f}")
     ax.set_xlabel("sparsity")
-    ax.set_ylabel("accuracy")
+    ax.set_ylabel(metric + (" (greedy)" if metric == "BLEU" else ""))
     ax.set_title(f"{report['pattern']} profile ({report['budget']} budget)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
@@ -165,16 +170,20 @@ def _fmt(v, spec: str = "{:.4g}") -> str:
 def _html(report: dict, plots: dict[str, str]) -> str:
     e = html.escape
     c = report["constraints"]
-    ac = (f"dev accuracy >= {c['min_accuracy']}" if c.get("min_accuracy") is not None
-          else f"dev accuracy drop <= {c['max_accuracy_drop']} (target "
+    metric = "BLEU" if report["metric"]["name"] == "bleu" else "accuracy"
+    ac = (f"dev {metric} >= {c['min_accuracy']}" if c.get("min_accuracy") is not None
+          else f"dev {metric} drop <= {c['max_accuracy_drop']} (target "
                f"{report['target_accuracy_dev']:.4f})")
+    shape = (f"batch {c['batch_size']} x {c['seq_len']} source tokens translated into "
+             f"{c['tgt_len']} tokens" if c.get("tgt_len")
+             else f"batch {c['batch_size']} x {c['seq_len']} tokens")
     head = (f"<h1>fitformer select: {e(str(report['best_device'] or 'no device qualifies'))}"
             "</h1>"
             f"<p>Model {e(report['model'])}, dataset {e(report['dataset'])}, pattern "
             f"{e(report['pattern'])}, budget {e(report['budget'])}. LC {c['latency_ms']} ms for "
-            f"batch {c['batch_size']} x {c['seq_len']} tokens; AC: {e(ac)}; objective "
-            f"{e(report['objective'])}. Dense dev accuracy "
-            f"{report['dense_accuracy']['dev']:.4f}. Accuracy measured at "
+            f"{e(shape)}; AC: {e(ac)}; objective "
+            f"{e(report['objective'])}. Dense dev {metric} "
+            f"{report['dense_accuracy']['dev']:.4f}. {metric} measured at "
             f"{report['max_length']} tokens.</p>")
     cols = ("id", "kind", "price_usd", "power_w", "feasible", "reason", "precision",
             "sparsity", "latency_ms", "accuracy_dev", "accuracy_test", "fits",
