@@ -115,3 +115,28 @@ def test_tiny_translation_run_trains_and_scores(home):
         assert torch.all(w[~mask.bool()] == 0)
     with pytest.raises(FitformerError, match="from scratch"):
         finetune("some-model", task="translation", budget="tiny")
+
+    # The main job with BLEU as AC: select end to end on the tiny run (LC loose, so the
+    # dense point qualifies and nothing more is trained).
+    from fitformer.select import select
+    from fitformer.select.report import Report
+
+    out = res.path.parent.parent / "select-out"
+    sel = select(task="translation", dense_dir=res.path, budget="tiny",
+                 only=["ultra96-v2", "rtx-4090"], latency_ms=1e5, seq_len=8, tgt_len=4,
+                 out=out, log=lambda m: None)
+    rep = json.loads((out / "report.json").read_text())
+    Report.model_validate(rep)
+    assert rep["metric"] == {"name": "bleu", "scale_max": 100.0}
+    assert rep["constraints"]["tgt_len"] == 4 and rep["dataset"] == "tatoeba-en-fr"
+    assert rep["target_accuracy_dev"] == pytest.approx(m["bleu"]["dev"]["fp32"] - 2.0)
+    assert sel.exit_code == 0 and rep["best_device"] == "ultra96-v2"   # $249 < $1,599
+    fpga = next(d for d in rep["devices"] if d["id"] == "ultra96-v2")
+    assert fpga["sparsity"] == 0.0 and fpga["method"] == "model" and fpga["fits"]
+    assert (out / "model" / "model.safetensors").is_file() and (out / "design.json").is_file()
+    with pytest.raises(FitformerError, match="--min-bleu"):
+        select(task="translation", dense_dir=res.path, budget="tiny", min_accuracy=0.5,
+               out=False)
+    with pytest.raises(FitformerError, match="--min-bleu 150"):
+        select(task="translation", dense_dir=res.path, budget="tiny", min_bleu=150,
+               out=False)

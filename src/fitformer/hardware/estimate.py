@@ -293,11 +293,15 @@ def estimate(device: Device, wl: Workload, *, batch: int = 1, seq_len: int = 128
 
 def unit_summary(report: dict) -> list[dict]:
     """Per-unit totals over the layers (the table view): latency and cycles summed,
-    resources of the unit (counted once)."""
+    resources of the unit (counted once; an encoder-decoder's decoder and cross rows run
+    on the encoder's units and show ``runs_on`` instead)."""
     out: dict[str, dict] = {}
     for row in report["units"]:
         name = row["unit"].split(".")[0]
-        if row.get("stack") not in (None, "encoder"):
+        if row.get("stack") not in (None, "encoder") and row["cycles"] is not None:
+            # The same hardware unit as the encoder's: its resources count once, there.
+            row = {**row, **{k: None for k in RESOURCE_KEYS},
+                   "runs_on": row.get("runs_on") or name}
             name = f"{name} ({row['stack']})"
         agg = out.setdefault(name, {**row, "unit": name, "uses": 0, "latency_ms": 0.0,
                                     "cycles": 0 if row["cycles"] is not None else None})
