@@ -713,15 +713,18 @@ def profile_cmd(model: ModelOpt = "default",
                 pattern: ProfilePatternOpt = PatternName.hp,
                 level2_density: ProfileSplitOpt = None,
                 budget: ProfileBudgetOpt = BudgetName.default,
+                task: TaskOpt = Task.classification,
                 as_json: JsonOpt = False) -> None:
     """The accuracy profile select uses: dev and test accuracy at fp32, fx16 and fx8 for the
     dense model and sparsities 0.5, 0.7, 0.8, 0.9, 0.95 (trains what is not cached;
-    resumable)."""
+    resumable). With --task translation: greedy dev and test BLEU (0-100)."""
     from fitformer.select.profile import Profile
 
+    if task == Task.translation and dataset == "rotten-tomatoes":
+        dataset = "tatoeba-en-fr"
     prof = Profile(model=model, dataset=dataset, pattern=pattern.value,
                    level2_density=level2_density, budget=budget.value,
-                   log=_log)
+                   log=_log, task=task.value)
     prof.check()
     points = prof.compute()
     if as_json:
@@ -729,7 +732,8 @@ def profile_cmd(model: ModelOpt = "default",
         return
     table = Table("sparsity", "achieved", "d1, d2", "dev fp32", "dev fx16", "dev fx8",
                   "test fp32", "test fx16", "test fx8", "run",
-                  title=f"{pattern.value} profile, {budget.value} budget")
+                  title=f"{pattern.value} profile, {budget.value} budget"
+                        + (" (greedy BLEU, 0-100)" if task == Task.translation else ""))
     for p in points:
         split = f"{p.hp_split['d1']:.3g}, {p.hp_split['d2']:.3g}" if p.hp_split else "-"
         a = p.accuracy
