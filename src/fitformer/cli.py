@@ -184,8 +184,8 @@ def finetune(model: Annotated[str, typer.Option(help="default, a folder or a hub
         out.print(f"BLEU dev {m['bleu']['dev']['fp32']:.2f} / test {m['bleu']['test']['fp32']:.2f}"
                   f" (greedy), test {m['bleu_beam']['test']['fp32']:.2f} (4 beams); chrF test "
                   f"{sc['test_greedy']['chrf']:.2f}; test sources of <= 10 words: BLEU "
-                  f"{sc['test_greedy']['bleu_short']:.2f} ({m['split_sizes']['dev']} / "
-                  f"{m['split_sizes']['test']} pairs)")
+                  f"{sc['test_greedy']['bleu_short']:.2f} ({sc['test_greedy']['n_short']} of "
+                  f"{sc['test_greedy']['n']} pairs)")
     else:
         acc = m["accuracy"]
         out.print(f"dev accuracy {acc['dev']['fp32']:.4f}  test accuracy "

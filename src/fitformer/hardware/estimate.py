@@ -50,8 +50,9 @@ def roofline_report(device: Device, wl: Workload, batch: int, seq_len: int,
     """Dense roofline of a GPU or CPU at fp32 (Williams et al., CACM 2009): per operation
     ``max(FLOPs / peak, bytes / bandwidth)``. An encoder-decoder's decoder re-reads its
     weights at every one of the ``tgt_len`` steps (one token per sentence each), which
-    makes decoding bandwidth-bound; per-step kernel launches are not modelled (only the
-    device's ``call_overhead_ms``, once).
+    makes decoding bandwidth-bound; the device's ``call_overhead_ms`` counts once for the
+    encoder and once per decoder step (a host-driven loop: the next token is chosen on the
+    host), the launches of the kernels inside one call are not modelled.
 
     Raises:
         FitformerError: the device has no ``peak_tflops`` or ``dram_gbytes_per_s``.
@@ -99,7 +100,9 @@ def roofline_report(device: Device, wl: Workload, batch: int, seq_len: int,
             op(f"add_norm.{i}", layer, 8 * steps * batch * d.hidden,
                4 * 3 * steps * batch * d.hidden, "decoder")
     compute_ms = sum(u["latency_ms"] for u in units)
-    overhead = float(device.num("call_overhead_ms") or 0.0)
+    # A host-driven decoding loop calls the device once for the encoder and once per step
+    # (the next token is chosen on the host), so the call overhead counts 1 + tgt_len times.
+    overhead = float(device.num("call_overhead_ms") or 0.0) * (1 + steps)
     return {**_base(device, wl, "roofline", batch, seq_len, tgt_len),
             "latency_ms": compute_ms + overhead, "compute_ms": compute_ms,
             "call_overhead_ms": overhead, "precision": "fp32", "clock_mhz": None,
