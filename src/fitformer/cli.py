@@ -891,6 +891,24 @@ def experiment_select_sweep(
               log=_log)
 
 
+@experiment_app.command("translation-select")
+def experiment_translation_select(
+        devices_file: Annotated[str, typer.Option(
+            "--devices", help="Prices for devices the catalog has none for.")]
+        = "examples/devices-used-prices.yaml",
+        budget: Annotated[BudgetName, typer.Option(
+            help="Budget of the pruned points (the dense model is always default).")]
+        = BudgetName.quick,
+        out: ReportDirOpt = "docs") -> None:
+    """The device select --task translation chooses over 7 latency constraints (1 ms to
+    100 ms) for 16 -> 16 tokens with at most 2 BLEU points of drop; writes
+    OUT/translation-select.md, .json and a plot."""
+    from fitformer.experiments.translation import run_translation_select
+
+    run_translation_select(devices_file=Path(devices_file), budget=budget.value,
+                           out_dir=Path(out), log=_log)
+
+
 def main() -> None:
     """Entry point of the ``fitformer`` console script."""
     try:

@@ -285,7 +285,8 @@ def finetune_translation(dataset: str = "tatoeba-en-fr", *, budget: str = "defau
     config = translation_recipe(budget, seed=seed, max_length=max_length, epochs=epochs,
                                 learning_rate=learning_rate)
     key = {"kind": "finetune", "fitformer_version": __version__, "task": "translation",
-           "model": {"id": "transformer-from-scratch", "architecture": "MBartForConditionalGeneration (pre-norm)",
+           "model": {"id": "transformer-from-scratch",
+                     "architecture": "MBartForConditionalGeneration (pre-norm)",
                      "shape": shape.as_key(), "tokenizer": "bpe on the train split"},
            "dataset": data.name, "data_split": data.data_split, "pattern": "dense",
            "pattern_params": {}, "density": 1.0, "hp_split": None, "pruner": None,
