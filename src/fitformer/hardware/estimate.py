@@ -192,8 +192,8 @@ def measured_report(device: Device, wl: Workload, batch: int, seq_len: int, *,
     of ``seq_len`` tokens into exactly ``tgt_len`` tokens, greedy). A pruned model
     (``pruned``: a run directory or HP container; or ``model`` pruned one shot to ``wl``'s
     pattern and sparsity, which has the same kept counts as the trained point) runs its
-    pruned linears on the HP CPU kernel (:mod:`fitformer.kernels.cpu`, ``backend: "hp-
-    cpu"``), or on dense kernels when the kernel cannot be built. Measurements are cached in
+    pruned linears on the HP CPU kernel (:mod:`fitformer.kernels.cpu`, ``backend:
+    "hp-cpu"``), or on dense kernels when the kernel cannot be built. Measurements are cached in
     ``$FITFORMER_HOME/measurements/`` by CPU, threads, torch version, model, structure,
     backend, batch and sequence length, with the machine load at the time; an unsteady
     measurement (median over twice the fastest sample) is repeated up to twice and flagged
