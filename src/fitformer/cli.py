@@ -646,7 +646,8 @@ def simulate(device: DeviceOpt,
                         f"{'on chip' if rep['weights_on_chip'] else 'streamed'}, "
                         f"{_shape_text(batch_size, seq_len, tgt_len)}, {rep['order']} order "
                         "(stalls in cycles)")
-    prefix = os.path.commonprefix([r["layer"] for r in rep["layers"]])
+    prefix = os.path.commonprefix([r["layer"] for r in rep["layers"]]) \
+        if len(rep["layers"]) > 1 else ""
     prefix = prefix[:prefix.rfind("layer.") if "layer." in prefix else len(prefix)]
     for r in rep["layers"]:
         st = r["stalls"]

@@ -99,6 +99,11 @@ def roofline_report(device: Device, wl: Workload, batch: int, seq_len: int,
         for i in (1, 2, 3):
             op(f"add_norm.{i}", layer, 8 * steps * batch * d.hidden,
                4 * 3 * steps * batch * d.hidden, "decoder")
+    if d.final_norm:        # pre-norm stacks end with a layer norm
+        op("add_norm.final", None, 8 * tokens * d.hidden, 4 * 3 * tokens * d.hidden)
+        if steps:
+            op("add_norm.final", None, 8 * steps * batch * d.hidden,
+               4 * 3 * steps * batch * d.hidden, "decoder")
     compute_ms = sum(u["latency_ms"] for u in units)
     # A host-driven decoding loop calls the device once for the encoder and once per step
     # (the next token is chosen on the host), so the call overhead counts 1 + tgt_len times.
@@ -302,10 +307,11 @@ def unit_summary(report: dict) -> list[dict]:
     out: dict[str, dict] = {}
     for row in report["units"]:
         name = row["unit"].split(".")[0]
-        if row.get("stack") not in (None, "encoder") and row["cycles"] is not None:
-            # The same hardware unit as the encoder's: its resources count once, there.
-            row = {**row, **{k: None for k in RESOURCE_KEYS},
-                   "runs_on": row.get("runs_on") or name}
+        if row.get("stack") not in (None, "encoder"):
+            if row["cycles"] is not None:
+                # The encoder's hardware unit: its resources count once, there.
+                row = {**row, **{k: None for k in RESOURCE_KEYS},
+                       "runs_on": row.get("runs_on") or name}
             name = f"{name} ({row['stack']})"
         agg = out.setdefault(name, {**row, "unit": name, "uses": 0, "latency_ms": 0.0,
                                     "cycles": 0 if row["cycles"] is not None else None})

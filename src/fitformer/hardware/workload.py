@@ -93,8 +93,8 @@ class ModelDims:
                 raise FitformerError(f"{flag} {n} exceeds the model's {self.max_positions} "
                                      f"positions; give at most {self.max_positions}.")
         if self.is_seq2seq and tgt_len < 1:
-            raise FitformerError("an encoder-decoder needs --tgt-len (target tokens decoded "
-                                 "per sentence, >= 1).")
+            raise FitformerError(f"--tgt-len {tgt_len} must be >= 1: an encoder-decoder needs "
+                                 "the number of target tokens decoded per sentence.")
 
     def shape(self, role: str) -> tuple[int, int]:
         """``(M, N)`` of the weight with this role."""

@@ -149,8 +149,19 @@ def load_classifier(ref: ModelRef, label_names: tuple[str, ...] | None = None):
     Raises:
         FitformerError: the model cannot be loaded (message names the source and the fix).
     """
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoConfig, AutoModelForSequenceClassification
 
+    try:
+        seq2seq = getattr(AutoConfig.from_pretrained(ref.load_from), "is_encoder_decoder",
+                          False)
+    except Exception:  # noqa: BLE001 - reported by from_pretrained below
+        seq2seq = False
+    if seq2seq:
+        raise FitformerError(f"{ref.id} is an encoder-decoder (translation) model; this command "
+                             "covers encoder classifiers. Translation runs work with "
+                             "finetune/prune/profile/select --task translation, estimate and "
+                             "simulate (the HP container and `model show` do not cover them "
+                             "yet).")
     kwargs = {}
     if label_names is not None:
         # A head of another size (a classifier fine-tuned on other labels) is re-initialised.

@@ -350,8 +350,8 @@ def select(model: str = "default", dataset: str = "rotten-tomatoes", *,
                                  "(BLEU 0-100), not --min-accuracy / --max-accuracy-drop.")
         if model != "default":
             raise FitformerError("--task translation trains its own encoder-decoder from "
-                                 "scratch; leave --model at default (give a trained run "
-                                 "with dense_dir).")
+                                 "scratch; leave --model at default (in Python, "
+                                 "select(dense_dir=...) takes another trained run).")
         if dataset == "rotten-tomatoes":
             dataset = "tatoeba-en-fr"
         min_accuracy, max_accuracy_drop = min_bleu, max_bleu_drop
@@ -386,13 +386,18 @@ def select(model: str = "default", dataset: str = "rotten-tomatoes", *,
         except OSError as exc:
             raise FitformerError(f"--out {out_dir}: cannot write there ({exc.strerror}); "
                                  "give a writable folder.") from None
-    from fitformer.hardware.workload import load_dims
+    from fitformer.hardware.workload import ModelDims, load_dims
 
-    if dense_dir is None and not translation:
+    if translation:      # before any training: the lengths the model can take
+        from fitformer.models.seq2seq import Seq2SeqShape
+
+        dims = (load_dims(str(dense_dir))[0] if dense_dir is not None else
+                ModelDims(1, 1, 1, 1, 1, max_positions=Seq2SeqShape().max_positions,
+                          decoder_layers=1))
+        dims.check_seq_len(seq_len, cons.tgt_len)
+    elif dense_dir is None:
         load_dims(model)[0].check_seq_len(seq_len)
     dense = profile.dense()
-    if translation:
-        load_dims(str(dense.run_dir))[0].check_seq_len(seq_len, cons.tgt_len)
     dense_dev = dense.accuracy["dev"]["fp32"]
     target = cons.target(dense_dev)
     lat = _Latency(profile, cons, clock_mhz)

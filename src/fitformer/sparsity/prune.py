@@ -165,12 +165,26 @@ def prune(model: str = "default", dataset: str = "rotten-tomatoes", *,
         dataset = "tatoeba-en-fr"
     b = get_budget(budget)
     check_training_flags(seed=seed, max_length=max_length)
+    if translation:
+        from fitformer.models.seq2seq import Seq2SeqShape
+
+        positions = Seq2SeqShape().max_positions
+        if max_length > positions:
+            raise FitformerError(f"--max-length {max_length} exceeds the translation model's "
+                                 f"{positions} positions.")
     pattern = spec.make_pattern()
     if spec.pruner not in PRUNERS:
         raise FitformerError(f"unknown pruner {spec.pruner!r}; choose from {', '.join(PRUNERS)}.")
     data = load_dataset(dataset, task=task, text_column=text_column, label_column=label_column)
     assert translation or isinstance(data, ClassificationDataset)
     if from_dir is None:
+        if translation and not cached_only:
+            from fitformer.training.loop import _console
+
+            _console().print("no --from: pruning starts from the dense translation model of the "
+                             "default budget (trained first if missing: about an hour on 2 "
+                             "cores); give --from DIR to start from another run.",
+                             highlight=False)
         src = finetune(model, dataset, task=task, budget="default", seed=seed,
                        max_length=max_length, text_column=text_column,
                        label_column=label_column).path
