@@ -52,10 +52,8 @@ def test_hp_invariants_on_the_padded_matrix(shape, params, sparsity, seed):
     W = weights(*shape, seed)
     hp = Hierarchical(r, c, banks=B)
     d1, d2 = hp.plan(shape, sparsity)
-    cnt = hp.counts(shape, (d1, d2))
     padded_mask = hp.mask(pad(W, r, c), sparsity)
-    # Non-divisible shapes behave as if padded with zeros (documented).
-    assert torch.equal(hp.mask(W, sparsity), padded_mask[: shape[0], : shape[1]])
+    cnt = hp.counts(tuple(padded_mask.shape), (d1, d2))   # the invariants of a divisible shape
     per_stripe, banks, seg_kept = hp_counts(padded_mask, r, c, B)
     if cnt["k"] > 0:
         assert (per_stripe == cnt["K1"]).all()
@@ -173,7 +171,13 @@ def test_bank_balanced_every_bank_same_count(shape, B, sparsity, seed):
     per_bank = m.view(M, B, width).sum(dim=2)
     assert (per_bank == pat.counts(tuple(Wp.shape), pat.plan(tuple(Wp.shape), sparsity))["k"]
             ).all()
-    assert torch.equal(pat.mask(W, sparsity), m[:, :N])
+    # Unpadded: full banks keep k, a partial last bank floor(d * its real width).
+    real = pat.mask(W, sparsity)
+    k = pat.counts(shape, pat.plan(shape, sparsity))["k"]
+    for b in range(B):
+        w = min(width, max(0, N - b * width))
+        got = real[:, b * width:b * width + w].sum(dim=1)
+        assert (got == (k if w == width else math.floor((1 - sparsity) * w + 1e-9))).all()
 
 
 def test_nm_two_four():
@@ -187,3 +191,150 @@ def test_nm_two_four():
 def test_unknown_pattern():
     with pytest.raises(FitformerError, match="choose from"):
         make_pattern("random")
+
+
+# --- Issue 17, item 3: never more real weights than the request, whatever the shape. ---
+
+def _floor_budget(sparsity, M, N):
+    """floor((1 - s) * M * N), with the patterns' tolerance for decimal inputs."""
+    return math.floor((1 - sparsity) * M * N + 1e-9)
+
+
+# Requests as users type them: decimals (up to 4 digits), so every count boundary is either
+# hit exactly or missed by far more than the 1e-9 the patterns allow for float rounding.
+decimal_sparsities = st.one_of(st.integers(0, 10_000).map(lambda i: i / 10_000),
+                               st.sampled_from([0.5, 0.7, 0.8, 0.9, 0.95, 0.99]))
+
+
+PATTERN_CASES = [
+    ("unstructured", {}),
+    ("block", {"block": (4, 4)}),
+    ("block", {"block": (16, 16)}),
+    ("cbb", {"block": (4, 8)}),
+    ("cbb", {"block": (16, 16)}),
+    ("bank", {"banks": 4}),
+    ("bank", {"banks": 3}),
+    ("nm", {"nm_m": 4}),
+    ("nm", {"nm_m": 8}),
+    ("hp", {}),
+    ("hp", {"block": (4, 8), "banks": 2}),
+    ("hp", {"block": (16, 16), "banks": 4, "level2_density": 1.0}),
+]
+
+shapes = st.one_of(
+    st.tuples(st.just(1), st.integers(1, 80)),          # 1 x N
+    st.tuples(st.integers(1, 80), st.just(1)),          # N x 1
+    st.tuples(st.integers(1, 15), st.integers(1, 15)),  # smaller than one 16x16 block
+    st.tuples(st.integers(1, 80), st.integers(1, 80)),
+)
+
+
+def _mask_or_refused(pat, W, sparsity):
+    """The mask, or None when the pattern refuses the request (N:M, HP split)."""
+    try:
+        return pat.mask(W, sparsity)
+    except FitformerError:
+        return None
+
+
+@given(case=st.sampled_from(PATTERN_CASES), shape=shapes, sparsity=decimal_sparsities,
+       seed=st.integers(0, 3))
+def test_every_pattern_keeps_at_most_the_requested_density(case, shape, sparsity, seed):
+    name, kw = case
+    pat = make_pattern(name, **kw)
+    W = weights(*shape, seed)
+    m = _mask_or_refused(pat, W, sparsity)
+    if m is None:
+        return
+    assert m.shape == W.shape and m.dtype == torch.bool
+    assert m.sum().item() <= _floor_budget(sparsity, *shape)
+    plan = pat.describe(W, m, pat.plan(shape, sparsity))
+    assert plan.achieved_sparsity >= sparsity - 1e-9
+
+
+def _grid_step(pat, shape, levels):
+    """Density of one grid step of ``pat`` for a shape its units divide (design.md §3)."""
+    M, N = shape
+    if pat.name == "unstructured":
+        return 1 / (M * N)
+    if pat.name == "block":
+        return pat.r * pat.c / (M * N)
+    if pat.name == "cbb":
+        return pat.r / M
+    if pat.name == "bank":
+        return pat.banks / N
+    if pat.name == "nm":
+        return 1 / pat.m
+    return levels[1] * pat.r / M                  # hp: one block per stripe at d2
+
+
+def _divides(pat, shape):
+    M, N = shape
+    if pat.name in ("block", "cbb", "hp"):
+        return M % pat.r == 0 and N % pat.c == 0
+    if pat.name == "bank":
+        return N % pat.banks == 0
+    if pat.name == "nm":
+        return N % pat.m == 0
+    return True
+
+
+@given(case=st.sampled_from(PATTERN_CASES),
+       units=st.tuples(st.integers(1, 5), st.integers(1, 5)), sparsity=decimal_sparsities,
+       seed=st.integers(0, 3))
+def test_within_one_grid_step_where_the_shape_allows(case, units, sparsity, seed):
+    name, kw = case
+    pat = make_pattern(name, **kw)
+    # A shape the pattern's units divide (blocks r x c; banks B; groups m).
+    ur = getattr(pat, "r", 1)
+    uc = math.lcm(getattr(pat, "c", 1), getattr(pat, "banks", 1), getattr(pat, "m", 1))
+    shape = (units[0] * ur, units[1] * uc)
+    assert _divides(pat, shape)
+    W = weights(*shape, seed)
+    m = _mask_or_refused(pat, W, sparsity)
+    if m is None:
+        return
+    d = 1 - sparsity
+    achieved = m.sum().item() / m.numel()
+    assert achieved <= d + 1e-9
+    assert achieved > d - _grid_step(pat, shape, pat.plan(shape, sparsity)) - 1e-9
+
+
+def test_issue_17_hp_312x312_at_08_keeps_at_most_19468():
+    # Issue 17: hidden 312 with 16x16 blocks kept 19,968 weights (achieved 0.795) where at
+    # most floor(0.2 * 312 * 312) = 19,468 are allowed.
+    hp = make_pattern("hp")
+    W = torch.randn(312, 312, generator=torch.Generator().manual_seed(0))
+    m = hp.mask(W, 0.8)
+    assert m.sum().item() <= 19_468
+    achieved = 1 - m.sum().item() / m.numel()
+    assert achieved >= 0.8
+    levels = hp.plan((312, 312), 0.8)
+    assert levels == pytest.approx((0.4, 0.5))
+    # K1 = floor(0.4 * 312 / 16) = floor(7.8) = 7 (was floor(0.4 * 20) = 8 on the padded
+    # matrix), k = 2 of 4: d1 = 7 * 16 / 312 = 0.359 of the real rows, not 0.4.
+    cnt = hp.counts((312, 312), levels)
+    assert cnt == {"K1": 7, "k": 2}
+    assert cnt["K1"] * hp.r / 312 == pytest.approx(0.359, abs=1e-3)
+    # Within one level-1 grid step (d2 * r / M) of the request.
+    assert achieved <= 0.8 + 0.5 * 16 / 312
+    # Every stripe keeps 7 blocks; the full banks of kept row segments keep k = 2.
+    mp = F.pad(m, (0, 8, 0, 8))
+    per_stripe, banks, seg_kept = hp_counts(mp, 16, 16, 4)
+    assert (per_stripe == 7).all()
+    assert (banks[:, :19][seg_kept[:, :19]] == 2).all()
+    # The last stripe has 8 real columns: two full banks keep 2, the padded banks none.
+    assert (banks[:, 19, :2][seg_kept[:, 19]] == 2).all()
+    assert (banks[:, 19, 2:] == 0).all()
+
+
+def test_partial_banks_and_groups_keep_floor_of_their_real_width():
+    # N:M 2:4 on 7 columns: one full group keeps 2, the 3-column tail floor(0.5 * 3) = 1.
+    m = make_pattern("nm").mask(weights(3, 7, 0), 0.5)
+    assert (m[:, :4].sum(dim=1) == 2).all() and (m[:, 4:].sum(dim=1) == 1).all()
+    # HP on a 1 x 17 row at d = 1 keeps everything; at 0.5 (d1 = 1, d2 = 0.5) the one real
+    # column of the last stripe's first bank keeps floor(0.5 * 1) = 0.
+    hp = make_pattern("hp")
+    assert hp.mask(weights(1, 17, 0), 0.0).all()
+    m = hp.mask(weights(1, 17, 0), 0.5)
+    assert m.sum().item() == 8 and not m[0, 16]

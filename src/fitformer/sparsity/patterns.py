@@ -20,14 +20,19 @@ pattern                rule (``r x c`` blocks, ``B`` banks)
                        segment (length ``c``), every bank of ``c / B`` keeps ``k`` weights
 =====================  =====================================================================
 
-Counts are rounded down (``K1 = floor(d1 * M / r)``, ...) so the achieved sparsity is never
-below the request and within one grid step of it.
+Counts are rounded down and computed on the **real** matrix, so the achieved sparsity is
+never below the request: a mask keeps at most ``floor(d * M * N)`` real weights. For shapes
+the pattern's units divide, it is also within one grid step of the request.
 
-**Non-divisible shapes** (e.g. hidden 312 with ``c = 16``): ``W`` is padded with zeros to the
-next multiple of the block (and bank) size; the mask is computed on the padded matrix,
-where every invariant holds exactly, and cropped. Padded positions are zero, so they are
-chosen last by magnitude; a trailing partial stripe or block may therefore keep fewer real
-weights than ``K1 * r`` or ``k``. Counts use the padded sizes (``M / r`` rounds up).
+**Non-divisible shapes** (e.g. hidden 312 with ``c = 16``): ``W`` is padded to the next
+multiple of the block (bank, group) size with scores of ``-inf``, so padded positions are
+picked last and then cropped; they never count as kept weights. The counts use the real
+sizes: level 1 keeps ``K1 = floor(d1 * M / r)`` blocks per stripe (``M / r`` unrounded; all
+``ceil(M / r)`` when ``d1 = 1``), so a stripe keeps at most ``d1 * M`` real rows even when
+its partial trailing block is chosen; a bank (or N:M group) with ``w`` real columns of its
+padded width keeps ``floor(d2 * w)`` weights (``k`` in every full bank, fewer in a partial
+one, none in a bank that is all padding). Every invariant of a divisible shape (``K1`` blocks
+per stripe, ``k`` per bank of every kept row segment) holds unchanged.
 
 **Shrinking**: given ``previous``, only weights kept by ``previous`` can be kept (scores of
 pruned weights are ``-inf`` and the result is intersected with ``previous``); the invariants
@@ -58,7 +63,7 @@ def _check_density(sparsity: float) -> float:
     return 1.0 - sparsity
 
 
-def _pad_to(x: torch.Tensor, rows: int, cols: int, value: float = 0.0) -> torch.Tensor:
+def _pad_to(x: torch.Tensor, rows: int, cols: int, value: float = -math.inf) -> torch.Tensor:
     M, N = x.shape
     pr, pc = (-M) % rows, (-N) % cols
     if pr or pc:
@@ -84,6 +89,39 @@ def _topk_mask(scores: torch.Tensor, k: int, dim: int) -> torch.Tensor:
         return mask
     idx = torch.topk(scores, k, dim=dim, sorted=False).indices
     return mask.scatter_(dim, idx, True)
+
+
+def _topk_per_group(scores: torch.Tensor, ks: torch.Tensor) -> torch.Tensor:
+    """Boolean mask keeping, in every group ``g`` (dim -2 of ``scores`` ``(..., G, w)``), the
+    ``ks[g]`` largest entries along the last dim (``ks``: int64 ``(G,)``, each in [0, w])."""
+    kmax = int(ks.max().item()) if ks.numel() else 0
+    if ks.numel() == 0 or bool((ks == kmax).all()):
+        return _topk_mask(scores, kmax, scores.ndim - 1)
+    idx = torch.topk(scores, kmax, dim=-1, sorted=True).indices        # (..., G, kmax)
+    valid = torch.arange(kmax) < ks[:, None]                            # (G, kmax)
+    mask = torch.zeros_like(scores, dtype=torch.bool)
+    return mask.scatter_(-1, idx, valid.expand_as(idx).contiguous())
+
+
+def _real_widths(n_real: int, width: int, groups: int) -> torch.Tensor:
+    """Real (unpadded) columns in each of ``groups`` consecutive groups of ``width`` columns
+    of a row padded from ``n_real`` columns: int64 ``(groups,)``."""
+    start = torch.arange(groups, dtype=torch.int64) * width
+    return (n_real - start).clamp(0, width)
+
+
+def _group_counts(density: float, widths: torch.Tensor) -> torch.Tensor:
+    """``floor(density * w)`` per group of ``w`` real columns (int64, same shape)."""
+    return torch.tensor([_floor(density * int(w)) for w in widths.tolist()],
+                        dtype=torch.int64)
+
+
+def _level1_count(d1: float, M: int, r: int) -> int:
+    """Blocks kept per stripe: ``floor(d1 * M / r)`` on the real row count (every block,
+    ``ceil(M / r)``, when ``d1 = 1``), so kept real rows never exceed ``d1 * M``."""
+    if d1 >= 1.0 - 1e-12:  # only d1 = 1 up to rounding: not a density 1e-9 below it
+        return math.ceil(M / r)
+    return _floor(d1 * M / r)
 
 
 @dataclass(frozen=True)
@@ -137,7 +175,12 @@ class Pattern(ABC):
         """Mask of ``weight`` (2-D float tensor ``(M, N)``) at the requested ``sparsity``.
 
         Returns:
-            bool tensor of ``weight.shape``; its sparsity is >= the request.
+            bool tensor of ``weight.shape`` keeping at most ``floor((1 - sparsity) * M * N)``
+            weights (its sparsity is >= the request, whatever the shape).
+
+        Raises:
+            FitformerError: ``weight`` is not 2-D, or the sparsity is outside [0, 1] or not
+                reachable by the pattern.
         """
         if weight.ndim != 2:
             raise FitformerError(f"{self.name}: expected a 2-D weight, got {tuple(weight.shape)}")
@@ -146,8 +189,9 @@ class Pattern(ABC):
     def describe(self, weight: torch.Tensor, mask: torch.Tensor,
                  levels: tuple[float, ...]) -> LayerPlan:
         shape = tuple(weight.shape)
+        # Exact count over the real elements (a float32 mean would round 0.8 to 0.79999...).
         return LayerPlan(self.name, shape, tuple(levels), self.counts(shape, levels),
-                         1.0 - mask.float().mean().item())
+                         1.0 - int(mask.sum()) / max(1, mask.numel()))
 
 
 def _finish(mask_padded: torch.Tensor, shape: tuple[int, int],
@@ -205,12 +249,14 @@ class _Blocked(Pattern):
 
     def _padded_scores(self, weight, previous, col_multiple=None):
         s = _scores(weight, previous)
-        return _pad_to(s, self.r, col_multiple or self.c, value=0.0)
+        return _pad_to(s, self.r, col_multiple or self.c)
 
 
 @dataclass
 class Block(_Blocked):
-    """Keep the ``floor(d * nblocks)`` ``r x c`` blocks of largest L2 norm (whole matrix)."""
+    """Keep the ``floor(d * M * N / (r * c))`` ``r x c`` blocks of largest L2 norm (whole
+    matrix; ``floor(d * nblocks)`` when ``r x c`` divides the shape). A partial edge block
+    holds fewer than ``r * c`` real weights, so at most ``d * M * N`` real weights are kept."""
 
     name = "block"
 
@@ -218,8 +264,7 @@ class Block(_Blocked):
         return (_check_density(sparsity),)
 
     def counts(self, shape, levels):
-        nb = math.ceil(shape[0] / self.r) * math.ceil(shape[1] / self.c)
-        return {"blocks": _floor(levels[0] * nb)}
+        return {"blocks": _floor(levels[0] * shape[0] * shape[1] / (self.r * self.c))}
 
     def mask_from_levels(self, weight, levels, previous=None):
         norms = _block_norms(self._padded_scores(weight, previous), self.r, self.c)
@@ -236,7 +281,8 @@ def _cbb_block_mask(padded_scores: torch.Tensor, r: int, c: int, K1: int) -> tor
 
 @dataclass
 class ColumnBalancedBlock(_Blocked):
-    """Every stripe of ``c`` columns keeps the same ``K1 = floor(d * M / r)`` blocks."""
+    """Every stripe of ``c`` columns keeps the same ``K1 = floor(d * M / r)`` blocks (real
+    ``M``; every block when ``d = 1``)."""
 
     name = "cbb"
 
@@ -244,7 +290,7 @@ class ColumnBalancedBlock(_Blocked):
         return (_check_density(sparsity),)
 
     def counts(self, shape, levels):
-        return {"K1": _floor(levels[0] * math.ceil(shape[0] / self.r))}
+        return {"K1": _level1_count(levels[0], shape[0], self.r)}
 
     def mask_from_levels(self, weight, levels, previous=None):
         K1 = self.counts(tuple(weight.shape), levels)["K1"]
@@ -255,7 +301,9 @@ class ColumnBalancedBlock(_Blocked):
 @dataclass
 class BankBalanced(Pattern):
     """Cao et al. 2019: each row split into ``B`` banks of ``ceil(N / B)`` columns; every bank
-    keeps the same ``k = floor(d * N / B)`` weights of largest magnitude."""
+    keeps the same ``k = floor(d * ceil(N / B))`` weights of largest magnitude. When ``B``
+    does not divide ``N``, a partial last bank of ``w`` real columns keeps ``floor(d * w)``
+    (a bank of padding alone keeps none)."""
 
     banks: int = 4
     name = "bank"
@@ -277,15 +325,16 @@ class BankBalanced(Pattern):
         M, N = weight.shape
         width = math.ceil(N / self.banks)
         s = _pad_to(_scores(weight, previous), 1, width * self.banks)
-        k = self.counts((M, N), levels)["k"]
+        ks = _group_counts(levels[0], _real_widths(N, width, self.banks))
         banked = s.view(M, self.banks, width)
-        m = _topk_mask(banked, k, 2).view(M, self.banks * width)
+        m = _topk_per_group(banked, ks).view(M, self.banks * width)
         return _finish(m, (M, N), previous)
 
 
 @dataclass
 class NM(Pattern):
-    """N:M: every ``m`` consecutive weights along a row keep ``n = floor(d * m)``."""
+    """N:M: every ``m`` consecutive weights along a row keep ``n = floor(d * m)``; a partial
+    last group of ``g < m`` real weights keeps ``floor(d * g)``."""
 
     m: int = 4
     name = "nm"
@@ -312,8 +361,9 @@ class NM(Pattern):
     def mask_from_levels(self, weight, levels, previous=None):
         M, N = weight.shape
         s = _pad_to(_scores(weight, previous), 1, self.m)
-        n = self.counts((M, N), levels)["n"]
-        m = _topk_mask(s.view(M, -1, self.m), n, 2).view(M, -1)
+        groups = s.shape[1] // self.m
+        ns = _group_counts(levels[0], _real_widths(N, self.m, groups))
+        m = _topk_per_group(s.view(M, groups, self.m), ns).view(M, -1)
         return _finish(m, (M, N), previous)
 
 
@@ -324,7 +374,10 @@ LEVEL2_GRID_NOTE = "d2 must be a multiple of B / c (k weights of c / B per bank)
 class Hierarchical(_Blocked):
     """HP (design.md §3): level 1 = column-balanced blocks (``K1`` per stripe), level 2 =
     bank-balanced weights inside kept blocks (``k`` per bank of ``c / B`` in every kept row
-    segment). ``d = d1 * d2`` with ``d1 = K1 * r / M`` and ``d2 = k * B / c``.
+    segment). ``d = d1 * d2`` with ``d1 = K1 * r / M`` and ``d2 = k * B / c``. Counts use
+    the real shape (module docstring): ``K1 = floor(d1 * M / r)``, and a partial bank of
+    ``w`` real columns keeps ``floor(d2 * w)``, so at most ``floor(d * M * N)`` real weights
+    are kept.
 
     Reconstructed from Qi et al. (ISQED 2021; GLSVLSI 2021) and Cao et al. (FPGA 2019).
 
@@ -398,8 +451,7 @@ class Hierarchical(_Blocked):
 
     def counts(self, shape, levels):
         d1, d2 = levels
-        n_rows_of_blocks = math.ceil(shape[0] / self.r)
-        return {"K1": _floor(d1 * n_rows_of_blocks), "k": _floor(d2 * self.bank_width)}
+        return {"K1": _level1_count(d1, shape[0], self.r), "k": _floor(d2 * self.bank_width)}
 
     def mask_from_levels(self, weight, levels, previous=None):
         M, N = weight.shape
@@ -410,8 +462,10 @@ class Hierarchical(_Blocked):
         level1 = _expand_blocks(block_mask, self.r, self.c)
         # Level 2 inside kept blocks: banks of c/B along each row segment.
         s2 = torch.where(level1, s, torch.full_like(s, -math.inf))
-        banked = s2.view(Mp, Np // self.bank_width, self.bank_width)
-        level2 = _topk_mask(banked, cnt["k"], 2).view(Mp, Np)
+        n_banks = Np // self.bank_width
+        ks = _group_counts(levels[1], _real_widths(N, self.bank_width, n_banks))
+        banked = s2.view(Mp, n_banks, self.bank_width)
+        level2 = _topk_per_group(banked, ks).view(Mp, Np)
         return _finish(level1 & level2, (M, N), previous)
 
 
