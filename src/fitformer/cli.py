@@ -337,8 +337,10 @@ def _print_format_rows(rows: list[dict], title: str) -> None:
     for r in rows:
         table.add_row(r["format"], f"{r['total_bits']:,}", f"{r['total_bits'] / 8e6:.3f}",
                       f"{r['value_bits']:,}", f"{r['index_bits']:,}", f"{r['pointer_bits']:,}",
-                      f"{r['ratio_to_bound']:.3f}")
+                      "-" if r["ratio_to_bound"] is None else f"{r['ratio_to_bound']:.3f}")
     out.print(table)
+    if any(r["ratio_to_bound"] is None for r in rows):
+        out.print("- : the lower bound is 0 bits (no weight kept), so the ratio is undefined")
 
 
 @app.command()
@@ -607,7 +609,9 @@ class IssueOrder(StrEnum):
 @app.command()
 def simulate(device: DeviceOpt,
              layer: Annotated[str | None, typer.Option(
-                 help="Layer to simulate (module name, or its unique ending such as "
+                 help="Layers to simulate, named as `fitformer model show` does: a ROLE "
+                      "(every layer of that role, e.g. ffn_in), ROLE:N (layer N, e.g. "
+                      "ffn_in:0), or a module name (or its unique ending such as "
                       "layer.0.intermediate.dense); default: every pruned layer.")] = None,
              model: ModelOpt = "default", pruned: PrunedOpt = None,
              sparsity: SparsityOpt = None, pattern: HwPatternOpt = PatternName.hp,
@@ -632,7 +636,8 @@ def simulate(device: DeviceOpt,
     if dev.kind != "fpga":
         raise FitformerError(f"device {dev.id} is a {dev.kind}; the simulator models the "
                              "FPGA accelerator (use `fitformer estimate` for it).")
-    rep = do_simulate(dev, wl, masks, [layer] if layer else None, batch=batch_size,
+    rep = do_simulate(dev, wl, masks, _simulate_layers(layer, masks) if layer else None,
+                      batch=batch_size,
                       seq_len=seq_len, precision=precision.value if precision else None,
                       clock_mhz=clock_mhz, use_cache=not no_cache, order=order.value,
                       tgt_len=tgt_len)
@@ -668,6 +673,53 @@ def simulate(device: DeviceOpt,
     out.print(table)
     if prefix:
         out.print(f"layers are under {prefix}")
+
+
+def _simulate_layers(spec: str, masks: dict) -> list[str]:
+    """The pruned layers ``simulate --layer spec`` names, in module order.
+
+    ``spec`` is a role of ``fitformer model show`` (``ffn_in``: every pruned layer of that
+    role), ``ROLE:N`` (that role in layer ``N``; in an encoder-decoder, layer ``N`` of every
+    stack that has it), a module name, or a module name's unique ending.
+
+    Raises:
+        FitformerError: an unknown role, a role with no pruned layer, a layer index that
+            does not exist, or a name matching no (or several) pruned layers; the message
+            lists what is accepted.
+    """
+    from fitformer.hardware.simulator import resolve_layer
+    from fitformer.models.layers import ROLES, layer_index, role_of
+
+    if spec in masks:
+        return [spec]
+    role, sep, index = spec.partition(":")
+    if role in ROLES:
+        of_role = [n for n in masks if role_of(n) == role]
+        roles = sorted({role_of(n) for n in masks}, key=ROLES.index)
+        if not of_role:
+            raise FitformerError(f"--layer {spec}: no pruned layer has role {role}; the pruned "
+                                 f"roles are {', '.join(roles)} (see `fitformer model show`).")
+        if not sep:
+            return of_role
+        layers = sorted({layer_index(n) for n in of_role if layer_index(n) is not None})
+        try:
+            n = int(index)
+        except ValueError:
+            n = None
+        if n is None or n not in layers:
+            span = f"{layers[0]}-{layers[-1]}" if layers else "none"
+            raise FitformerError(f"--layer {spec}: give ROLE:N with N a layer index of {role} "
+                                 f"({span}), e.g. --layer {role}:{layers[0] if layers else 0}.")
+        return [name for name in of_role if layer_index(name) == n]
+    if sep:
+        raise FitformerError(f"--layer {spec}: {role!r} is not a role; give ROLE, ROLE:N or a "
+                             f"module name, with ROLE one of {', '.join(ROLES[:-1])} (see "
+                             "`fitformer model show`).")
+    try:
+        return [resolve_layer(spec, masks)]
+    except FitformerError as exc:
+        raise FitformerError(f"{exc} Roles work too: --layer ffn_in (every layer of the "
+                             "role) or --layer ffn_in:0.") from None
 
 
 ProfilePatternOpt = Annotated[PatternName, typer.Option(help="Pruning pattern.")]

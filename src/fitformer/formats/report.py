@@ -16,7 +16,17 @@ def formats_for_shape(shape: tuple[int, int], pattern: str, sparsity: float, *,
                       level2_density: float | None = None, nm_m: int = 4,
                       aligned: bool = False, seed: int = 0) -> list[dict]:
     """Sizes of an ``(M, N)`` matrix of N(0, 1) weights (seeded) masked by ``pattern`` at
-    ``sparsity`` (sizes depend on the mask only)."""
+    ``sparsity`` (sizes depend on the mask only).
+
+    Returns:
+        One row per format (:func:`~fitformer.formats.table.format_sizes`);
+        ``ratio_to_bound`` is ``None`` when the bound is 0 bits (an all-zero mask, sparsity
+        1.0).
+
+    Raises:
+        FitformerError: more than 2**26 elements, bad pattern parameters, or a plan that
+            prunes the whole matrix while the request keeps weights.
+    """
     from fitformer.errors import FitformerError
     from fitformer.sparsity.patterns import check_not_emptied, make_pattern
 
@@ -40,7 +50,8 @@ def formats_for_run(run_dir: str | Path, *, value_bits: int = 16,
 
     Returns:
         ``{"layers": {name: [rows]}, "total": [rows summed, ratio to the summed bound],
-        "total_bound_bits"}``.
+        "total_bound_bits"}``; a ratio is ``None`` where the bound is 0 bits (every layer
+        pruned to nothing).
 
     Raises:
         FitformerError: not a pruned run.
@@ -86,7 +97,9 @@ def formats_for_run(run_dir: str | Path, *, value_bits: int = 16,
     for i, name in enumerate(FORMATS):
         s = {k: int(np.sum([rows[i][k] for rows in layers.values()]))
              for k in ("total_bits", "value_bits", "index_bits", "pointer_bits")}
-        total.append({"format": name, **s, "ratio_to_bound": s["total_bits"] / bound,
+        # An all-zero model (sparsity 1.0) has a bound of 0 bits: the ratio is undefined.
+        total.append({"format": name, **s,
+                      "ratio_to_bound": s["total_bits"] / bound if bound > 0 else None,
                       "MB": s["total_bits"] / 8e6})
     return {"run": str(run_dir), "pattern": pruning["pattern"], "value_bits": value_bits,
             "layers": layers, "total": total, "total_bound_bits": bound}

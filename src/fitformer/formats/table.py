@@ -13,6 +13,7 @@ def format_sizes(values: np.ndarray, mask: np.ndarray, *, value_bits: int, patte
                  nm_m: int = 4, aligned: bool = False, formats=FORMATS) -> list[dict]:
     """One row per format: ``{"format", "total_bits", "value_bits", "index_bits",
     "pointer_bits", "ratio_to_bound"}``, plus the bound itself in every row.
+    ``ratio_to_bound`` is ``None`` when the bound is 0 bits (an all-zero mask).
 
     Args:
         values: float matrix ``(M, N)``; mask: bool ``(M, N)``.
