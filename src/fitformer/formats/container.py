@@ -42,6 +42,7 @@ from fitformer.errors import FitformerError
 from fitformer.formats.bits import index_bits
 from fitformer.formats.formats import Encoded, HPFormat
 from fitformer.models.fixed_point import int_bits, width_of
+from fitformer.training.runs import strict_json
 
 MAGIC = b"FITFHP\r\n"
 CONTAINER_VERSION = 1
@@ -204,7 +205,8 @@ def write_container(path: Path, *, config: dict, layers: dict[str, tuple[torch.T
               "fitformer_version": __version__, "value_dtype": precision,
               "pattern": {"name": "hp", **pattern_params}, "source": source,
               "config": config, "layers": table, "sections": index}
-    blob = json.dumps(header, sort_keys=True).encode()
+    # Strict JSON (issue 17): a non-finite number would be a bare NaN no other reader takes.
+    blob = json.dumps(strict_json(header), sort_keys=True, allow_nan=False).encode()
     body = _PREFIX.pack(MAGIC, CONTAINER_VERSION, len(blob)) + blob + b"".join(
         d for _, d in sections)
     path = Path(path)

@@ -139,7 +139,8 @@ def quiet_transformers():
 
 
 def load_classifier(ref: ModelRef, label_names: tuple[str, ...] | None = None):
-    """``AutoModelForSequenceClassification`` for ``ref``, fp32, in eval mode.
+    """``AutoModelForSequenceClassification`` for ``ref``, in eval mode, with float32
+    parameters whatever dtype the checkpoint was saved in (fp16 and bf16 folders included).
 
     Args:
         ref: from :func:`resolve_model`.
@@ -149,6 +150,7 @@ def load_classifier(ref: ModelRef, label_names: tuple[str, ...] | None = None):
     Raises:
         FitformerError: the model cannot be loaded (message names the source and the fix).
     """
+    import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     try:
@@ -171,8 +173,10 @@ def load_classifier(ref: ModelRef, label_names: tuple[str, ...] | None = None):
                       ignore_mismatched_sizes=True)
     try:
         with quiet_transformers():  # "newly initialised classifier" is expected here
+            # float32 whatever dtype the folder was saved in: an fp16 / bf16 checkpoint
+            # trains to NaN (issue 17) and the fixed-point evaluation assumes fp32.
             model, info = AutoModelForSequenceClassification.from_pretrained(
-                ref.load_from, output_loading_info=True, **kwargs)
+                ref.load_from, output_loading_info=True, dtype=torch.float32, **kwargs)
     except Exception as exc:  # noqa: BLE001
         raise FitformerError(_load_failure(ref, "model", exc)) from None
     # Only the task head may be new; a missing encoder weight means the file is not this

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -43,15 +44,93 @@ def is_complete(path: Path) -> bool:
 
 
 def find_run(key: dict) -> Path | None:
-    """The completed run directory for ``key``, or ``None``."""
+    """The completed run directory for ``key``, or ``None`` (also for a run cached before
+    non-finite metrics were refused: its ``metrics.json`` holds ``NaN`` or ``Infinity``, and
+    it is trained again)."""
     path = run_path(key)
-    return path if is_complete(path) else None
+    if not is_complete(path):
+        return None
+    try:
+        json.loads((path / "metrics.json").read_text(), parse_constant=_reject_constant)
+    except _NonFinite:
+        return None
+    except (OSError, ValueError):
+        pass  # reported with its fix by load_run_info / read_json
+    return path
+
+
+class _NonFinite(ValueError):
+    pass
+
+
+def _reject_constant(name: str):
+    raise _NonFinite(name)
+
+
+def strict_json(obj):
+    """``obj`` made strict-JSON safe: every non-finite float (``NaN``, ``inf``; Python,
+    numpy or 0-d torch) becomes ``None`` (JSON ``null``), numpy and 0-d torch scalars become
+    Python numbers, tuples become lists; other leaves are returned as they are."""
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [strict_json(v) for v in obj]
+    if isinstance(obj, bool | int | str) or obj is None:
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    item = getattr(obj, "item", None)           # numpy scalars, 0-d arrays and tensors
+    if callable(item) and getattr(obj, "ndim", 0) == 0:
+        try:
+            return strict_json(item())
+        except (TypeError, ValueError, RuntimeError):
+            return obj
+    return obj
+
+
+def non_finite_fields(obj, prefix: str = "") -> list[str]:
+    """Dotted paths of the non-finite numbers in ``obj`` (``["loss.dev"]``)."""
+    if isinstance(obj, dict):
+        return [p for k, v in obj.items() for p in non_finite_fields(v, f"{prefix}{k}.")]
+    if isinstance(obj, list | tuple):
+        return [p for i, v in enumerate(obj) for p in non_finite_fields(v, f"{prefix}{i}.")]
+    if isinstance(obj, bool | int | str) or obj is None:
+        return []
+    try:
+        value = float(obj)
+    except (TypeError, ValueError):
+        return []
+    return [] if math.isfinite(value) else [prefix.rstrip(".")]
+
+
+def dumps_strict(obj, **kwargs) -> str:
+    """``json.dumps`` of :func:`strict_json` ``(obj)``: never a bare ``NaN`` or
+    ``Infinity`` (``allow_nan=False``); unknown objects are written as ``str``."""
+    kwargs.setdefault("default", str)
+    return json.dumps(strict_json(obj), allow_nan=False, **kwargs)
 
 
 def write_json(path: Path, obj: dict) -> None:
-    """Write ``obj`` as indented JSON atomically (temp file + rename)."""
+    """Write ``obj`` as indented strict JSON atomically (temp file + rename): non-finite
+    numbers are written as ``null`` (:func:`strict_json`).
+
+    ``metrics.json`` marks a complete, cached run, so a run with a non-finite metric is
+    never cached: its ``metrics.json`` is not written.
+
+    Raises:
+        FitformerError: ``path`` is a ``metrics.json`` and ``obj`` has a non-finite metric
+            (the message names it and the fix).
+    """
+    if path.name == "metrics.json":
+        bad = non_finite_fields(obj)
+        if bad:
+            raise FitformerError(
+                f"the run in {path.parent} has non-finite metrics ({', '.join(bad[:6])}), so "
+                "it is not cached: training diverged. Lower --lr, check that the model's "
+                "weights are finite (fitformer trains in float32), and run the command again."
+            )
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    tmp.write_text(dumps_strict(obj, indent=2, sort_keys=False) + "\n")
     os.replace(tmp, path)
 
 
