@@ -238,6 +238,22 @@ def prune(model: Annotated[str, typer.Option(help="Base model: default, a folder
           seed: Annotated[int, typer.Option(help="Seed of data order and dropout.")] = 0,
           max_length: Annotated[int, typer.Option(help="Tokens per sequence.")] = 64,
           text_column: TextCol = "text", label_column: LabelCol = "label",
+          distill: Annotated[str, typer.Option(
+              help="Knowledge distillation from the dense teacher: none, logits (KL on "
+                   "the logits at --distill-temperature, mixed with the task loss by "
+                   "--distill-alpha) or layers (logits plus TinyBERT-style MSE on hidden "
+                   "states and attention maps; eager attention, slower).")] = "none",
+          distill_temperature: Annotated[float, typer.Option(
+              help="Softmax temperature T of the distillation KL (> 0).")] = 2.0,
+          distill_alpha: Annotated[float, typer.Option(
+              help="Weight of the distillation term; 1 - alpha weighs the task loss.")]
+          = 0.5,
+          teacher: Annotated[str | None, typer.Option(
+              help="Teacher run directory (default: the dense run the chain started "
+                   "from).")] = None,
+          epochs_per_point: Annotated[float | None, typer.Option(
+              help="Epochs of the training split for this point (default 1); the first "
+                   "2/3 prune, the rest recover with fixed masks.")] = None,
           force: Annotated[bool, typer.Option(help="Retrain even if cached.")] = False,
           as_json: JsonOpt = False) -> None:
     """Prune and fine-tune to one sparsity point; writes (or reuses) a run directory with
@@ -250,9 +266,13 @@ def prune(model: Annotated[str, typer.Option(help="Base model: default, a folder
     spec = PruneSpec(pattern=pattern.value, sparsity=sparsity, block=parse_block(block),
                      banks=banks, level2_density=level2_density, nm_m=nm_m,
                      pruner=pruner.value)
+    from fitformer.training.loop import DistillConfig
+
+    dcfg = DistillConfig(distill, distill_temperature, distill_alpha)
     result = do_prune(model, dataset, spec=spec, from_dir=from_dir, budget=budget.value,
                       task=task.value, seed=seed, max_length=max_length,
-                      text_column=text_column, label_column=label_column, force=force)
+                      text_column=text_column, label_column=label_column, force=force,
+                      distill=dcfg, teacher_dir=teacher, epochs_per_point=epochs_per_point)
     m = result.metrics
     if as_json:
         _print_json({"run_dir": str(result.path), "cached": result.cached, "metrics": m})

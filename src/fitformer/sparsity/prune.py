@@ -20,7 +20,6 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from fitformer._version import __version__
 from fitformer.data import load_dataset
 from fitformer.data.classification import ClassificationDataset
 from fitformer.errors import FitformerError
@@ -43,8 +42,9 @@ from fitformer.training.finetune import (
     run_metrics,
     save_run,
 )
-from fitformer.training.loop import TrainConfig, train_classifier
+from fitformer.training.loop import DistillConfig, TrainConfig, train_classifier
 from fitformer.training.runs import (
+    RECIPE_VERSION,
     find_run,
     load_run_info,
     read_json,
@@ -106,15 +106,60 @@ def _source_state(src: Path) -> tuple[dict, dict | None, dict[str, torch.Tensor]
     return run, pruning, {k: v.to(torch.bool) for k, v in masks.items()}
 
 
+def _run_name(path: Path) -> str:
+    return path.name if path.parent.name == "runs" else str(path)
+
+
+def dense_root(src: Path) -> Path:
+    """The dense run a (chain of) pruned run(s) started from: ``src`` itself when it is not
+    pruned, else the run named by each ``run.json``'s ``from`` in turn.
+
+    Raises:
+        FitformerError: the chain leads to a run that no longer exists.
+    """
+    from fitformer.paths import runs_dir
+
+    path = src
+    for _ in range(64):
+        if not (path / "masks.safetensors").is_file():
+            return path
+        run, _ = load_run_info(path)
+        parent = run.get("from")
+        if not parent:
+            break
+        nxt = Path(parent)
+        path = nxt if nxt.is_absolute() else runs_dir() / parent
+    raise FitformerError(f"cannot find the dense run that {src} was pruned from (its "
+                         "chain of 'from' runs is broken); give --teacher DIR.")
+
+
+def point_steps(budget, n_train: int, batch_size: int, epochs_per_point: float | None) -> int:
+    """Optimiser steps of one pruning point: ``epochs_per_point`` epochs of the (capped)
+    training split; the smoke budgets scale their fixed step count by it."""
+    scale = 1.0 if epochs_per_point is None else epochs_per_point
+    if budget.steps_per_point:
+        return max(1, math.ceil(budget.steps_per_point * scale))
+    return max(1, math.ceil(scale * math.ceil(n_train / batch_size)))
+
+
 def prune_key(source_run: dict, source_dir: Path, data, spec: PruneSpec, pattern: Pattern,
-              budget: str, config: TrainConfig) -> dict:
-    """The run key of a pruned run (design.md §9)."""
-    return {
+              budget: str, config: TrainConfig, distill: DistillConfig | None = None,
+              teacher_dir: Path | None = None, epochs_per_point: float | None = None
+              ) -> dict:
+    """The run key of a pruned run (design.md §9). Distillation (mode, temperature, alpha,
+    teacher) and ``epochs_per_point`` enter the key only when used, so runs made without
+    them keep their keys."""
+    extra = {}
+    if distill is not None and distill.enabled:
+        extra["distill"] = {**distill.as_key(), "teacher": _run_name(teacher_dir)}
+    if epochs_per_point is not None:
+        extra["epochs_per_point"] = epochs_per_point
+    return {**extra,
         "kind": "prune",
-        "fitformer_version": __version__,
+        "recipe_version": RECIPE_VERSION,
         "task": data.task,
         "model": source_run.get("model"),
-        "from": source_dir.name if source_dir.parent.name == "runs" else str(source_dir),
+        "from": _run_name(source_dir),
         "dataset": data.name,
         "data_split": data.data_split,
         "pattern": spec.pattern,
@@ -135,7 +180,9 @@ def prune(model: str = "default", dataset: str = "rotten-tomatoes", *,
           spec: PruneSpec = PruneSpec(), from_dir: str | Path | None = None,
           budget: str = "default", task: str = "classification", seed: int = 0,
           max_length: int = 64, text_column: str = "text", label_column: str = "label",
-          force: bool = False, cached_only: bool = False) -> RunResult | None:
+          force: bool = False, cached_only: bool = False,
+          distill: DistillConfig | None = None, teacher_dir: str | Path | None = None,
+          epochs_per_point: float | None = None) -> RunResult | None:
     """Prune and fine-tune to one sparsity point; write (or reuse) its run directory.
 
     Args:
@@ -149,6 +196,12 @@ def prune(model: str = "default", dataset: str = "rotten-tomatoes", *,
         budget: ``tiny``, ``quick`` or ``default``: data caps and steps per point.
         seed: data order and dropout.
         cached_only: return the cached run, or ``None`` instead of training.
+        distill: knowledge distillation from the dense teacher
+            (:class:`~fitformer.training.loop.DistillConfig`; classification only).
+        teacher_dir: the teacher run; default the dense run the chain started from.
+        epochs_per_point: epochs of the training split per point (default 1; the smoke
+            budgets scale their step count); the pruning window is the first
+            :data:`PRUNING_WINDOW` of them, the rest is recovery with fixed masks.
 
     Returns:
         :class:`~fitformer.training.finetune.RunResult` (``None`` only with
@@ -223,9 +276,22 @@ def prune(model: str = "default", dataset: str = "rotten-tomatoes", *,
     recipe = TRANSLATION_PRUNE_RECIPE if translation else PRUNE_RECIPE
     n_train = len(data.train) if b.train_examples is None else min(b.train_examples,
                                                                     len(data.train))
-    steps = b.steps_per_point or math.ceil(n_train / recipe.batch_size)
+    if epochs_per_point is not None and not (math.isfinite(epochs_per_point)
+                                             and epochs_per_point > 0):
+        raise FitformerError(f"--epochs-per-point {epochs_per_point} must be > 0 (e.g. 2).")
+    steps = point_steps(b, n_train, recipe.batch_size, epochs_per_point)
     config = replace(recipe, seed=seed, max_length=max_length, max_steps=steps)
-    key = prune_key(source_run, src, data, spec, pattern, budget, config)
+    distill = distill if distill is not None and distill.enabled else None
+    teacher = None
+    if distill is not None:
+        if translation:
+            raise FitformerError("--distill is for classification; translation pruning "
+                                 "trains on the references (use --distill none).")
+        teacher = Path(teacher_dir).expanduser() if teacher_dir else dense_root(src)
+        if not teacher.is_dir():
+            raise FitformerError(f"--teacher {teacher} is not a run directory.")
+    key = prune_key(source_run, src, data, spec, pattern, budget, config, distill, teacher,
+                    epochs_per_point)
     cached = find_run(key)
     if cached is not None and not force:
         run, metrics = load_run_info(cached)
@@ -259,12 +325,24 @@ def prune(model: str = "default", dataset: str = "rotten-tomatoes", *,
         train = EncodedPairs(tokenizer, pair_splits[0], max_length)
     else:
         train, dev, test = encode_splits(tokenizer, data, b, max_length)
+    teacher_net = None
+    if teacher is not None:
+        teacher_net = load_classifier(resolve_model(str(teacher)))
     partial = start_partial(key, force)
-    label = f"{spec.pattern} {spec.sparsity:g} ({spec.pruner}, {budget})"
+    label = f"{spec.pattern} {spec.sparsity:g} ({spec.pruner}, {budget}" + \
+        (f", distill {distill.mode})" if distill else ")")
     trained = train_classifier(net, train, config, hooks=[pruner],
-                               checkpoint=partial / "checkpoint.pt", description=label)
+                               checkpoint=partial / "checkpoint.pt", description=label,
+                               teacher=teacher_net, distill=distill)
     masks = squash_masks(net)
     pruning = _pruning_report(net, layers, masks, pattern, spec, final_levels)
+    window = pruner.window_steps
+    pruning["schedule"] = {
+        "steps": steps, "epochs_per_point": epochs_per_point or 1.0,
+        "pruning_steps": window, "recovery_steps": steps - window,
+        "window_fraction": PRUNING_WINDOW, "learning_rate": config.learning_rate,
+        "distill": key.get("distill"),
+    }
     sparsity = {"overall": pruning["achieved_sparsity"],
                 "per_layer": {n: v["achieved_sparsity"] for n, v in pruning["layers"].items()}}
     if translation:
@@ -296,8 +374,8 @@ def _pruning_report(net, layers, masks, pattern: Pattern, spec: PruneSpec,
                  "levels": list(plan.levels), **plan.counts,
                  "achieved_sparsity": plan.achieved_sparsity}
         if isinstance(pattern, Hierarchical):
-            M = math.ceil(info.out_features / pattern.r) * pattern.r
-            entry["d1"] = plan.counts["K1"] * pattern.r / M
+            # On the real matrix (a trailing partial block row holds fewer real rows).
+            entry["d1"] = min(1.0, plan.counts["K1"] * pattern.r / info.out_features)
             entry["d2"] = plan.counts["k"] / pattern.bank_width
         per_layer[info.name] = entry
         kept += int(mask.sum())

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 
-from fitformer._version import __version__
 from fitformer.data import load_dataset
 from fitformer.data.classification import ClassificationDataset
 from fitformer.errors import FitformerError
@@ -30,6 +29,7 @@ from fitformer.training.evaluation import accuracy_at_precisions
 from fitformer.training.loop import Encoded, TrainConfig, train_classifier
 from fitformer.training.runs import (
     METRICS_SCHEMA_VERSION,
+    RECIPE_VERSION,
     commit_run,
     find_run,
     load_run_info,
@@ -56,7 +56,7 @@ def dense_key(model_ref, data, budget_name: str, config: TrainConfig) -> dict:
     """The run key of a dense fine-tune (design.md §9)."""
     return {
         "kind": "finetune",
-        "fitformer_version": __version__,
+        "recipe_version": RECIPE_VERSION,
         "task": data.task,
         "model": model_ref.key(),
         "dataset": data.name,

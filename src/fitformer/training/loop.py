@@ -71,6 +71,114 @@ class TrainConfig:
         return d
 
 
+DISTILL_MODES = ("none", "logits", "layers")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Knowledge distillation from a teacher (the dense fine-tune) while training.
+
+    The training loss becomes
+
+        ``(1 - alpha) * CE(student, labels) + alpha * T^2 * KL(p_teacher^T || p_student^T)``
+
+    with ``p^T = softmax(logits / T)`` (Hinton, Vinyals & Dean, "Distilling the Knowledge
+    in a Neural Network", 2015; the ``T^2`` keeps the gradient scale independent of ``T``).
+    ``layers`` adds, TinyBERT style (Jiao et al., "TinyBERT", Findings of EMNLP 2020), the
+    mean squared error between the student's and the teacher's hidden states (embedding
+    output and every layer, padding excluded) and attention probabilities, each averaged
+    over layers, weighted by ``layer_weight``. It needs eager attention (slower than SDPA).
+
+    Attributes:
+        mode: ``none``, ``logits`` or ``layers``.
+        temperature: ``T`` > 0.
+        alpha: weight of the distillation term in [0, 1].
+        layer_weight: weight of the hidden-state and attention MSE terms (``layers``).
+    """
+
+    mode: str = "none"
+    temperature: float = 2.0
+    alpha: float = 0.5
+    layer_weight: float = 1.0
+
+    def __post_init__(self):
+        from fitformer.errors import FitformerError
+
+        if self.mode not in DISTILL_MODES:
+            raise FitformerError(f"--distill {self.mode!r}: choose from "
+                                 f"{', '.join(DISTILL_MODES)}.")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise FitformerError(f"--distill-temperature {self.temperature} must be > 0 "
+                                 "(e.g. 2).")
+        if not (math.isfinite(self.alpha) and 0.0 <= self.alpha <= 1.0):
+            raise FitformerError(f"--distill-alpha {self.alpha} must be in [0, 1] (e.g. 0.5).")
+        if not (math.isfinite(self.layer_weight) and self.layer_weight >= 0):
+            raise FitformerError(f"layer_weight {self.layer_weight} must be >= 0.")
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "none"
+
+    def as_key(self) -> dict | None:
+        """The part of a run key (``None`` without distillation)."""
+        if not self.enabled:
+            return None
+        d = asdict(self)
+        if self.mode != "layers":
+            d.pop("layer_weight")
+        return d
+
+
+def distillation_loss(student_out, teacher_out, labels: torch.Tensor,
+                      attention_mask: torch.Tensor | None, cfg: DistillConfig
+                      ) -> tuple[torch.Tensor, dict[str, float]]:
+    """The distillation loss of :class:`DistillConfig` for one batch.
+
+    Args:
+        student_out, teacher_out: model outputs with ``logits`` ``(batch, classes)``
+            (float32); for ``layers`` also ``hidden_states`` (tuples of ``(batch, seq,
+            hidden)``) and ``attentions`` (``(batch, heads, seq, seq)``).
+        labels: int64 ``(batch,)``.
+        attention_mask: ``(batch, seq)`` 0/1, excludes padding from the layer terms.
+
+    Returns:
+        ``(loss, parts)``: the scalar loss and its parts (``ce``, ``kl``, ``hidden``,
+        ``attention``) as floats for logging.
+    """
+    import torch.nn.functional as F
+
+    T = cfg.temperature
+    ce = F.cross_entropy(student_out.logits, labels)
+    kl = F.kl_div(F.log_softmax(student_out.logits / T, dim=-1),
+                  F.log_softmax(teacher_out.logits / T, dim=-1),
+                  reduction="batchmean", log_target=True) * T * T
+    loss = (1.0 - cfg.alpha) * ce + cfg.alpha * kl
+    parts = {"ce": float(ce.detach()), "kl": float(kl.detach())}
+    if cfg.mode == "layers":
+        m = (attention_mask.float() if attention_mask is not None
+             else torch.ones(student_out.logits.shape[0], 1))
+        tokens = m.sum().clamp(min=1.0)
+        hid = sum(((s - t) ** 2).mean(-1).mul(m).sum() / tokens
+                  for s, t in zip(student_out.hidden_states, teacher_out.hidden_states,
+                                  strict=True)) / len(student_out.hidden_states)
+        pair = m[:, None, :, None] * m[:, None, None, :]
+        att = sum(((s - t) ** 2).mul(pair).sum() / (pair.sum() * s.shape[1]).clamp(min=1.0)
+                  for s, t in zip(student_out.attentions, teacher_out.attentions,
+                                  strict=True)) / len(student_out.attentions)
+        loss = loss + cfg.layer_weight * (hid + att)
+        parts.update(hidden=float(hid.detach()), attention=float(att.detach()))
+    return loss, parts
+
+
+def use_eager_attention(model: torch.nn.Module) -> None:
+    """Switch a transformers model to eager attention (attention probabilities can be
+    returned; SDPA kernels cannot return them)."""
+    if hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation("eager")
+    else:  # older transformers
+        model.config._attn_implementation = "eager"
+
+
 class TrainHook:
     """Called by :func:`train_classifier` around optimiser steps; subclass and override."""
 
@@ -160,7 +268,9 @@ def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
 def train_classifier(model: torch.nn.Module, train: Encoded, config: TrainConfig, *,
                      hooks: Sequence[TrainHook] = (), checkpoint: Path | None = None,
                      description: str = "fine-tune",
-                     log: Callable[[str], None] | None = None) -> TrainResult:
+                     log: Callable[[str], None] | None = None,
+                     teacher: torch.nn.Module | None = None,
+                     distill: DistillConfig | None = None) -> TrainResult:
     """Train ``model`` on ``train`` with AdamW and a linear warm-up / decay schedule.
 
     Args:
@@ -171,12 +281,26 @@ def train_classifier(model: torch.nn.Module, train: Encoded, config: TrainConfig
         checkpoint: file for resume state; if it exists the run resumes from it.
         description: progress-bar label.
         log: receives progress lines when no terminal shows the bar (CI, logs).
+        teacher: the model to distil from (evaluated in eval mode, no gradients); needed
+            when ``distill`` is enabled.
+        distill: :class:`DistillConfig`; ``None`` or mode ``none`` trains on the labels.
 
     Returns:
         :class:`TrainResult` with the per-step losses.
     """
     from transformers import get_linear_schedule_with_warmup
 
+    distill = distill if distill is not None and distill.enabled else None
+    if distill is not None and teacher is None:
+        raise ValueError("distillation needs a teacher model")
+    layers = distill is not None and distill.mode == "layers"
+    if distill is not None:
+        teacher.eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        if layers:
+            use_eager_attention(teacher)
+            use_eager_attention(model)
     console = _console()
     log = log or (lambda msg: console.print(msg, highlight=False))
     total = config.total_steps(len(train))
@@ -228,8 +352,26 @@ def train_classifier(model: torch.nn.Module, train: Encoded, config: TrainConfig
                      else _epoch_order(len(train), config.seed, epoch))
             idx = order[offset * config.batch_size:(offset + 1) * config.batch_size]
             batch = train.batch(idx)
-            out = model(**batch)
-            out.loss.backward()
+            if distill is None:
+                out = model(**batch)
+                loss = out.loss
+            else:
+                inputs = {k: v for k, v in batch.items() if k != "labels"}
+                extra = {"output_hidden_states": True, "output_attentions": True} \
+                    if layers else {}
+                with torch.no_grad():
+                    t_out = teacher(**inputs, **extra)
+                out = model(**inputs, **extra)
+                loss, _ = distillation_loss(out, t_out, batch["labels"],
+                                            batch.get("attention_mask"), distill)
+            if not torch.isfinite(loss):
+                from fitformer.errors import FitformerError
+
+                raise FitformerError(
+                    f"{description}: the training loss is {float(loss)} at step "
+                    f"{result.steps + 1}; nothing was cached. Check the model's dtype "
+                    "(fitformer trains in float32) and the learning rate.")
+            loss.backward()
             for hook in hooks:
                 hook.before_optimizer_step(model, result.steps + 1, total)
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -238,7 +380,7 @@ def train_classifier(model: torch.nn.Module, train: Encoded, config: TrainConfig
             optimizer.zero_grad(set_to_none=True)
             result.steps += 1
             seen += len(idx)
-            result.losses.append(float(out.loss.detach()))
+            result.losses.append(float(loss.detach()))
             for hook in hooks:
                 hook.on_step_end(model, result.steps, total)
             window = result.losses[-20:]

@@ -20,11 +20,20 @@ from fitformer.errors import FitformerError
 from fitformer.paths import runs_dir
 
 METRICS_SCHEMA_VERSION = 1
+#: Version of the training recipes and of the run-key schema (design.md §9, revised
+#: 2026-11-30). Bump it when a recipe changes what a run with the same key would train; a
+#: fitformer release alone no longer orphans cached runs. ``run.json`` still records the
+#: fitformer version (outside the hash).
+RECIPE_VERSION = 2
+#: Fields of ``run.json`` that describe the run but are not part of its key.
+UNHASHED_FIELDS = ("fitformer_version",)
 COMPLETE_FILES = ("config.json", "model.safetensors", "metrics.json", "run.json")
 
 
 def key_hash(key: dict) -> str:
-    """First 16 hex digits of the sha256 of the key as canonical JSON."""
+    """First 16 hex digits of the sha256 of the key as canonical JSON (without
+    :data:`UNHASHED_FIELDS`)."""
+    key = {k: v for k, v in key.items() if k not in UNHASHED_FIELDS}
     blob = json.dumps(key, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -194,7 +203,9 @@ def start_partial(key: dict, force: bool = False) -> Path:
     if force:
         (partial / "checkpoint.pt").unlink(missing_ok=True)
     partial.mkdir(parents=True, exist_ok=True)
-    write_json(partial / "run.json", key)
+    from fitformer._version import __version__
+
+    write_json(partial / "run.json", {**key, "fitformer_version": __version__})
     return partial
 
 

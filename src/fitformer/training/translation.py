@@ -266,13 +266,12 @@ def finetune_translation(dataset: str = "tatoeba-en-fr", *, budget: str = "defau
     Raises:
         FitformerError: a classification dataset, bad flags or budget.
     """
-    from fitformer._version import __version__
     from fitformer.data import load_dataset
     from fitformer.models.seq2seq import Seq2SeqShape, new_translation_model, train_tokenizer
     from fitformer.training.budgets import get_budget
     from fitformer.training.finetune import RunResult, check_training_flags, save_run
     from fitformer.training.loop import train_classifier
-    from fitformer.training.runs import find_run, load_run_info, start_partial
+    from fitformer.training.runs import RECIPE_VERSION, find_run, load_run_info, start_partial
 
     shape = shape or Seq2SeqShape()
     b = get_budget(budget)
@@ -284,7 +283,7 @@ def finetune_translation(dataset: str = "tatoeba-en-fr", *, budget: str = "defau
     data = load_dataset(dataset, task="translation")
     config = translation_recipe(budget, seed=seed, max_length=max_length, epochs=epochs,
                                 learning_rate=learning_rate)
-    key = {"kind": "finetune", "fitformer_version": __version__, "task": "translation",
+    key = {"kind": "finetune", "recipe_version": RECIPE_VERSION, "task": "translation",
            "model": {"id": "transformer-from-scratch",
                      "architecture": "MBartForConditionalGeneration (pre-norm)",
                      "shape": shape.as_key(), "tokenizer": "bpe on the train split"},
