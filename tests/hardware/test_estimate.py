@@ -36,10 +36,15 @@ def test_hp_run_and_sparsity_give_equal_estimates(tiny_hp_run):
     from_counts = workload_from_pattern("default", pattern="hp", sparsity=0.8)
     assert from_run.hp_split == pytest.approx(from_counts.hp_split)
     for did in ("zcu104", "u50"):
-        a = estimate(_device(did), from_run, use_cache=False)
-        b = estimate(_device(did), from_counts, use_cache=False)
-        assert a["latency_ms"] == b["latency_ms"] > 0
-        assert _comparable(a) == _comparable(b)
+        # Design (a) depends on whole stripes only: HP's counts give the masks' cycles.
+        a = explore(from_run, _device(did), use_cache=False, families=("per_op",))
+        b = explore(from_counts, _device(did), use_cache=False, families=("per_op",))
+        assert a.total_cycles == b.total_cycles > 0 and a.design == b.design
+        # The row-tiled shared array also sees how kept blocks spread over row tiles,
+        # which counts alone cannot know: they are a lower bound, and close.
+        ra = estimate(_device(did), from_run, use_cache=False)
+        rb = estimate(_device(did), from_counts, use_cache=False)
+        assert rb["compute_ms"] <= ra["compute_ms"] <= 1.15 * rb["compute_ms"]
 
 
 @pytest.fixture

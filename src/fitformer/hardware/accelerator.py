@@ -187,18 +187,33 @@ class DesignPoint:
     """One accelerator configuration.
 
     Attributes:
-        precision: ``fx16`` or ``fx8``.
-        weights_on_chip: weights held in BRAM/URAM (else streamed from DRAM per pass).
-        knobs: per unit: linear units ``{"P", "T"}``, attention ``{"H_par", "T"}``,
-            add_norm ``{"lanes"}``.
+        precision: ``fx16`` or ``fx8`` (weights and activations of the products).
+        weights_on_chip: weights held in BRAM/URAM (else streamed from DRAM).
+        knobs: per unit. Family ``per_op``: linear units ``{"P", "T"}``, attention
+            ``{"H_par", "T"}``, add_norm ``{"lanes"}``. Family ``shared``: ``array``
+            ``{"P", "T", "R"}``, ``nonlinear`` ``{"lanes"}``, ``add_norm`` ``{"lanes"}``.
+        family: ``per_op`` (design (a) of design.md §6: one unit per operation kind, this
+            module) or ``shared`` (designs (b)-(d): one shared sparse-MAC array with row
+            tiling and double-buffered weight streaming, :mod:`fitformer.hardware.
+            shared_array`).
+        nonlinear: arithmetic of softmax, layer norm and GELU: ``fp32`` or ``fx16``
+            (integer polynomial approximations, I-BERT, Kim et al., ICML 2021).
     """
 
     precision: str
     weights_on_chip: bool
     knobs: dict = field(default_factory=dict)
+    family: str = "per_op"
+    nonlinear: str = "fp32"
 
     def with_knobs(self, unit: str, knobs: dict) -> DesignPoint:
-        return DesignPoint(self.precision, self.weights_on_chip, {**self.knobs, unit: knobs})
+        return DesignPoint(self.precision, self.weights_on_chip, {**self.knobs, unit: knobs},
+                           self.family, self.nonlinear)
+
+    def as_json(self) -> dict:
+        return {"family": self.family, "precision": self.precision,
+                "nonlinear": self.nonlinear, "weights_on_chip": self.weights_on_chip,
+                "knobs": self.knobs}
 
 
 def minimal_design(precision: str, weights_on_chip: bool = True) -> DesignPoint:

@@ -1,8 +1,15 @@
 """Design-space exploration: the lowest-latency design point that fits a device
-(design.md §6).
+(design.md §6), over a family of designs.
 
-Start from the minimal design (one PE, one lane, one head instance, one norm lane per
-unit); then, repeatedly, among every unit's next knob values (the next one or two ``P``
+**Family ``shared``** (designs (b)-(d), :mod:`fitformer.hardware.shared_array`): every
+candidate of :func:`~fitformer.hardware.shared_array.shared_candidates` (array ``P``, ``T``,
+row tile ``R``, non-linear and norm lanes, weights on chip or streamed, fp32 or fx16
+non-linear units) is evaluated after a DSP pre-check; the fastest that fits wins, ties to
+fewer DSPs.
+
+**Family ``per_op``** (design (a), :mod:`fitformer.hardware.accelerator`): start from
+the minimal design (one PE, one lane, one head instance, one norm lane per unit); then,
+repeatedly, among every unit's next knob values (the next one or two ``P``
 dividing its stripe counts, ``T`` doubled or quadrupled up to the token count, the next
 ``H_par`` dividing the head count, the next norm lane counts dividing the hidden size),
 take the step with the largest latency saving per resource spent (the largest fraction of
@@ -11,8 +18,9 @@ cycles and fits. This generalises the seed authors' resource scheduling (add par
 to the slowest unit): since the units run in sequence, a cycle saved anywhere counts the
 same. Two searches run, one with the weights on chip and one with them streamed from DRAM
 (re-read once per pass of ``T`` tokens); the faster design that fits wins.
-Every precision the device offers is explored (or the pinned one); the fastest wins, ties
-to fewer DSPs.
+Every precision the device offers is explored (or the pinned one), both families at each;
+the fastest design wins, ties to fewer DSPs. ``families`` restricts the search (the
+validation experiment compares them).
 
 Results are cached in ``$FITFORMER_HOME/dse/<digest>.json`` by a digest of the device's
 hardware figures (resources, shell, DSP type, bandwidth, clock, precisions; not its
@@ -46,7 +54,8 @@ from fitformer.hardware.catalog import RESOURCE_KEYS, Device
 from fitformer.hardware.resources import CONSTANTS
 from fitformer.hardware.workload import Workload
 
-MODEL_VERSION = 2  # bump when the analytical model's code changes: invalidates cached designs
+FAMILIES = ("per_op", "shared")
+MODEL_VERSION = 3  # bump when the analytical model's code changes: invalidates cached designs
 
 
 def platform_of(device: Device, clock_mhz: float | None = None) -> Platform:
@@ -115,9 +124,37 @@ class _Explorer:
         return self._memo[key]
 
     def estimate(self, design: DesignPoint) -> Estimate:
+        if design.family == "shared":
+            from fitformer.hardware.shared_array import estimate_shared
+
+            return estimate_shared(self.wl, design, self.plat, self.inf)
         units = {u: self.unit(u, design) for u in UNITS}
         units["top"] = top_unit(self.wl, design, self.inf)
         return assemble(design, units, self.plat)
+
+    def explore_shared(self, precision: str) -> Estimate | None:
+        """The fastest fitting design of the shared family (``None`` if none fits)."""
+        from fitformer.hardware.resources import const, dsp_per_multiplier
+        from fitformer.hardware.shared_array import shared_candidates
+
+        best = None
+        avail_dsp = self.plat.available.get("dsp", 0)
+        for design in shared_candidates(self.wl, self.plat, self.inf, precision):
+            a = design.knobs["array"]
+            lanes = design.knobs["nonlinear"]["lanes"] + design.knobs["add_norm"]["lanes"]
+            per_lane = (const("fx16_nonlinear_dsp") if design.nonlinear == "fx16" else
+                        const("fp32_exp_dsp") + const("fp32_add_dsp") + const("fp32_mul_dsp"))
+            dsp = (a["P"] * self.wl.banks * a["T"]
+                   * dsp_per_multiplier(precision, self.plat.dsp_type, a["T"]) + lanes * per_lane)
+            if dsp > avail_dsp:
+                continue
+            est = self.estimate(design)
+            if not self.fits(est):
+                continue
+            if best is None or (est.total_cycles, est.resources.dsp) < (
+                    best.total_cycles, best.resources.dsp):
+                best = est
+        return best
 
     def fits(self, est: Estimate) -> bool:
         return est.resources.fits(self.plat.available)
@@ -128,13 +165,29 @@ class _Explorer:
         return max(((a[k] - b[k]) / avail[k] for k in RESOURCE_KEYS if avail[k] > 0),
                    default=0.0)
 
-    def explore(self, precision: str) -> Estimate:
-        """The best design at ``precision``: weights on chip and weights streamed are both
-        explored (streaming wins when large ``T`` amortises the DRAM traffic)."""
-        found = [self._greedy(self.estimate(minimal_design(precision, on_chip)))
-                 for on_chip in (True, False)]
-        fitting = [e for e in found if self.fits(e)] or found[1:]
-        return min(fitting, key=lambda e: (e.total_cycles, not e.design.weights_on_chip))
+    def explore(self, precision: str, families: tuple[str, ...] = FAMILIES) -> Estimate:
+        """The best design at ``precision``: for the per-op family weights on chip and
+        weights streamed are both explored (streaming wins when large ``T`` amortises the
+        DRAM traffic); the shared family is searched exhaustively."""
+        found = []
+        if "per_op" in families:
+            found += [self._greedy(self.estimate(minimal_design(precision, on_chip)))
+                      for on_chip in (True, False)]
+        if "shared" in families:
+            shared = self.explore_shared(precision)
+            if shared is not None:
+                found.append(shared)
+        if not found:   # nothing of the shared family fits: its minimal streamed design
+            from fitformer.hardware.shared_array import FAMILY
+
+            found.append(self.estimate(DesignPoint(
+                precision, False, {"array": {"P": 1, "T": 1, "R": 64},
+                                   "nonlinear": {"lanes": 1}, "add_norm": {"lanes": 1}},
+                FAMILY, "fx16")))
+        fitting = [e for e in found if self.fits(e)] or [e for e in found
+                                                         if not e.design.weights_on_chip]
+        return min(fitting or found, key=lambda e: (e.total_cycles, e.resources.dsp,
+                                                    not e.design.weights_on_chip))
 
     def _greedy(self, est: Estimate) -> Estimate:
         if not self.fits(est):
@@ -165,14 +218,14 @@ class _Explorer:
 
 
 def _cache_key(wl: Workload, device: Device, precision: str, batch: int, seq_len: int,
-               clock: float, tgt_len: int = 0) -> str:
+               clock: float, tgt_len: int = 0, families: tuple[str, ...] = FAMILIES) -> str:
     # Only what the design depends on: a new price or note must not invalidate designs.
     hw = {f: device.num(f) for f in ("dsp_type", "dsp", "bram_18k", "uram", "lut", "ff",
                                      "shell", "dram_gbytes_per_s", "clock_mhz")}
     obj = {"device": {"id": device.id, **hw, "precisions": device.precisions},
            "workload": wl.digest,
            "precision": precision, "batch": batch, "seq_len": seq_len, "clock": clock,
-           "model_version": MODEL_VERSION,
+           "model_version": MODEL_VERSION, "families": list(families),
            "constants": {k: c.value for k, c in CONSTANTS.items()}}
     if wl.dims.is_seq2seq:
         obj["tgt_len"] = tgt_len
@@ -181,7 +234,8 @@ def _cache_key(wl: Workload, device: Device, precision: str, batch: int, seq_len
 
 def explore(wl: Workload, device: Device, *, precision: str | None = None, batch: int = 1,
             seq_len: int = 128, clock_mhz: float | None = None,
-            use_cache: bool = True, tgt_len: int = 0) -> Estimate:
+            use_cache: bool = True, tgt_len: int = 0,
+            families: tuple[str, ...] = FAMILIES) -> Estimate:
     """The lowest-latency design point of ``wl`` on ``device`` (module docstring).
 
     Args:
@@ -191,6 +245,7 @@ def explore(wl: Workload, device: Device, *, precision: str | None = None, batch
             encoder-decoder (>= 1; ignored for encoders).
         clock_mhz: overrides the device clock.
         use_cache: read and write ``$FITFORMER_HOME/dse``.
+        families: the design families to search (``per_op``, ``shared``).
 
     Returns:
         the best :class:`Estimate`; ``fits`` may be false when even the minimal design
@@ -213,29 +268,39 @@ def explore(wl: Workload, device: Device, *, precision: str | None = None, batch
         offered = [precision]
     if not offered:
         raise FitformerError(f"device {device.id} lists no fixed-point precision (fx16, fx8).")
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown or not families:
+        raise FitformerError(f"design families {list(families)}: choose from "
+                             f"{', '.join(FAMILIES)}.")
     wl.dims.check_seq_len(seq_len, tgt_len if wl.dims.is_seq2seq else 0)
     explorer = _Explorer(wl, plat, batch, seq_len, tgt_len)
     results = []
     for prec in offered:
-        key = _cache_key(wl, device, prec, batch, seq_len, plat.clock_mhz, tgt_len)
+        key = _cache_key(wl, device, prec, batch, seq_len, plat.clock_mhz, tgt_len, families)
         path = dse_dir() / f"{key}.json"
         est = None
         if use_cache and path.is_file():
             try:
                 saved = json.loads(path.read_text())
-                est = explorer.estimate(DesignPoint(prec, saved["weights_on_chip"],
-                                                    saved["knobs"]))
+                est = explorer.estimate(DesignPoint(
+                    prec, saved["weights_on_chip"], saved["knobs"],
+                    saved.get("family", "per_op"), saved.get("nonlinear", "fp32")))
             except (ValueError, KeyError, TypeError):
                 est = None          # a corrupt cache entry is recomputed
         if est is None:
-            est = explorer.explore(prec)
+            est = explorer.explore(prec, tuple(families))
             if use_cache:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(".tmp")
-                tmp.write_text(json.dumps({"weights_on_chip": est.design.weights_on_chip,
-                                           "knobs": est.design.knobs}))
+                tmp.write_text(json.dumps(est.design.as_json()))
                 tmp.replace(path)
         results.append(est)
     fitting = [e for e in results if explorer.fits(e)] or results
     return min(fitting, key=lambda e: (e.total_cycles, e.resources.dsp,
                                        -math.inf if e.design.precision == "fx16" else 0))
+
+
+def estimate_point(wl: Workload, design: DesignPoint, plat: Platform, batch: int,
+                   seq_len: int, tgt_len: int = 0) -> Estimate:
+    """The estimate of one given design point, of either family."""
+    return _Explorer(wl, plat, batch, seq_len, tgt_len).estimate(design)

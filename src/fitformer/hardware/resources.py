@@ -53,8 +53,27 @@ CONSTANTS: dict[str, Constant] = {
     "fp32_op_ff": Constant(600, "FF", "assumed", "FFs of one fp32 operator"),
     "fp32_op_latency": Constant(12, "cycles", "assumed", "pipeline depth of one fp32 operator"),
     "gelu_dsp": Constant(8, "DSP", "assumed", "fp32 GELU (erf by polynomial)"),
-    "mul_lut": Constant(20, "LUT", "assumed", "operand muxing and control per multiplier"),
-    "mul_ff": Constant(40, "FF", "assumed", "pipeline registers per multiplier"),
+    "fx16_op_latency": Constant(4, "cycles", "assumed",
+                                "pipeline depth of one fx16 polynomial operator (two "
+                                "multiply-adds)"),
+    "fx16_nonlinear_dsp": Constant(1, "DSP", "NN-LUT (Yu et al., DAC 2022) + assumed",
+                                   "one fx16 non-linear lane: exp, GELU or 1/sqrt by a "
+                                   "table lookup with linear interpolation (the table in "
+                                   "BRAM, shared by two lanes), one multiplier"),
+    "fx16_table_entries": Constant(1024, "entries", "assumed",
+                                   "entries of one fx16 non-linear lookup table (16 bit)"),
+    "fx16_nonlinear_lut": Constant(150, "LUT", "assumed",
+                                   "range reduction, shifts and control of one fx16 lane"),
+    "fx16_nonlinear_ff": Constant(200, "FF", "assumed", "pipeline registers of one fx16 lane"),
+    "reciprocal_lut": Constant(1200, "LUT", "assumed",
+                               "one pipelined reciprocal (softmax row sum, layer-norm "
+                               "1/sqrt seed) per unit"),
+    "mul_lut": Constant(8, "LUT", "assumed", "control and operand staging per multiplier "
+                        "(the shared array's c/B:1 input multiplexers are counted apart)"),
+    "mul_ff": Constant(16, "FF", "UG579 (2021) + assumed",
+                       "fabric registers per multiplier: the DSP48E2's A/B/M/P pipeline "
+                       "registers are inside the slice (UG579), only the activation operand "
+                       "is staged in fabric (16 FF assumed)"),
     "pe_lut": Constant(250, "LUT", "assumed", "control, index decode, address generation per PE"),
     "pe_ff": Constant(350, "FF", "assumed", "per-PE state"),
     "unit_lut": Constant(1500, "LUT", "assumed", "control and stream interfaces per unit"),

@@ -25,6 +25,14 @@ What it models that the analytical formula does not:
 
 Stalls are reported in multiplier slots and, divided by the ``P * B`` multipliers, in
 cycles, so that ``compute cycles = useful / (P * B) + sum of stall cycles`` for a pass.
+
+**Shared-array designs** (family ``shared``, :mod:`fitformer.hardware.shared_array`): a PE
+walks its row segments tile by tile (``R`` output rows), stripe-major inside a tile, with
+the same bank-port rule and accumulator hazards; tiles are gated by the two partial-sum
+buffers and merged ``one row per cycle`` (:func:`fitformer.hardware.shared_array.
+tiled_compute_cycles`). A PE waiting for a buffer while another PE finishes an older tile
+counts as ``tile_sync`` (HP balances whole stripes, not row tiles, so HP can show it;
+``imbalance_idle`` stays for idleness inside a segment and at the end of a pass).
 Token lanes share every weight read, so all ``T`` lanes run the same schedule: one pass is
 simulated and the passes are pipelined as in the analytical model.
 """
@@ -46,7 +54,7 @@ SIM_CONSTANTS = {
                                            "partial-sum read-modify-write latency"),
     "dram_burst_bytes": Constant(64, "bytes", "assumed", "one DRAM burst (AXI, 512 bits)"),
 }
-STALL_CAUSES = ("bank_conflict", "imbalance_idle", "raw_hazard", "dram_wait")
+STALL_CAUSES = ("bank_conflict", "imbalance_idle", "raw_hazard", "dram_wait", "tile_sync")
 
 
 ORDERS = ("interleaved", "column")
@@ -139,8 +147,69 @@ def simulate_pass(mask: np.ndarray, c: int, banks: int, P: int,
         pe_cycles[p] = int(ends[-1]) + stall if ends.size else 0
     slots = {"bank_conflict": int(seg[..., 2].sum()),
              "imbalance_idle": int(seg[..., 3].sum()) + int((pe_cycles.max() - pe_cycles).sum())
-             * banks, "raw_hazard": raw * banks, "dram_wait": 0}
+             * banks, "raw_hazard": raw * banks, "dram_wait": 0, "tile_sync": 0}
     return PassResult(int(pe_cycles.max()), pe_cycles, int(seg[..., 1].sum()), slots)
+
+
+def simulate_tiled_pass(mask: np.ndarray, r: int, c: int, banks: int, P: int, R: int,
+                        order: str = "interleaved") -> PassResult:
+    """One pass of the shared array over ``mask`` (bool ``(M, N)``) with row tiles of
+    ``R`` rows (module docstring): per PE and tile, its segments issued cycle by cycle with
+    accumulator hazards; tiles gated by two partial-sum buffers and merged one row per
+    cycle. ``compute_cycles`` is the merge of the last tile (no fill).
+
+    Raises:
+        ValueError: ``P`` does not divide the stripe count, or ``banks`` does not divide ``c``.
+    """
+    M, N = mask.shape
+    S = math.ceil(N / c)
+    if S % P or c % banks:
+        raise ValueError(f"P={P} must divide the {S} stripes and B={banks} the width {c}")
+    Rt = max(r, (min(R, M) // r) * r) if M > R else M
+    tiles = math.ceil(M / Rt)
+    padded = np.zeros((M, S * c), dtype=bool)
+    padded[:, :N] = mask
+    per_bank = padded.reshape(M, S, banks, c // banks).sum(axis=3)        # (M, S, B)
+    flat = per_bank.reshape(-1, banks)
+    sigs, inverse = np.unique(flat, axis=0, return_inverse=True)
+    table = np.array([issue_schedule(tuple(int(x) for x in s), order) for s in sigs],
+                     dtype=np.int64)
+    seg = table[inverse.reshape(-1)].reshape(M, S, 4)
+    cycles = seg[..., 0]
+    A = int(SIM_CONSTANTS["accumulator_latency_cycles"].value)
+    w = np.zeros((P, tiles), dtype=np.float64)
+    raw = 0
+    for p in range(P):
+        for i in range(tiles):
+            lo, hi = i * Rt, min(M, (i + 1) * Rt)
+            cyc = cycles[lo:hi, p::P].T.reshape(-1)
+            rows = np.tile(np.arange(lo, hi), S // P)
+            keep = cyc > 0
+            cyc, rows = cyc[keep], rows[keep]
+            ends = np.cumsum(cyc)
+            stall = _raw_stalls(rows, ends, A)
+            raw += stall
+            w[p, i] = (int(ends[-1]) if ends.size else 0) + stall
+    rows_per_tile = [min(Rt, M - i * Rt) for i in range(tiles)]
+    # The recurrence, tracking each PE's waits for a free buffer.
+    end = np.zeros(P)
+    merged: list[float] = []
+    sync = 0.0
+    for i in range(tiles):
+        gate = merged[i - 2] if i >= 2 else 0.0
+        start = np.maximum(end, gate)
+        sync += float((start - end).sum())
+        end = start + w[:, i]
+        merged.append(float(end.max()) + rows_per_tile[i])
+    tail = float((end.max() - end).sum())
+    busy = w.sum(axis=1)
+    unequal = float((busy.max() - busy).sum())       # PEs given less work in total
+    total = int(round(merged[-1])) if merged else 0
+    slots = {"bank_conflict": int(seg[..., 2].sum()),
+             "imbalance_idle": int(seg[..., 3].sum()) + int(round(unequal)) * banks,
+             "raw_hazard": raw * banks, "dram_wait": 0,
+             "tile_sync": int(round(sync + tail - unequal)) * banks}
+    return PassResult(total, w.sum(axis=1).astype(np.int64), int(seg[..., 1].sum()), slots)
 
 
 def _raw_stalls(rows: np.ndarray, ends: np.ndarray, A: int) -> int:
@@ -223,8 +292,13 @@ def simulate_layer(name: str, mask: np.ndarray, work: MatrixWork, knobs: dict,
     r, c = block
     P, T = knobs["P"], knobs["T"]
     M, N = mask.shape
-    res = simulate_pass(mask, c, banks, P, order)
-    fill = int(const("mac_pipeline_cycles")) + _log2ceil(banks)
+    shared = design.family == "shared"
+    if shared:
+        res = simulate_tiled_pass(mask, r, c, banks, P, knobs["R"], order)
+        fill = int(const("mac_pipeline_cycles")) + _log2ceil(banks) + _log2ceil(P)
+    else:
+        res = simulate_pass(mask, c, banks, P, order)
+        fill = int(const("mac_pipeline_cycles")) + _log2ceil(banks)
     compute = res.compute_cycles + fill
     slots = dict(res.slots)
     dram = 0
@@ -237,14 +311,21 @@ def simulate_layer(name: str, mask: np.ndarray, work: MatrixWork, knobs: dict,
         if dram > compute:
             slots["dram_wait"] = (dram - compute) * P * banks
             compute = dram
-    load = math.ceil(N / banks)
-    reduce = math.ceil(M / banks) + _log2ceil(P) + (int(const("fp32_op_latency")) if gelu else 0)
     passes = math.ceil(tokens / T)
-    cycles = steps * (load + compute + reduce + (passes - 1) * max(load, compute, reduce))
+    if shared:    # merge inside the tiles; first stripe's inputs, then pipelined passes
+        load, reduce = c, 0
+        cycles = steps * (load + passes * compute)
+    else:
+        load = math.ceil(N / banks)
+        reduce = math.ceil(M / banks) + _log2ceil(P) + (int(const("fp32_op_latency"))
+                                                        if gelu else 0)
+        cycles = steps * (load + compute + reduce + (passes - 1) * max(load, compute, reduce))
     per_pass_slots = P * banks
     runs = passes * steps
     stall_cycles = {k: slots[k] / per_pass_slots * runs for k in STALL_CAUSES}
     total_slots = (compute - fill) * per_pass_slots
+    if shared:
+        slots = {k: slots.get(k, 0) for k in STALL_CAUSES}
     return LayerSimulation(
         name, (M, N), P, T, banks, runs, int(cycles), int(analytical_cycles),
         stall_cycles, {k: v * runs for k, v in slots.items()}, res.useful * runs,
@@ -306,9 +387,10 @@ def simulate(device, wl, masks: dict[str, np.ndarray], layers: list[str] | None 
                   seq_len=seq_len, clock_mhz=clock_mhz, use_cache=use_cache, tgt_len=tgt_len)
     plat = platform_of(device, clock_mhz)
     if design_workload is not None:
-        from fitformer.hardware.accelerator import estimate_design
+        from fitformer.hardware.dse import estimate_point
 
-        est = estimate_design(wl, est.design, plat, batch, seq_len, tgt_len)
+        est = estimate_point(wl, est.design, plat, batch, seq_len, tgt_len)
+    shared = est.design.family == "shared"
     inf = Inference(batch, seq_len, tgt_len if wl.dims.is_seq2seq else 0)
     unit_of = {role: unit for unit, roles in LINEAR_UNITS.items() for role in roles}
     out = []
@@ -316,11 +398,16 @@ def simulate(device, wl, masks: dict[str, np.ndarray], layers: list[str] | None 
         role, layer, stack = role_of(name), layer_index(name), stack_of(name)
         if wl.dims.is_seq2seq and role == "classifier":
             role = "lm_head"
-        unit = unit_of[role]
+        unit = "array" if shared else unit_of[role]
         analytical = next(row.cycles for row in est.units[unit].rows
                           if row.label == role and row.layer == layer and row.stack == stack)
         work = wl.matrix(role, layer, stack)
         n, steps = inf.linear_use(work)
+        if shared and role == "ffn_in":   # GELU overlaps the drain: compare the linear
+            from fitformer.hardware.shared_array import matrix_cycles
+
+            analytical = steps * matrix_cycles(work, est.design.knobs["array"], wl,
+                                               est.design, plat, n)[0]
         sim = simulate_layer(name, masks[name], work, est.design.knobs[unit], est.design,
                              plat, wl.block, wl.banks, n, analytical, gelu=unit == "ffn_in",
                              order=order, steps=steps)
@@ -328,7 +415,8 @@ def simulate(device, wl, masks: dict[str, np.ndarray], layers: list[str] | None 
     rep = {"device": device.id, "precision": est.design.precision,
            "fits": est.resources.fits(plat.available),
            "weights_on_chip": est.design.weights_on_chip, "clock_mhz": est.clock_mhz,
-           "design": est.design.knobs, "pattern": wl.pattern, "batch_size": batch,
+           "design": est.design.knobs, "family": est.design.family,
+           "pattern": wl.pattern, "batch_size": batch,
            "seq_len": seq_len, "tgt_len": inf.tgt_len or None, "order": order,
            "accumulator_latency_cycles": SIM_CONSTANTS["accumulator_latency_cycles"].value,
            "layers": out}

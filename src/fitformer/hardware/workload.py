@@ -189,6 +189,10 @@ class MatrixWork:
         kept_blocks: for balanced matrices, ``K1`` per stripe; ``None`` otherwise.
         stack: ``encoder``, ``decoder`` or ``cross`` (the decoder's cross-attention;
             :func:`fitformer.models.layers.stack_of`).
+        block_cycles: int64 ``(ceil(M / r), S)``: per block (block row, stripe) the cycles
+            of its row segments (sum over its rows of the fullest bank), measured on a mask;
+            ``None`` for counts-only workloads (then spread evenly over the block rows).
+            The row-tiled shared array (:mod:`fitformer.hardware.shared_array`) needs it.
     """
 
     role: str
@@ -201,6 +205,7 @@ class MatrixWork:
     k_per_bank: int | None = None
     kept_blocks: int | None = None
     stack: str = "encoder"
+    block_cycles: np.ndarray | None = None
 
     @property
     def stripes(self) -> int:
@@ -271,12 +276,24 @@ def stripe_profile(mask: np.ndarray, c: int, banks: int) -> tuple[np.ndarray, np
     return longest.sum(axis=0), (longest > 0).sum(axis=0).astype(np.int64)
 
 
+def block_profile(mask: np.ndarray, r: int, c: int, banks: int) -> np.ndarray:
+    """Cycles per block of a mask: int64 ``(ceil(M / r), ceil(N / c))``, the sum over the
+    block's rows of the fullest bank's kept count (the module docstring's stripe profile,
+    split by block row). Trailing partial blocks are padded with zeros."""
+    M, N = mask.shape
+    S, R = math.ceil(N / c), math.ceil(M / r)
+    padded = np.zeros((R * r, S * c), dtype=bool)
+    padded[:M, :N] = mask
+    longest = padded.reshape(R * r, S, banks, c // banks).sum(axis=3, dtype=np.int64).max(2)
+    return longest.reshape(R, r, S).sum(axis=1)
+
+
 def work_from_mask(role: str, layer: int | None, mask: np.ndarray, c: int,
-                   banks: int, stack: str = "encoder") -> MatrixWork:
+                   banks: int, stack: str = "encoder", r: int = 16) -> MatrixWork:
     """:class:`MatrixWork` measured on a mask (bool ``(M, N)``)."""
     cycles, segments = stripe_profile(mask, c, banks)
     return MatrixWork(role, layer, tuple(mask.shape), cycles, segments, int(mask.sum()),
-                      stack=stack)
+                      stack=stack, block_cycles=block_profile(mask, r, c, banks))
 
 
 def balanced_work(role: str, layer: int | None, shape: tuple[int, int], r: int, c: int,
@@ -398,7 +415,7 @@ def workload_from_pattern(model: str = "default", *, pattern: str = "hp",
         source = f"{pattern} at sparsity {sparsity} (counts)"
     else:
         for role, layer, stack, mask, _ in _one_shot_masks(ref, dims, pat, sparsity):
-            matrices.append(work_from_mask(role, layer, mask, c, banks, stack))
+            matrices.append(work_from_mask(role, layer, mask, c, banks, stack, r))
         source = f"{pattern} at sparsity {sparsity} (one-shot masks of {ref.id})"
     for role, layer, stack in dims.head_slots():
         matrices.append(_dense_work(dims, role, layer, r, c, banks, stack))
@@ -546,7 +563,7 @@ def workload_from_masks(masks: dict[str, np.ndarray], config, *, pattern: str,
             raise FitformerError(f"{source}: mask {name} has shape {tuple(mask.shape)}, the "
                                  f"config says {dims.shape(role)}.")
         matrices.append(work_from_mask(role, layer, mask.astype(bool), block[1], banks,
-                                       stack))
+                                       stack, block[0]))
     have = {(m.role, m.layer, m.stack) for m in matrices}
     for role, layer, stack in slots:
         if (role, layer, stack) not in have:
@@ -602,7 +619,7 @@ def _mark_balanced(matrices: list[MatrixWork], block: tuple[int, int],
         if uniform and k * segs[0] == cyc[0] and k * banks * segs.sum() == m.nnz \
                 and segs[0] % r == 0:
             out.append(MatrixWork(m.role, m.layer, m.shape, cyc, segs, m.nnz, True, k,
-                                  int(segs[0] // r), m.stack))
+                                  int(segs[0] // r), m.stack, m.block_cycles))
         else:
             out.append(m)
     return out
