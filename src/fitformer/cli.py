@@ -613,6 +613,13 @@ def estimate(device: DeviceOpt, model: ModelOpt = "default", pruned: PrunedOpt =
                                                   else "") for k in res)
             + " (available = the part minus its platform shell)"
             + f"; fits: {rep['fits']}; weights on chip: {rep['weights_on_chip']}")
+        roof = rep["roofline"]
+        family = {"shared": "shared sparse-MAC array (designs b-d)",
+                  "per_op": "one unit per operation kind (design a)"}[rep["design_family"]]
+        out.print(f"design: {family}, non-linear units {rep['nonlinear']}; device roofline "
+                  f"{roof['roofline_ms']:.3f} ms ({roof['bound']}-bound: {roof['macs'] / 1e9:.3f}"
+                  f" GMAC, {roof['weight_bytes'] / 1e6:.2f} MB of weights); this design is "
+                  f"{rep['roofline_ratio']:.2f}x the roofline")
         if not rep["fits"]:
             out.print("DOES NOT FIT: even the smallest design exceeds the device; the latency "
                       "above is that of the smallest design, not a deployable one.")

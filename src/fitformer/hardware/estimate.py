@@ -29,11 +29,19 @@ def fpga_report(device: Device, wl: Workload, est: Estimate, batch: int,
                 seq_len: int, tgt_len: int = 0) -> dict:
     """The JSON contract of issue #5 for an FPGA estimate."""
     from fitformer.hardware.dse import platform_of
+    from fitformer.hardware.roofline import fpga_roofline
 
-    avail = platform_of(device, est.clock_mhz).available
+    plat = platform_of(device, est.clock_mhz)
+    avail = plat.available
     used = est.resources.as_dict()
     overhead = float(device.num("call_overhead_ms") or 0.0)
+    roof = fpga_roofline(wl, dsp=avail["dsp"], dsp_type=plat.dsp_type,
+                         dram_gbytes_per_s=plat.dram_gbytes_per_s, clock_mhz=est.clock_mhz,
+                         precision=est.design.precision, batch=batch, seq_len=seq_len,
+                         tgt_len=tgt_len)
     return {**_base(device, wl, "model", batch, seq_len, tgt_len),
+            "design_family": est.design.family, "nonlinear": est.design.nonlinear,
+            "roofline": roof, "roofline_ratio": est.compute_ms / roof["roofline_ms"],
             "latency_ms": est.compute_ms + overhead, "compute_ms": est.compute_ms,
             "call_overhead_ms": overhead, "precision": est.design.precision,
             "clock_mhz": est.clock_mhz, "resources": used,
