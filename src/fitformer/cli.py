@@ -483,6 +483,9 @@ TgtLenOpt = Annotated[int | None, typer.Option(
 HwPrecisionOpt = Annotated[PrecisionName | None, typer.Option(
     help="Pin the precision (default: the DSE chooses among the device's).")]
 ClockOpt = Annotated[float | None, typer.Option(help="FPGA clock (default: the device's).")]
+GpuEngineOpt = Annotated[str | None, typer.Option(
+    help="GPU inference engine: tensorrt-fp16 (fused, default) or pytorch-eager-fp32 "
+         "(calibrated on published measurements, docs/gpu-calibration.md).")]
 HwBlockOpt = Annotated[str, typer.Option(help="Block RxC for --sparsity.")]
 HwBanksOpt = Annotated[int, typer.Option(help="Banks B for --sparsity.")]
 HwSplitOpt = Annotated[float | None, typer.Option(help="HP split d2 for --sparsity.")]
@@ -568,10 +571,12 @@ def estimate(device: DeviceOpt, model: ModelOpt = "default", pruned: PrunedOpt =
              precision: HwPrecisionOpt = None, clock_mhz: ClockOpt = None,
              block: HwBlockOpt = "16x16", banks: HwBanksOpt = 4,
              level2_density: HwSplitOpt = None, devices_file: DevicesFileOpt = None,
+             gpu_engine: GpuEngineOpt = None,
              no_cache: NoCacheOpt = False, as_json: JsonOpt = False) -> None:
     """Latency and resources of a model on one device: for FPGAs the fastest design point
-    that fits (analytical model + design-space exploration), for GPUs a dense roofline,
-    for the host CPU a measured run."""
+    that fits (analytical model + design-space exploration over the design family), for
+    GPUs an engine model (roofline + kernel launches, calibrated), for the host CPU a
+    measured run."""
     from fitformer.hardware.estimate import estimate as do_estimate
     from fitformer.hardware.estimate import unit_summary
 
@@ -581,7 +586,8 @@ def estimate(device: DeviceOpt, model: ModelOpt = "default", pruned: PrunedOpt =
     precision = precision or _container_precision(pruned, dev)
     rep = do_estimate(dev, wl, batch=batch_size, seq_len=seq_len,
                       precision=precision.value if precision else None, clock_mhz=clock_mhz,
-                      model=model, pruned=pruned, use_cache=not no_cache, tgt_len=tgt_len)
+                      model=model, pruned=pruned, use_cache=not no_cache, tgt_len=tgt_len,
+                      gpu_engine=gpu_engine)
     if as_json:
         _print_json(rep)
         return
@@ -853,7 +859,7 @@ def select_cmd(model: ModelOpt = "default",
                pattern: ProfilePatternOpt = PatternName.hp,
                level2_density: ProfileSplitOpt = None,
                budget: ProfileBudgetOpt = BudgetName.default,
-               clock_mhz: ClockOpt = None,
+               clock_mhz: ClockOpt = None, gpu_engine: GpuEngineOpt = None,
                out_dir: Annotated[str, typer.Option(
                    "--out", help="Folder for report.json, report.html, plots, the chosen "
                                  "model and design.")] = "fitformer-select",
@@ -870,7 +876,7 @@ def select_cmd(model: ModelOpt = "default",
                  devices_file=devices_file, only=ids, pattern=pattern.value,
                  level2_density=level2_density, budget=budget.value, clock_mhz=clock_mhz,
                  out=out_dir, task=task.value, min_bleu=min_bleu, max_bleu_drop=max_bleu_drop,
-                 tgt_len=tgt_len, log=_log)
+                 tgt_len=tgt_len, gpu_engine=gpu_engine, log=_log)
     rep = res.report
     if as_json:
         _print_json(rep)

@@ -55,7 +55,7 @@ def _fig(value, source="assumed", verified=False, note="") -> Figure:
 
 
 _FIGURE_FIELDS = ("part", "dsp_type", "dsp", "bram_18k", "uram", "lut", "ff", "shell",
-                  "peak_tflops", "threads", "dram_gbytes_per_s", "clock_mhz",
+                  "peak_tflops", "peak_tflops_fp16", "threads", "dram_gbytes_per_s", "clock_mhz",
                   "call_overhead_ms", "price_usd", "power_w")
 
 
@@ -88,6 +88,7 @@ class Device(BaseModel):
     ff: Figure | None = None
     shell: Figure | None = None
     peak_tflops: Figure | None = None
+    peak_tflops_fp16: Figure | None = None
     threads: Figure | None = None
     dram_gbytes_per_s: Figure | None = None
     clock_mhz: Figure | None = None
@@ -105,7 +106,8 @@ class Device(BaseModel):
         return fig
 
     @field_validator("dsp", "bram_18k", "uram", "lut", "ff", "dram_gbytes_per_s", "clock_mhz",
-                     "call_overhead_ms", "price_usd", "power_w", "peak_tflops", "threads")
+                     "call_overhead_ms", "price_usd", "power_w", "peak_tflops",
+                     "peak_tflops_fp16", "threads")
     @classmethod
     def _non_negative(cls, fig: Figure | None) -> Figure | None:
         if fig is not None and fig.value is not None:
@@ -136,7 +138,8 @@ class Device(BaseModel):
     def summary(self) -> dict:
         out = {"id": self.id, "name": self.name, "kind": self.kind,
                "precisions": list(self.precisions)}
-        for f in ("part", "dsp_type", *RESOURCE_KEYS, "peak_tflops", "threads",
+        for f in ("part", "dsp_type", *RESOURCE_KEYS, "peak_tflops", "peak_tflops_fp16",
+                  "threads",
                   "dram_gbytes_per_s", "clock_mhz", "call_overhead_ms", "price_usd", "power_w"):
             out[f] = self.num(f)
         out["on_chip_mb"] = self.on_chip_bytes() / 1e6 if self.kind == "fpga" else None

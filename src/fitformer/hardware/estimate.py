@@ -124,6 +124,46 @@ def roofline_report(device: Device, wl: Workload, batch: int, seq_len: int,
             "weights_on_chip": None, "units": units}
 
 
+def gpu_report(device: Device, wl: Workload, batch: int, seq_len: int, tgt_len: int = 0,
+               engine: str | None = None) -> dict:
+    """A catalog GPU with an inference engine (:mod:`fitformer.hardware.gpu`): per-operation
+    roofline at the engine's precision and efficiencies, plus its kernel launches, plus the
+    device's ``call_overhead_ms`` (once, and once per decoder step of an encoder-decoder).
+    Dense: the engines' kernels gain nothing from HP.
+
+    Raises:
+        FitformerError: unknown engine, or the device lacks the peak (``peak_tflops_fp16``
+            for an fp16 engine, ``peak_tflops`` for fp32) or ``dram_gbytes_per_s``.
+    """
+    from fitformer.hardware.gpu import DEFAULT_ENGINE, get_engine, gpu_latency
+
+    eng = get_engine(engine or DEFAULT_ENGINE)
+    field = "peak_tflops_fp16" if eng.precision == "fp16" else "peak_tflops"
+    peak, bw = device.num(field), device.num("dram_gbytes_per_s")
+    if not peak or not bw:
+        raise FitformerError(f"device {device.id} needs {field} and dram_gbytes_per_s for "
+                             f"the {eng.name} engine; give them in a --devices file (or "
+                             "choose another --gpu-engine).")
+    steps = tgt_len if wl.dims.is_seq2seq else 0
+    out = gpu_latency(wl, peak_tflops=peak, dram_gbytes_per_s=bw, engine=eng, batch=batch,
+                      seq_len=seq_len, tgt_len=steps)
+    units = [{**u, "parallelism": {}, **{k: None for k in RESOURCE_KEYS}, "cycles": None}
+             for u in out["units"]]
+    units.append({"unit": "kernel_launches", "layer": None, "stack": None, "parallelism": {},
+                  **{k: None for k in RESOURCE_KEYS}, "cycles": None,
+                  "latency_ms": out["launch_ms"], "bound": "launch"})
+    compute_ms = out["compute_ms"] + out["launch_ms"]
+    overhead = float(device.num("call_overhead_ms") or 0.0) * (1 + steps)
+    return {**_base(device, wl, "engine model", batch, seq_len, tgt_len),
+            "engine": eng.name, "kernels": out["kernels"],
+            "launch_ms": out["launch_ms"], "calibrated_gpu": False,
+            "latency_ms": compute_ms + overhead, "compute_ms": compute_ms,
+            "call_overhead_ms": overhead, "precision": eng.precision, "clock_mhz": None,
+            "resources": {k: None for k in RESOURCE_KEYS},
+            "utilization": {k: None for k in RESOURCE_KEYS}, "fits": True,
+            "weights_on_chip": None, "units": units}
+
+
 def _host_model(wl: Workload, model: str, pruned: str | None):
     """``(model ready to time, backend, what it is)`` for the host CPU: a pruned run or
     container, or ``model`` pruned one shot to ``wl``'s pattern and sparsity, with its
@@ -276,8 +316,10 @@ def measured_report(device: Device, wl: Workload, batch: int, seq_len: int, *,
 def estimate(device: Device, wl: Workload, *, batch: int = 1, seq_len: int = 128,
              precision: str | None = None, clock_mhz: float | None = None,
              model: str = "default", pruned: str | None = None,
-             use_cache: bool = True, tgt_len: int = 0) -> dict:
-    """The estimate of ``wl`` on ``device`` as the JSON contract of issue #5.
+             use_cache: bool = True, tgt_len: int = 0, gpu_engine: str | None = None
+             ) -> dict:
+    """The estimate of ``wl`` on ``device`` as the JSON contract of issue #5, from the
+    latency back-end of the device's kind (:data:`BACKENDS`).
 
     Args:
         device: a catalog entry; wl: the workload (:mod:`fitformer.hardware.workload`).
@@ -285,27 +327,54 @@ def estimate(device: Device, wl: Workload, *, batch: int = 1, seq_len: int = 128
             tgt_len: decoder steps of an encoder-decoder (``--tgt-len``, required there).
             precision: pin ``fx16``/``fx8`` (FPGAs) or ``fp32``.
         clock_mhz: FPGA clock override; model / pruned: what the host CPU measures.
+        gpu_engine: the GPU inference engine (:data:`fitformer.hardware.gpu.ENGINES`).
 
     Raises:
-        FitformerError: bad sizes, a precision the device does not offer, missing figures.
+        FitformerError: bad sizes, a precision the device does not offer, missing figures,
+            a device kind no back-end covers (the message names the known kinds).
     """
-    from fitformer.hardware.dse import explore
-
     if batch < 1 or seq_len < 1:
         raise FitformerError(f"--batch-size {batch} and --seq-len {seq_len} must be >= 1.")
     tgt_len = tgt_len if wl.dims.is_seq2seq else 0
     wl.dims.check_seq_len(seq_len, tgt_len)
-    if device.kind == "fpga":
-        est = explore(wl, device, precision=precision, batch=batch, seq_len=seq_len,
-                      clock_mhz=clock_mhz, use_cache=use_cache, tgt_len=tgt_len)
-        return fpga_report(device, wl, est, batch, seq_len, tgt_len)
-    if precision not in (None, "fp32"):
+    backend = BACKENDS.get(HOST_CPU_ID if device.id == HOST_CPU_ID else device.kind)
+    if backend is None:
+        raise FitformerError(f"device {device.id} has kind {device.kind!r}, which no latency "
+                             f"back-end covers; known kinds: {', '.join(sorted(BACKENDS))}.")
+    if device.kind != "fpga" and precision not in (None, "fp32"):
         raise FitformerError(f"--precision {precision}: {device.id} is a {device.kind}, "
-                             "estimated at fp32.")
-    if device.id == HOST_CPU_ID:
-        return measured_report(device, wl, batch, seq_len, model=model, pruned=pruned,
-                               use_cache=use_cache, tgt_len=tgt_len)
+                             "estimated by its engine's precision (fp32 or the GPU engine's).")
+    return backend(device, wl, batch=batch, seq_len=seq_len, tgt_len=tgt_len,
+                   precision=precision, clock_mhz=clock_mhz, model=model, pruned=pruned,
+                   use_cache=use_cache, gpu_engine=gpu_engine)
+
+
+def _fpga_backend(device, wl, *, batch, seq_len, tgt_len, precision, clock_mhz, use_cache,
+                  **_):
+    from fitformer.hardware.dse import explore
+
+    est = explore(wl, device, precision=precision, batch=batch, seq_len=seq_len,
+                  clock_mhz=clock_mhz, use_cache=use_cache, tgt_len=tgt_len)
+    return fpga_report(device, wl, est, batch, seq_len, tgt_len)
+
+
+def _gpu_backend(device, wl, *, batch, seq_len, tgt_len, gpu_engine, **_):
+    return gpu_report(device, wl, batch, seq_len, tgt_len, gpu_engine)
+
+
+def _cpu_backend(device, wl, *, batch, seq_len, tgt_len, **_):
     return roofline_report(device, wl, batch, seq_len, tgt_len)
+
+
+def _host_backend(device, wl, *, batch, seq_len, tgt_len, model, pruned, use_cache, **_):
+    return measured_report(device, wl, batch, seq_len, model=model, pruned=pruned,
+                           use_cache=use_cache, tgt_len=tgt_len)
+
+
+#: Latency back-ends by catalog ``kind`` (the host CPU by its id): adding a device kind is
+#: one function here plus catalog data.
+BACKENDS = {"fpga": _fpga_backend, "gpu": _gpu_backend, "cpu": _cpu_backend,
+            HOST_CPU_ID: _host_backend}
 
 
 def unit_summary(report: dict) -> list[dict]:

@@ -117,8 +117,10 @@ class Constraints:
 class _Latency:
     """Latency estimates per (device, precision, sparsity), computed once."""
 
-    def __init__(self, profile: Profile, cons: Constraints, clock_mhz: float | None):
+    def __init__(self, profile: Profile, cons: Constraints, clock_mhz: float | None,
+                 gpu_engine: str | None = None):
         self.profile, self.cons, self.clock = profile, cons, clock_mhz
+        self.gpu_engine = gpu_engine
         self._wl: dict[float, object] = {}
         self._memo: dict = {}
 
@@ -159,7 +161,7 @@ class _Latency:
                 device, wl, batch=self.cons.batch_size, seq_len=self.cons.seq_len,
                 precision=precision if device.kind == "fpga" else None,
                 clock_mhz=self.clock if device.kind == "fpga" else None,
-                model=self.model, tgt_len=self.cons.tgt_len)
+                model=self.model, tgt_len=self.cons.tgt_len, gpu_engine=self.gpu_engine)
         return self._memo[key]
 
 
@@ -312,7 +314,7 @@ def select(model: str = "default", dataset: str = "rotten-tomatoes", *,
            clock_mhz: float | None = None, out: str | Path | None = None,
            dense_dir: str | Path | None = None, task: str = "classification",
            min_bleu: float | None = None, max_bleu_drop: float | None = None,
-           tgt_len: int | None = None,
+           tgt_len: int | None = None, gpu_engine: str | None = None,
            log: Callable[[str], None] = print) -> SelectResult:
     """The best device for ``model`` on ``dataset`` under LC and AC (module docstring).
 
@@ -321,6 +323,8 @@ def select(model: str = "default", dataset: str = "rotten-tomatoes", *,
         batch_size, seq_len: the inference LC applies to (accuracy is measured at 64 tokens).
         precision: pin fp32, fx16 or fx8 (devices without it are skipped).
         objective: ``price`` or ``power``.
+        gpu_engine: the inference engine GPUs are estimated with
+            (:data:`fitformer.hardware.gpu.ENGINES`; default ``tensorrt-fp16``).
         devices_file, only: catalog merge file and id filter.
         pattern, level2_density, block, banks: the pruning pattern of the profile.
         budget: ``tiny``, ``quick`` or ``default`` for the pruned points.
@@ -400,7 +404,11 @@ def select(model: str = "default", dataset: str = "rotten-tomatoes", *,
     dense = profile.dense()
     dense_dev = dense.accuracy["dev"]["fp32"]
     target = cons.target(dense_dev)
-    lat = _Latency(profile, cons, clock_mhz)
+    if gpu_engine is not None:
+        from fitformer.hardware.gpu import get_engine
+
+        get_engine(gpu_engine)          # an unknown engine fails before any work
+    lat = _Latency(profile, cons, clock_mhz, gpu_engine)
     rows = []
     for i, dev in enumerate(devices, 1):
         log(f"[{i}/{len(devices)}] {dev.id} ...")
