@@ -465,6 +465,13 @@ def devices(devices_file: Annotated[str | None, typer.Option(
     out.print("Sources and notes: src/fitformer/hardware/devices.yaml and "
               "docs/research/catalog-research.md. Devices without a price are shown but not "
               "selected; give prices with --devices FILE.")
+    problems = [(r["id"], m) for r in rows for m in r["problems"]]
+    for did, msg in problems:
+        err.print(f"warning: {did}: {msg}", soft_wrap=True)
+    if problems:
+        err.print(f"warning: {len(problems)} problem(s) in {len({d for d, _ in problems})} "
+                  "device(s); select reports them infeasible until the figures are fixed "
+                  "in the --devices file.", soft_wrap=True)
 
 
 DeviceOpt = Annotated[str, typer.Option(help="Device id (see `fitformer devices`).")]
@@ -894,11 +901,16 @@ def select_cmd(model: ModelOpt = "default",
         def f(v, spec="{:.4g}"):
             return "-" if v is None else spec.format(v)
 
+        from fitformer.select.report import measurement_text
+
         for d in rep["devices"]:
+            lat = f(d["latency_ms"])
+            if d.get("measurement"):        # the host CPU: how steady its figure is
+                lat += f" ({measurement_text(d['measurement'])})"
             table.add_row(d["id"], d["kind"], f(d["price_usd"], "{:,.0f}"),
                           f(d["power_w"], "{:g}"), "yes" if d["feasible"] else "no",
                           d["reason"], d["precision"] or "-", f(d["sparsity"], "{:g}"),
-                          f(d["latency_ms"]), f(d["accuracy_dev"]), f(d["accuracy_test"]),
+                          lat, f(d["accuracy_dev"]), f(d["accuracy_test"]),
                           d.get("would_pass_with") or "")
         out.print(table)
         best = rep["best_device"]

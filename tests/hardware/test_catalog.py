@@ -82,3 +82,132 @@ def test_only_and_objective_errors(tmp_path):
         load_catalog(tmp_path / "none.yaml")
     with pytest.raises(FitformerError, match="choose price or power"):
         order_by_objective(load_catalog(), "speed")
+
+
+# Issue 17, item 4: incomplete or implausible entries load, and every problem is named.
+
+BROKEN = """
+devices:
+  - id: zcu104
+    dsp: 0
+    bram_18k: 0
+    lut: 0
+    ff: 0
+  - id: zcu102
+    clock_mhz: 0
+  - id: gpu-zero
+    name: GPU with 0 TFLOPS
+    kind: gpu
+    peak_tflops: 0
+    peak_tflops_fp16: 0
+    dram_gbytes_per_s: 100
+    call_overhead_ms: 0.05
+    price_usd: 100
+    power_w: 50
+  - id: insane
+    name: Insane FPGA
+    kind: fpga
+    dsp: 100
+    bram_18k: 10000000000
+    lut: 1
+    ff: 100000
+    clock_mhz: 200
+    dram_gbytes_per_s: 10
+    precisions: []
+    call_overhead_ms: 0.1
+    price_usd: 100
+    power_w: null
+"""
+
+
+def test_incomplete_and_implausible_entries_load_with_every_problem_named(tmp_path):
+    f = tmp_path / "broken.yaml"
+    f.write_text(BROKEN)
+    by = {d.id: d for d in load_catalog(f)}
+    msgs = {i: [p["message"] for p in by[i].problems()] for i in by}
+    assert [p["field"] for p in by["zcu104"].problems()] == ["dsp", "bram_18k", "lut", "ff"]
+    assert all("is 0" in m for m in msgs["zcu104"])
+    assert [p["field"] for p in by["zcu102"].problems()] == ["clock_mhz"]
+    assert by["zcu102"].problems(ignore=("clock_mhz",)) == []      # --clock-mhz gives it
+    assert [p["problem"] for p in by["gpu-zero"].problems()] == ["missing"]
+    assert "peak_tflops_fp16" in msgs["gpu-zero"][0]
+    # 10,000,000,000 BRAM, 1 LUT and no precisions: three problems, bounds in the message.
+    assert msgs["insane"] == [
+        "bram_18k 10,000,000,000 is outside the plausible range [1, 100,000] BRAM_18K blocks",
+        "lut 1 is outside the plausible range [1,000, 20,000,000] LUTs",
+        "precisions [] lists neither fx16 nor fx8, the accelerator's precisions (give e.g. "
+        "precisions: [fx16, fx8])"]
+    assert by["insane"].summary()["problems"] == msgs["insane"]
+    assert all(not d.problems() for d in load_catalog())          # the shipped catalog
+
+
+def test_every_malformed_entry_is_reported_in_one_pass(tmp_path):
+    f = tmp_path / "four-bad.yaml"
+    f.write_text("""
+devices:
+  - id: new-board
+    name: New
+    kind: fpga
+  - id: zcu104
+    dsp: -5
+  - id: tpu
+    name: T
+    kind: tpu
+    call_overhead_ms: 0.1
+    price_usd: 1
+    power_w: 1
+  - name: no id
+  - id: u50
+    colour: red
+""")
+    with pytest.raises(FitformerError) as exc:
+        load_catalog(f)
+    msg = str(exc.value)
+    assert "7 problem(s)" in msg
+    for needle in ("entry 3 has no 'id'", "'zcu104': field dsp", ">= 0", "'u50': field colour",
+                   "'tpu': field kind"):
+        assert needle in msg, needle
+    # A left-out price, power or overhead says that null is allowed.
+    for field in ("price_usd", "power_w", "call_overhead_ms"):
+        assert f"'new-board': field {field}: required; give a number, or null when " \
+               f"unknown ({field}: null" in msg
+
+
+def test_devices_command_warns_of_every_problem(tmp_path):
+    from typer.testing import CliRunner
+
+    from fitformer.cli import app
+
+    f = tmp_path / "broken.yaml"
+    f.write_text(BROKEN)
+    res = CliRunner().invoke(app, ["devices", "--devices", str(f)])
+    assert res.exit_code == 0, res.output
+    warnings = [ln for ln in res.output.splitlines() if ln.startswith("warning: ")]
+    assert len(warnings) == 4 + 1 + 1 + 3 + 1, res.output        # problems + summary
+    assert "warning: insane: lut 1 is outside the plausible range [1,000, 20,000,000]" \
+        in res.output
+
+
+# Issue 17, item 5: every catalog device but the host has a sourced price.
+
+def test_every_catalog_device_has_a_sourced_dated_price():
+    from importlib import resources
+
+    import yaml
+
+    data = yaml.safe_load(resources.files("fitformer.hardware").joinpath("devices.yaml")
+                          .read_text())
+    devs = load_catalog()
+    assert len(devs) == 11
+    for d in devs:
+        if d.id == HOST_CPU_ID:
+            assert d.num("price_usd") is None and d.price_kind is None
+            continue
+        assert d.num("price_usd") and d.num("price_usd") > 0, d.id
+        assert d.price_kind in ("list", "street", "used"), d.id
+        assert d.price_usd.source in data["sources"], (d.id, d.price_usd.source)
+        assert d.price_usd.date, d.id
+        if d.num("power_w") is None:
+            assert d.power_w.note, d.id          # unknown power says why
+    ordered = [d.id for d in order_by_objective(devs, "price")]
+    assert ordered[-1] == HOST_CPU_ID            # unpriced last

@@ -106,3 +106,97 @@ def test_malformed_devices_file_is_rejected_before_any_work(empty_home, tmp_path
     f.write_text("devices:\n  - id: zcu104\n    dsp: -5\n")
     with pytest.raises(FitformerError, match="zcu104"):
         select(devices_file=f, out=False)
+
+
+def test_incomplete_catalog_entries_are_infeasible_rows_and_the_walk_goes_on(in_tiny_home,
+                                                                            tmp_path):
+    """Issue 17, item 4: FPGA figures 0, a clock 0, a GPU with 0 TFLOPS, a GPU without the
+    default engine's fp16 peak: each row infeasible naming what is missing; the next device
+    is chosen and the report written."""
+    _, dense = in_tiny_home
+    f = tmp_path / "broken.yaml"
+    f.write_text("""
+devices:
+  - id: zcu104
+    price_usd: 10
+    dsp: 0
+    bram_18k: 0
+    lut: 0
+    ff: 0
+  - id: zcu102
+    price_usd: 11
+    clock_mhz: 0
+  - id: gpu-zero
+    name: GPU with 0 TFLOPS
+    kind: gpu
+    peak_tflops: 0
+    dram_gbytes_per_s: 100
+    call_overhead_ms: 0.05
+    price_usd: 12
+    power_w: 50
+  - id: gpu-fp32-only
+    name: GPU without an fp16 peak
+    kind: gpu
+    peak_tflops: 10
+    dram_gbytes_per_s: 100
+    call_overhead_ms: 0.05
+    price_usd: 13
+    power_w: 50
+""")
+    res = select(dense_dir=dense.path, budget="tiny", devices_file=f,
+                 only=["zcu104", "zcu102", "gpu-zero", "gpu-fp32-only", "rtx-4090"],
+                 latency_ms=500.0, max_accuracy_drop=0.5, out=tmp_path / "r",
+                 log=lambda m: None)
+    rows = {d["id"]: d for d in res.report["devices"]}
+    assert res.exit_code == 0 and res.report["best_device"] == "rtx-4090"
+    for i in ("zcu104", "zcu102", "gpu-zero", "gpu-fp32-only"):
+        assert not rows[i]["feasible"] and rows[i]["reason"] == "incomplete_figures", rows[i]
+    for field in ("dsp", "bram_18k", "lut", "ff"):
+        assert f"{field} is 0" in rows["zcu104"]["would_pass_with"]
+    assert "clock_mhz is 0" in rows["zcu102"]["would_pass_with"]
+    assert "peak_tflops" in rows["gpu-zero"]["would_pass_with"]
+    assert "peak_tflops_fp16" in rows["gpu-fp32-only"]["would_pass_with"]
+    rep = json.loads((tmp_path / "r" / "report.json").read_text())
+    Report.model_validate(rep)
+    assert rep["best_device"] == "rtx-4090"
+
+
+def test_host_is_measured_before_training_and_its_load_and_spread_shown(
+        tiny_dense, home, tmp_path, monkeypatch):
+    """Issue 17, item 6: the host CPU's figures are taken before the query trains anything
+    (here: the dense reference), and the table and report.json show load and spread."""
+    import importlib
+
+    import fitformer.hardware.estimate as E
+
+    F = importlib.import_module("fitformer.training.finetune")   # the module, not the function
+
+    _, dense = tiny_dense
+    events = []
+
+    def fake_measure(wl, model, pruned, batch, seq_len, repeats, tgt_len):
+        events.append(("measure", wl.overall_sparsity))
+        return E._judged({"samples_ms": [23.5, 23.6, 23.7, 23.7, 23.7, 23.8, 24.0],
+                          "backend": "dense", "load_avg_1min": 1.9, "cpus": 2,
+                          "attempts": 1})
+
+    def fake_finetune(*a, **k):
+        events.append(("train", None))
+        return dense
+
+    monkeypatch.setattr(E, "_measure_host", fake_measure)
+    monkeypatch.setattr(F, "finetune", fake_finetune)
+    res = runner.invoke(app, ["select", "--only", "host-cpu,rtx-4090", "--budget", "tiny",
+                              "--latency-ms", "500", "--max-accuracy-drop", "0.5",
+                              "--out", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    kinds = [k for k, _ in events]
+    assert kinds.index("train") == len(kinds) - 1 and kinds.count("measure") == 6, events
+    host = next(d for d in json.loads((tmp_path / "r" / "report.json").read_text())
+                ["devices"] if d["id"] == "host-cpu")
+    m = host["measurement"]
+    assert m["load_avg_1min"] == 1.9 and m["cpus"] == 2 and m["steady"] is True
+    assert m["spread"] == pytest.approx(E.sample_spread([23.5, 23.6, 23.7, 23.7, 23.7, 23.8,
+                                                         24.0]))
+    table = " ".join(res.output.replace("│", " ").split())     # cells wrap in the table
+    assert "(load" in table and "1.9/2" in table and "spread" in table, res.output

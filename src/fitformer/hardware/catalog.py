@@ -10,6 +10,16 @@ no price: it is shown, and selectable once a user file gives it a price.
 Resources are full-part counts; the platform shell's share is subtracted in one place,
 :meth:`Device.available`. On-chip memory is derived from the block RAM counts: a BRAM_18K
 holds 18,432 bits and a URAM 294,912 bits (Xilinx UG573, UltraScale Memory Resources, 2021).
+
+Two kinds of problem, both reported for every entry in one pass:
+
+- a malformed entry (wrong type, negative, unknown field or kind, no id) makes
+  :func:`load_catalog` raise one :class:`FitformerError` that lists them all;
+- an incomplete or implausible entry (a figure its latency model needs is missing or 0, a
+  figure outside :data:`SANITY_BOUNDS`, an FPGA without a fixed-point precision) loads, and
+  :meth:`Device.problems` names each problem: ``fitformer devices`` prints them as warnings
+  and ``select`` reports the device infeasible (``incomplete_figures`` /
+  ``implausible_figures``) and goes on to the next one.
 """
 
 from __future__ import annotations
@@ -40,14 +50,59 @@ RESOURCE_KEYS = ("dsp", "bram_18k", "uram", "lut", "ff")
 HOST_CPU_ID = "host-cpu"
 
 
+#: Plausibility bounds per figure, ``(low, high, unit)``, inclusive. Generous on purpose:
+#: the upper bounds are ten times or more the largest figure in the shipped catalog (U250:
+#: 12,288 DSP, 5,376 BRAM_18K, 1,280 URAM, 1,728,000 LUT, 3,456,000 FF; RTX 4090: 1,008
+#: GB/s, 450 W, devices.yaml), the lower ones far below the smallest (PYNQ-Z2: 220 DSP,
+#: 53,200 LUT, 100 MHz). A figure outside them is a typo or a unit slip (bits for blocks,
+#: kHz for MHz, W for mW), not a device. 0 counts as missing where a latency model needs the
+#: figure (:data:`NEEDED`); ``price_usd`` 0 is a device already owned.
+SANITY_BOUNDS: dict[str, tuple[float, float, str]] = {
+    "dsp": (1, 200_000, "DSP slices"),
+    "bram_18k": (1, 100_000, "BRAM_18K blocks"),
+    "uram": (0, 20_000, "URAM blocks"),
+    "lut": (1_000, 20_000_000, "LUTs"),
+    "ff": (1_000, 40_000_000, "flip-flops"),
+    "clock_mhz": (10, 1_500, "MHz"),
+    "dram_gbytes_per_s": (0.1, 20_000, "GB/s"),
+    "peak_tflops": (0.001, 10_000, "TFLOPS"),
+    "peak_tflops_fp16": (0.001, 100_000, "TFLOPS"),
+    "threads": (1, 4_096, "threads"),
+    "call_overhead_ms": (0, 1_000, "ms"),
+    "price_usd": (0, 10_000_000, "USD"),
+    "power_w": (0.1, 10_000, "W"),
+}
+
+#: The figures each latency back-end cannot do without (missing or 0 is a problem): the
+#: FPGA accelerator model's (:func:`fitformer.hardware.dse.platform_of`), a catalog CPU's
+#: roofline, a GPU's engine model (one of the two peaks; the engine picks which).
+NEEDED: dict[str, tuple[str, ...]] = {
+    "fpga": ("clock_mhz", "dram_gbytes_per_s", "dsp", "bram_18k", "lut", "ff"),
+    "cpu": ("peak_tflops", "dram_gbytes_per_s"),
+    "gpu": ("dram_gbytes_per_s",),
+}
+FPGA_PRECISIONS = ("fx16", "fx8")
+#: Required figures that may be null, and what null means (said when one is left out).
+NULLABLE = {"price_usd": "an unpriced device is shown but never selected",
+            "power_w": "ordered last by --objective power, never selected by it",
+            "call_overhead_ms": "no per-call overhead is added"}
+
+
+def _n(v: float) -> str:
+    """A figure for a message: thousands separators, no exponent for whole numbers."""
+    return f"{int(v):,}" if float(v).is_integer() and abs(v) < 1e18 else f"{v:,g}"
+
+
 class Figure(BaseModel):
-    """One catalog figure with its provenance."""
+    """One catalog figure with its provenance; ``date`` (ISO) when the figure was published
+    or seen (prices: the day of the quote)."""
 
     model_config = ConfigDict(extra="forbid")
     value: Any = None
     source: str
     verified: bool = False
     note: str = ""
+    date: str | None = None
 
 
 def _fig(value, source="assumed", verified=False, note="") -> Figure:
@@ -95,6 +150,9 @@ class Device(BaseModel):
     precisions: list[Literal["fp32", "fx16", "fx8"]] = ["fp32"]
     call_overhead_ms: Figure
     price_usd: Figure
+    #: What ``price_usd`` is: a vendor or distributor ``list`` price, a new-unit ``street``
+    #: price from a shop, or a ``used``-market ask; ``None`` with no price.
+    price_kind: Literal["list", "street", "used"] | None = None
     power_w: Figure
 
     @field_validator("dsp", "bram_18k", "uram", "lut", "ff", "threads")
@@ -119,6 +177,47 @@ class Device(BaseModel):
                 raise ValueError(f"value must be >= 0, got {fig.value}")
         return fig
 
+    def problems(self, ignore: tuple[str, ...] = ()) -> list[dict]:
+        """What keeps this entry from being estimated or trusted, each as ``{"field",
+        "problem": "missing" | "out_of_bounds" | "no_precision" | "shell", "message"}``:
+        a figure its latency model needs (:data:`NEEDED`) missing or 0, a figure outside
+        :data:`SANITY_BOUNDS` (the bound is in the message), an FPGA listing neither fx16
+        nor fx8, a shell larger than the part. ``ignore``: fields given another way (e.g.
+        ``clock_mhz`` by ``--clock-mhz``). Empty for a complete entry."""
+        out = []
+        needed = () if self.id == HOST_CPU_ID else NEEDED.get(self.kind, ())
+        for f in needed:
+            if f not in ignore and not self.num(f):
+                out.append({"field": f, "problem": "missing", "message":
+                            f"{f} is {'0' if self.num(f) == 0 else 'missing'} (the "
+                            f"{self.kind} latency model needs it)"})
+        if self.kind == "gpu" and not (self.num("peak_tflops") or
+                                       self.num("peak_tflops_fp16")):
+            out.append({"field": "peak_tflops_fp16", "problem": "missing", "message":
+                        "peak_tflops_fp16 and peak_tflops are missing or 0 (the GPU engine "
+                        "model needs the one of its precision)"})
+        for f, (lo, hi, unit) in SANITY_BOUNDS.items():
+            v = self.num(f)
+            zero_is_missing = f in needed or (self.kind == "gpu" and f.startswith("peak"))
+            if v is None or f in ignore or (v == 0 and zero_is_missing):
+                continue
+            if not lo <= v <= hi:
+                out.append({"field": f, "problem": "out_of_bounds", "message":
+                            f"{f} {_n(v)} is outside the plausible range [{_n(lo)}, "
+                            f"{_n(hi)}] {unit}"})
+        if self.kind == "fpga" and not any(p in FPGA_PRECISIONS for p in self.precisions):
+            out.append({"field": "precisions", "problem": "no_precision", "message":
+                        f"precisions {list(self.precisions)} lists neither fx16 nor fx8, the "
+                        "accelerator's precisions (give e.g. precisions: [fx16, fx8])"})
+        shell = (self.shell.value if self.shell is not None else None) or {}
+        if isinstance(shell, dict):
+            for k, v in shell.items():
+                full = self.num(k) if k in RESOURCE_KEYS else None
+                if full and isinstance(v, int | float) and v > full:
+                    out.append({"field": "shell", "problem": "shell", "message":
+                                f"shell.{k} {_n(v)} is more than the part's {k} {_n(full)}"})
+        return out
+
     def num(self, field: str) -> float | None:
         """The numeric value of a figure, or ``None`` when unknown."""
         fig = getattr(self, field)
@@ -137,7 +236,7 @@ class Device(BaseModel):
 
     def summary(self) -> dict:
         out = {"id": self.id, "name": self.name, "kind": self.kind,
-               "precisions": list(self.precisions)}
+               "precisions": list(self.precisions), "price_kind": self.price_kind}
         for f in ("part", "dsp_type", *RESOURCE_KEYS, "peak_tflops", "peak_tflops_fp16",
                   "threads",
                   "dram_gbytes_per_s", "clock_mhz", "call_overhead_ms", "price_usd", "power_w"):
@@ -145,26 +244,47 @@ class Device(BaseModel):
         out["on_chip_mb"] = self.on_chip_bytes() / 1e6 if self.kind == "fpga" else None
         out["unverified"] = sorted(f for f, v in self if isinstance(v, Figure) and not v.verified)
         out["sources"] = {f: {"source": v.source, "verified": v.verified,
-                              **({"note": v.note} if v.note else {})}
+                              **({"note": v.note} if v.note else {}),
+                              **({"date": v.date} if v.date else {})}
                           for f, v in self if isinstance(v, Figure)}
+        out["problems"] = [p["message"] for p in self.problems()]
         return out
 
 
-def _format_error(where: str, exc: ValidationError) -> FitformerError:
-    problems = "; ".join(f"field {'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-                         for e in exc.errors())
-    return FitformerError(f"{where}: {problems}. Fix these fields (the layout is that of "
-                          "devices.yaml in the fitformer.hardware package; a figure is a "
-                          "number or {value, source, verified}).")
+def _field_problems(where: str, exc: ValidationError) -> list[str]:
+    """One line per field pydantic rejected; a missing price/power/overhead says null is
+    allowed."""
+    out = []
+    for e in exc.errors():
+        loc = [str(p) for p in e["loc"]]
+        name = ".".join(loc)
+        if e["type"] == "missing" and loc and loc[0] in NULLABLE:
+            msg = (f"required; give a number, or null when unknown ({loc[0]}: null; "
+                   + NULLABLE[loc[0]] + ")")
+        elif e["type"] == "missing" and len(loc) > 1 and loc[-1] == "source":
+            msg = "a figure written as {value, ...} needs a source (or give a bare number)"
+        else:
+            msg = e["msg"]
+        out.append(f"{where}: field {name}: {msg}")
+    return out
 
 
-def _parse(entries: Any, where: str, *, partial: bool = False) -> list[dict]:
+def _catalog_error(problems: list[str]) -> FitformerError:
+    return FitformerError(
+        f"{len(problems)} problem(s) in the device catalog:\n  - " + "\n  - ".join(problems)
+        + "\nFix them all (the layout is that of devices.yaml in the fitformer.hardware "
+        "package; a figure is a number, null, or {value, source, verified}).")
+
+
+def _parse(entries: Any, where: str, problems: list[str]) -> list[dict]:
+    """The entries with an id; each one without is added to ``problems``."""
     if not isinstance(entries, list):
         raise FitformerError(f"{where}: 'devices' must be a list of entries.")
     out = []
     for i, e in enumerate(entries):
         if not isinstance(e, dict) or "id" not in e:
-            raise FitformerError(f"{where}: entry {i} has no 'id'; every device needs one.")
+            problems.append(f"{where}: entry {i} has no 'id'; every device needs one")
+            continue
         out.append(e)
     return out
 
@@ -209,13 +329,17 @@ def load_catalog(devices_file: str | Path | None = None, only: list[str] | None 
         include_host: add the run-time host CPU entry.
         flag: the option that gave ``only`` (named in the unknown-id error).
 
+    Incomplete or implausible entries load; :meth:`Device.problems` names what is wrong.
+
     Raises:
-        FitformerError: unreadable or malformed file (the message names the entry and the
-            field), or an unknown id in ``only``.
+        FitformerError: unreadable file, or malformed entries: every malformed entry and
+            field of the file in one message; or an unknown id in ``only``.
     """
     text = resources.files("fitformer.hardware").joinpath("devices.yaml").read_text()
     base = _load_yaml(text, "the shipped catalog")
-    entries: dict[str, dict] = {e["id"]: e for e in _parse(base["devices"], "catalog")}
+    problems: list[str] = []
+    entries: dict[str, dict] = {e["id"]: e for e in _parse(base["devices"], "catalog",
+                                                           problems)}
     if include_host:
         entries[HOST_CPU_ID] = host_cpu().model_dump(exclude_none=True)
     if devices_file is not None:
@@ -228,12 +352,12 @@ def load_catalog(devices_file: str | Path | None = None, only: list[str] | None 
             raise FitformerError(f"--devices {path} is not UTF-8 text.") from None
         except IsADirectoryError:
             raise FitformerError(f"--devices {path} is a folder; give a YAML file.") from None
-        user_entries = _parse(user["devices"], str(path))
+        user_entries = _parse(user["devices"], str(path), problems)
         ids = [e["id"] for e in user_entries]
-        dups = sorted({i for i in ids if ids.count(i) > 1})
+        dups = sorted({str(i) for i in ids if ids.count(i) > 1})
         if dups:
-            raise FitformerError(f"--devices {path}: id(s) {', '.join(map(str, dups))} appear "
-                                 "more than once; give each device once.")
+            problems.append(f"--devices {path}: id(s) {', '.join(dups)} appear more than "
+                            "once; give each device once")
         for e in user_entries:
             merged = {**entries.get(e["id"], {}), **e}
             entries[e["id"]] = merged
@@ -243,7 +367,9 @@ def load_catalog(devices_file: str | Path | None = None, only: list[str] | None 
             devices.append(Device.model_validate(e))
         except ValidationError as exc:
             src = str(devices_file) if devices_file else "the shipped catalog"
-            raise _format_error(f"{src}, device {did!r}", exc) from None
+            problems.extend(_field_problems(f"{src}, device {did!r}", exc))
+    if problems:
+        raise _catalog_error(problems)
     if only:
         known = {d.id for d in devices}
         unknown = [i for i in only if i not in known]

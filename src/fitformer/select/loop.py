@@ -13,7 +13,12 @@ runs' masks), a dense roofline for catalog GPUs and CPUs (their dense kernels ga
 from sparsity, so they are evaluated at the dense point only), and a measurement on this
 machine for the host CPU at every grid point, its pruned linears on the HP CPU kernel
 (:mod:`fitformer.kernels.cpu`; the model pruned one shot to the point's pattern and
-sparsity, which has the trained point's kept counts).
+sparsity, which has the trained point's kept counts), measured before the query trains
+anything where the points' structure allows it (:meth:`_Latency.premeasure_host`).
+A device whose catalog figures are missing, 0 or implausible
+(:meth:`fitformer.hardware.catalog.Device.problems`), or whose latency model refuses its
+figures, gets an infeasible row (``incomplete_figures`` / ``implausible_figures``) that
+names each problem, and the walk goes on.
 """
 
 from __future__ import annotations
@@ -157,12 +162,54 @@ class _Latency:
             wl = self.workload(kind_key, train)
             if wl is None:
                 return None
-            self._memo[key] = estimate(
-                device, wl, batch=self.cons.batch_size, seq_len=self.cons.seq_len,
-                precision=precision if device.kind == "fpga" else None,
-                clock_mhz=self.clock if device.kind == "fpga" else None,
-                model=self.model, tgt_len=self.cons.tgt_len, gpu_engine=self.gpu_engine)
+            try:
+                self._memo[key] = estimate(
+                    device, wl, batch=self.cons.batch_size, seq_len=self.cons.seq_len,
+                    precision=precision if device.kind == "fpga" else None,
+                    clock_mhz=self.clock if device.kind == "fpga" else None,
+                    model=self.model, tgt_len=self.cons.tgt_len, gpu_engine=self.gpu_engine)
+            except FitformerError as exc:
+                if _is_host(device):        # a host measurement failing is a real error
+                    raise
+                raise _DeviceFigures(str(exc)) from None
         return self._memo[key]
+
+    def premeasure_host(self, device) -> bool:
+        """Measure the host CPU at every grid point whose structure is known without
+        training (all points for HP and cbb, the dense point otherwise), so that the
+        figures are not taken on a machine just loaded by training. Before the dense run
+        exists a classifier is measured on its base model (the same architecture); a
+        translation model only once its dense run exists. Returns whether it measured."""
+        from fitformer.hardware.estimate import estimate
+        from fitformer.hardware.workload import workload_from_pattern
+
+        p = self.profile
+        if p.dense_dir is None and p.task == "translation":
+            return False
+        model = self.model
+        for s in GRID:
+            if s > 0 and p.pattern not in ("hp", "cbb"):
+                break
+            key = (device.id, "fp32", s)
+            if key in self._memo:
+                continue
+            wl = workload_from_pattern(model, pattern=p.pattern, sparsity=s, block=p.block,
+                                       banks=p.banks, level2_density=p.level2_density)
+            self._memo[key] = estimate(device, wl, batch=self.cons.batch_size,
+                                       seq_len=self.cons.seq_len, model=model,
+                                       tgt_len=self.cons.tgt_len)
+        return True
+
+
+class _DeviceFigures(Exception):
+    """A catalog device's figures kept its latency model from running (the message says
+    which); select reports it infeasible and goes on."""
+
+
+def _is_host(device) -> bool:
+    from fitformer.hardware.catalog import HOST_CPU_ID
+
+    return device.id == HOST_CPU_ID
 
 
 def _sparse_aware(device) -> bool:
@@ -204,7 +251,7 @@ def evaluate_device(device, lat: _Latency, profile: Profile, cons: Constraints,
                 found = True
             points.append({"sparsity": s, "estimate": est, "accuracy": acc})
         rows.append((prec, points))
-    return _decide(device, rows, cons, target, priced, objective_field)
+    return _decide(device, rows, cons, target, priced, objective_field, pinned)
 
 
 def _dev(acc: dict | None, prec: str) -> float | None:
@@ -212,7 +259,7 @@ def _dev(acc: dict | None, prec: str) -> float | None:
 
 
 def _decide(device, rows, cons: Constraints, target: float, priced: bool,
-            objective_field: str) -> dict:
+            objective_field: str, pinned: str | None = None) -> dict:
     best = None      # (sparsity, latency, prec, point)
     for prec, points in rows:
         for p in points:
@@ -231,7 +278,7 @@ def _decide(device, rows, cons: Constraints, target: float, priced: bool,
         prec, point = best[2], best[3]
         nearest = None
     else:
-        reason, prec, point, nearest = _nearest_miss(rows, cons, target)
+        reason, prec, point, nearest = _nearest_miss(rows, cons, target, device, pinned)
         if not priced:
             reason = "no_price"
     row = {"id": device.id, "name": device.name, "kind": device.kind,
@@ -247,12 +294,12 @@ def _decide(device, rows, cons: Constraints, target: float, priced: bool,
                     else point["accuracy"]["test"][prec],
                     "fits": e["fits"], "weights_on_chip": e.get("weights_on_chip"),
                     "method": e["method"], "utilization": e.get("utilization"),
-                    "design": e.get("design")})
+                    "design": e.get("design"), "measurement": _measurement(e)})
     else:
         row.update({k: None for k in ("precision", "latency_ms", "compute_ms",
                                       "call_overhead_ms", "sparsity", "hp_split",
                                       "accuracy_dev", "accuracy_test", "fits",
-                                      "weights_on_chip")})
+                                      "weights_on_chip", "measurement")})
     if not priced:
         row["would_pass_with"] = (f"give {objective_field} in a --devices file"
                                   + ("" if best is not None else f"; then also: {nearest}"))
@@ -261,13 +308,49 @@ def _decide(device, rows, cons: Constraints, target: float, priced: bool,
     return row
 
 
-def _nearest_miss(rows, cons: Constraints, target: float):
+def _measurement(est) -> dict | None:
+    """How steady a measured (host CPU) figure is, for the row: load, spread, attempts."""
+    if est.get("method") != "measured":
+        return None
+    return {k: est.get(k) for k in ("steady", "spread", "steady_rule", "load_avg_1min",
+                                    "cpus", "attempts", "remeasured_from")}
+
+
+def _figures_row(device, problems: list[dict], objective_field: str) -> dict:
+    """The row of a device whose catalog figures keep it from being estimated: infeasible,
+    naming every problem (``incomplete_figures`` when a figure is missing or 0 or no
+    precision is listed, ``implausible_figures`` when a figure is out of bounds)."""
+    missing = any(p["problem"] in ("missing", "no_precision") for p in problems)
+    reason = "incomplete_figures" if missing else "implausible_figures"
+    row = {"id": device.id, "name": device.name, "kind": device.kind,
+           "price_usd": device.num("price_usd"), "power_w": device.num("power_w"),
+           "feasible": False, "reason": reason, "curve": {},
+           "problems": [p["message"] for p in problems],
+           "would_pass_with": "fix in a --devices file: "
+                              + "; ".join(p["message"] for p in problems)}
+    row.update({k: None for k in ("precision", "latency_ms", "compute_ms",
+                                  "call_overhead_ms", "sparsity", "hp_split",
+                                  "accuracy_dev", "accuracy_test", "fits",
+                                  "weights_on_chip", "measurement")})
+    return row
+
+
+def _nearest_miss(rows, cons: Constraints, target: float, device=None,
+                  pinned: str | None = None):
     """The reason a device fails and what would make it pass."""
     fitting = [(prec, p) for prec, pts in rows for p in pts if p["estimate"]["fits"]]
     if not fitting:
         allp = [(prec, p) for prec, pts in rows for p in pts]
+        if not rows:
+            offered = [] if device is None else list(device.precisions)
+            if pinned is not None:
+                return ("precision", None, None, f"it does not offer the pinned --precision "
+                        f"{pinned} (it lists {', '.join(offered) or 'none'})")
+            return ("incomplete_figures", None, None, "it lists no precision its latency "
+                    "model runs (FPGAs: fx16, fx8); give precisions in a --devices file")
         if not allp:
-            return "resources", None, None, "it does not offer the pinned --precision"
+            return ("accuracy", None, None, "no grid point could be evaluated yet (its "
+                    "points are not trained)")
         def worst(t):
             util = t[1]["estimate"].get("utilization") or {}
             return max(((k, v) for k, v in util.items() if v is not None),
@@ -401,19 +484,36 @@ def select(model: str = "default", dataset: str = "rotten-tomatoes", *,
         dims.check_seq_len(seq_len, cons.tgt_len)
     elif dense_dir is None:
         load_dims(model)[0].check_seq_len(seq_len)
-    dense = profile.dense()
-    dense_dev = dense.accuracy["dev"]["fp32"]
-    target = cons.target(dense_dev)
     if gpu_engine is not None:
         from fitformer.hardware.gpu import get_engine
 
         get_engine(gpu_engine)          # an unknown engine fails before any work
     lat = _Latency(profile, cons, clock_mhz, gpu_engine)
+    # The host CPU is measured before any training of this query (a machine just loaded by
+    # training gives slow, unsteady figures); points that need a trained run come later.
+    host = next((d for d in devices if _is_host(d) and _precisions(d, precision)), None)
+    measured = host is not None and lat.premeasure_host(host)
+    dense = profile.dense()
+    if host is not None and not measured:
+        lat.premeasure_host(host)
+    dense_dev = dense.accuracy["dev"]["fp32"]
+    target = cons.target(dense_dev)
+    ignore = ("clock_mhz",) if clock_mhz is not None else ()
     rows = []
     for i, dev in enumerate(devices, 1):
         log(f"[{i}/{len(devices)}] {dev.id} ...")
-        rows.append(evaluate_device(dev, lat, profile, cons, target, precision,
-                                    objective_field, log))
+        problems = dev.problems(ignore)
+        if problems:
+            log(f"  {dev.id}: infeasible, " + "; ".join(p["message"] for p in problems))
+            rows.append(_figures_row(dev, problems, objective_field))
+            continue
+        try:
+            rows.append(evaluate_device(dev, lat, profile, cons, target, precision,
+                                        objective_field, log))
+        except _DeviceFigures as exc:
+            log(f"  {dev.id}: infeasible, {exc}")
+            rows.append(_figures_row(dev, [{"field": None, "problem": "missing",
+                                            "message": str(exc)}], objective_field))
     best = next((r for r in rows if r["feasible"]), None)
     report = {
         "schema_version": REPORT_SCHEMA_VERSION,

@@ -35,7 +35,11 @@ class DeviceRow(BaseModel):
     fits: bool | None
     weights_on_chip: bool | None
     feasible: bool
-    reason: Literal["ok", "latency", "accuracy", "resources", "no_price"]
+    reason: Literal["ok", "latency", "accuracy", "resources", "no_price", "precision",
+                    "incomplete_figures", "implausible_figures"]
+    #: Host CPU rows: how steady the measured figure is (``steady``, ``spread`` = IQR /
+    #: median of the samples, ``load_avg_1min`` before timing, ``cpus``, ``attempts``).
+    measurement: dict | None = None
 
 
 class Constraints(BaseModel):
@@ -161,6 +165,23 @@ def _plots(report: dict, out_dir: Path) -> dict[str, str]:
     return out
 
 
+def measurement_text(m: dict | None) -> str:
+    """``load 1.9/2 CPUs, spread 4%`` (and ``unsteady``) for a measured figure; ``""``
+    otherwise."""
+    if not m:
+        return ""
+    load = m.get("load_avg_1min")
+    parts = [("load -" if load is None else f"load {load:.1f}")
+             + (f"/{m['cpus']} CPUs" if m.get("cpus") else "")]
+    if m.get("spread") is not None:
+        parts.append(f"spread {m['spread']:.1%}")
+    if m.get("steady") is False:
+        parts.append("unsteady")
+    if m.get("remeasured_from"):
+        parts.append(f"re-measured (was {m['remeasured_from']['latency_ms']:.4g} ms)")
+    return ", ".join(parts)
+
+
 def _fmt(v, spec: str = "{:.4g}") -> str:
     if v is None:
         return "-"
@@ -188,7 +209,13 @@ def _html(report: dict, plots: dict[str, str]) -> str:
     cols = ("id", "kind", "price_usd", "power_w", "feasible", "reason", "precision",
             "sparsity", "latency_ms", "accuracy_dev", "accuracy_test", "fits",
             "would_pass_with")
-    rows = "".join("<tr>" + "".join(f"<td>{e(_fmt(d.get(k)))}</td>" for k in cols) + "</tr>"
+    def cell(d, k):
+        text = _fmt(d.get(k))
+        if k == "latency_ms" and d.get("measurement"):
+            text += f" ({measurement_text(d['measurement'])})"
+        return f"<td>{e(text)}</td>"
+
+    rows = "".join("<tr>" + "".join(cell(d, k) for k in cols) + "</tr>"
                    for d in report["devices"])
     table = ("<table border=1 cellpadding=3><tr>" + "".join(f"<th>{k}</th>" for k in cols)
              + "</tr>" + rows + "</table>")
