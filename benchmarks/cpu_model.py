@@ -37,7 +37,7 @@ def main() -> None:
 
     from cpu_spmm import keep_freed_memory
 
-    from fitformer.hardware.workload import one_shot_masks
+    from fitformer.hardware.frontends import one_shot_masks
     from fitformer.kernels.cpu import convert, kernel_status
     from fitformer.kernels.run import median_latency_ms
     from fitformer.models.loading import load_classifier, quiet_transformers, resolve_model

@@ -27,7 +27,7 @@ def main() -> None:
     from fitformer.hardware.accelerator import estimate_design, minimal_design
     from fitformer.hardware.catalog import load_catalog
     from fitformer.hardware.dse import _Explorer, explore, platform_of
-    from fitformer.hardware.workload import workload_from_pattern
+    from fitformer.hardware.frontends import workload_from_pattern
 
     wl = workload_from_pattern("default", pattern="hp", sparsity=0.8)
     fpgas = [d for d in load_catalog(include_host=False) if d.kind == "fpga"]

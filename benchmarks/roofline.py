@@ -27,7 +27,7 @@ def main() -> None:
 
     from transformers import AutoConfig
 
-    from fitformer.hardware import workload as W
+    from fitformer.hardware import frontends as W
     from fitformer.hardware.catalog import load_catalog
     from fitformer.hardware.dse import explore, platform_of
     from fitformer.hardware.roofline import fpga_roofline

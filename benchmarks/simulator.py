@@ -24,13 +24,13 @@ def main() -> None:
     from transformers import AutoConfig
 
     from fitformer.hardware.catalog import load_catalog
-    from fitformer.hardware.simulator import issue_schedule, simulate
-    from fitformer.hardware.workload import (
+    from fitformer.hardware.frontends import (
         load_dims,
         one_shot_masks,
         workload_from_masks,
         workload_from_pattern,
     )
+    from fitformer.hardware.simulator import issue_schedule, simulate
 
     dev = load_catalog(only=["zcu104"], include_host=False)[0]
     _, ref = load_dims("default")

@@ -505,7 +505,7 @@ NoCacheOpt = Annotated[bool, typer.Option(
 def _hardware_inputs(device, devices_file, pruned, sparsity, model, pattern, block, banks,
                      level2_density, *, masks: bool = False):
     """(device, workload, masks or None) from the flags shared by estimate and simulate."""
-    from fitformer.hardware import workload as W
+    from fitformer.hardware import frontends as W
     from fitformer.hardware.catalog import load_catalog
     from fitformer.sparsity.patterns import parse_block
 
@@ -513,12 +513,8 @@ def _hardware_inputs(device, devices_file, pruned, sparsity, model, pattern, blo
         raise FitformerError("give either --pruned DIR or --sparsity S (with --pattern).")
     dev = load_catalog(devices_file, [device], flag="--device")[0]
     if pruned is not None:
-        path = Path(pruned)
-        if not masks:
-            return dev, W.workload_from_run(path), None
-        got, pruning, config = (W.container_masks(path) if path.is_file()
-                                else W.run_masks(path))
-        return dev, W.workload_from_run(path), got
+        wl, got = W.run_workload_and_masks(Path(pruned))
+        return dev, wl, (got if masks else None)
     blk = parse_block(block)
     wl = W.workload_from_pattern(model, pattern=pattern.value, sparsity=sparsity, block=blk,
                                  banks=banks, level2_density=level2_density)
@@ -594,7 +590,7 @@ def estimate(device: DeviceOpt, model: ModelOpt = "default", pruned: PrunedOpt =
     rep = do_estimate(dev, wl, batch=batch_size, seq_len=seq_len,
                       precision=precision.value if precision else None, clock_mhz=clock_mhz,
                       model=model, pruned=pruned, use_cache=not no_cache, tgt_len=tgt_len,
-                      gpu_engine=gpu_engine)
+                      gpu_engine=gpu_engine).to_json()
     if as_json:
         _print_json(rep)
         return

@@ -15,11 +15,13 @@ from fitformer.hardware.accelerator import (
     linear_unit,
     minimal_design,
 )
+from fitformer.hardware.frontends import (
+    dense_workload,
+)
 from fitformer.hardware.workload import (
     ModelDims,
     Workload,
     balanced_work,
-    dense_workload,
     dims_from_config,
 )
 
@@ -131,8 +133,8 @@ def test_real_translation_masks_simulate_without_stalls(tmp_path):
     tags the stacks, and the simulator runs a decoder layer step by step with zero bank
     conflicts and zero imbalance, equal to the analytical cycles."""
     from fitformer.hardware.catalog import load_catalog
+    from fitformer.hardware.frontends import workload_from_masks
     from fitformer.hardware.simulator import simulate
-    from fitformer.hardware.workload import workload_from_masks
     from fitformer.models.layers import linear_layers
     from fitformer.models.seq2seq import Seq2SeqShape, new_translation_model, train_tokenizer
     from fitformer.sparsity.patterns import Hierarchical

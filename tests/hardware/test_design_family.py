@@ -125,8 +125,8 @@ def test_array_resources_grow_with_every_knob(knob):
 
 def test_zcu104_dense_roofline_by_hand(home):
     from fitformer.hardware.catalog import load_catalog
+    from fitformer.hardware.frontends import workload_from_pattern
     from fitformer.hardware.roofline import fpga_roofline
-    from fitformer.hardware.workload import workload_from_pattern
 
     dev = load_catalog(only=["zcu104"], include_host=False)[0]
     wl = workload_from_pattern("default", sparsity=0.0)

@@ -13,7 +13,7 @@ from fitformer.hardware.accelerator import estimate_design, minimal_design
 from fitformer.hardware.catalog import load_catalog
 from fitformer.hardware.dse import explore, platform_of
 from fitformer.hardware.estimate import estimate
-from fitformer.hardware.workload import workload_from_pattern, workload_from_run
+from fitformer.hardware.frontends import workload_from_pattern, workload_from_run
 
 runner = CliRunner()
 CONTRACT = {"device", "method", "latency_ms", "compute_ms", "call_overhead_ms", "precision",

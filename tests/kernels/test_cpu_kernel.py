@@ -170,7 +170,7 @@ def test_convert_real_minilm_on_real_sentences(home):
     import copy
 
     from fitformer.data import load_dataset
-    from fitformer.hardware.workload import one_shot_masks
+    from fitformer.hardware.frontends import one_shot_masks
     from fitformer.models.loading import load_classifier, load_tokenizer, resolve_model
 
     ref = resolve_model("default")

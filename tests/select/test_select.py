@@ -33,7 +33,7 @@ def test_tighter_latency_never_picks_a_cheaper_device(in_tiny_home, prices, tmp_
                                                      monkeypatch):
     _, dense = in_tiny_home
     chosen = []
-    for lc in (500.0, 100.0, 5.0, 0.5, 0.01):
+    for lc in (500.0, 10.0, 0.5, 0.3, 0.01):
         res = _select(dense, prices, tmp_path / f"lc{lc}", latency_ms=lc,
                       max_accuracy_drop=0.5)
         rep = res.report
@@ -48,14 +48,15 @@ def test_tighter_latency_never_picks_a_cheaper_device(in_tiny_home, prices, tmp_
     assert prices_seen == sorted(prices_seen), chosen
     assert len({d for _, d, _ in chosen if d}) >= 2, chosen           # low end to high end
     assert chosen[-1][1] is None                                       # 10 us: nobody
-    # LC 100 ms needs HP on the Ultra96 (dense takes ~280 ms there): a pruned point wins.
-    lc100 = json.loads((tmp_path / "lc100.0" / "report.json").read_text())
-    u96 = next(d for d in lc100["devices"] if d["id"] == "ultra96-v2")
-    assert lc100["best_device"] == "ultra96-v2" and u96["sparsity"] > 0
-    art = lc100["artifacts"]
+    # LC 10 ms needs HP on the Ultra96 (dense takes ~14 ms there on the shared array at
+    # fx8): a pruned point wins.
+    lc10 = json.loads((tmp_path / "lc10.0" / "report.json").read_text())
+    u96 = next(d for d in lc10["devices"] if d["id"] == "ultra96-v2")
+    assert lc10["best_device"] == "ultra96-v2" and u96["sparsity"] > 0
+    art = lc10["artifacts"]
     for key in ("model_dir", "container", "design_json", "report_html", "accuracy_plot",
                 "latency_plot", "utilization_plot"):
-        assert key in art and (tmp_path / "lc100.0").exists()
+        assert key in art and (tmp_path / "lc10.0").exists()
     # Once the profile exists, a new query trains nothing.
     import fitformer.sparsity.prune as prune_mod
 
@@ -63,7 +64,7 @@ def test_tighter_latency_never_picks_a_cheaper_device(in_tiny_home, prices, tmp_
         raise AssertionError("a cached profile point was trained again")
 
     monkeypatch.setattr(prune_mod, "train_classifier", no_training)
-    again = _select(dense, prices, tmp_path / "again", latency_ms=100.0,
+    again = _select(dense, prices, tmp_path / "again", latency_ms=10.0,
                     max_accuracy_drop=0.5)
     assert again.report["best_device"] == "ultra96-v2"
 

@@ -25,13 +25,15 @@ from pathlib import Path
 from fitformer.hardware.accelerator import LINEAR_UNITS
 from fitformer.hardware.catalog import load_catalog
 from fitformer.hardware.dse import explore
+from fitformer.hardware.frontends import (
+    dense_workload,
+    workload_from_pattern,
+    workload_from_run,
+)
 from fitformer.hardware.resources import CONSTANTS
 from fitformer.hardware.workload import (
     ModelDims,
     Workload,
-    dense_workload,
-    workload_from_pattern,
-    workload_from_run,
 )
 
 FQBERT = {"citation": "Liu, Li, Cheng, Hardware-Software Co-Design of Quantized BERT, "

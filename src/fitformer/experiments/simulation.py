@@ -17,13 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fitformer.hardware.catalog import load_catalog
-from fitformer.hardware.simulator import STALL_CAUSES, simulate
-from fitformer.hardware.workload import (
+from fitformer.hardware.frontends import (
     load_dims,
     one_shot_masks,
     workload_from_masks,
     workload_from_pattern,
 )
+from fitformer.hardware.simulator import STALL_CAUSES, simulate
 
 PATTERNS = ("hp", "cbb", "bank", "block", "unstructured")
 SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95)

@@ -180,7 +180,7 @@ def _host_model(wl: Workload, model: str, pruned: str | None):
     if pruned is not None and Path(pruned).is_file():
         from fitformer.formats.container import read_container
         from fitformer.formats.export import rebuild_model
-        from fitformer.hardware.workload import container_masks
+        from fitformer.hardware.frontends import container_masks
 
         net = rebuild_model(read_container(Path(pruned)))
         masks = container_masks(Path(pruned))[0]
@@ -193,7 +193,7 @@ def _host_model(wl: Workload, model: str, pruned: str | None):
             net = load_classifier(resolve_model(model))
         if wl.pattern == "dense" or wl.sparsity <= 0.0:
             return net.eval(), "dense", "dense"
-        from fitformer.hardware.workload import one_shot_masks
+        from fitformer.hardware.frontends import one_shot_masks
 
         masks = one_shot_masks(model, wl.pattern, wl.sparsity, block=wl.block,
                                banks=wl.banks,
@@ -225,7 +225,7 @@ def _host_translation_model(wl: Workload, model: str, pruned: str | None):
         net, _ = load_translation_model(model)
         if wl.pattern == "dense" or wl.sparsity <= 0.0:
             return net.eval(), "dense", "dense"
-        from fitformer.hardware.workload import one_shot_masks
+        from fitformer.hardware.frontends import one_shot_masks
 
         masks = {k: torch.as_tensor(v) for k, v in one_shot_masks(
             model, wl.pattern, wl.sparsity, block=wl.block, banks=wl.banks,
@@ -388,9 +388,10 @@ def estimate(device: Device, wl: Workload, *, batch: int = 1, seq_len: int = 128
              precision: str | None = None, clock_mhz: float | None = None,
              model: str = "default", pruned: str | None = None,
              use_cache: bool = True, tgt_len: int = 0, gpu_engine: str | None = None
-             ) -> dict:
-    """The estimate of ``wl`` on ``device`` as the JSON contract of issue #5, from the
-    latency back-end of the device's kind (:data:`BACKENDS`).
+             ):
+    """The estimate of ``wl`` on ``device`` from the latency back-end of the device's kind
+    (:data:`BACKENDS`): a :class:`~fitformer.hardware.report.LatencyReport` (``to_json()``
+    gives the JSON contract of issue #5).
 
     Args:
         device: a catalog entry; wl: the workload (:mod:`fitformer.hardware.workload`).
@@ -415,9 +416,12 @@ def estimate(device: Device, wl: Workload, *, batch: int = 1, seq_len: int = 128
     if device.kind != "fpga" and precision not in (None, "fp32"):
         raise FitformerError(f"--precision {precision}: {device.id} is a {device.kind}, "
                              "estimated by its engine's precision (fp32 or the GPU engine's).")
-    return backend(device, wl, batch=batch, seq_len=seq_len, tgt_len=tgt_len,
-                   precision=precision, clock_mhz=clock_mhz, model=model, pruned=pruned,
-                   use_cache=use_cache, gpu_engine=gpu_engine)
+    from fitformer.hardware.report import LatencyReport
+
+    return LatencyReport.from_json(backend(
+        device, wl, batch=batch, seq_len=seq_len, tgt_len=tgt_len, precision=precision,
+        clock_mhz=clock_mhz, model=model, pruned=pruned, use_cache=use_cache,
+        gpu_engine=gpu_engine))
 
 
 def _fpga_backend(device, wl, *, batch, seq_len, tgt_len, precision, clock_mhz, use_cache,

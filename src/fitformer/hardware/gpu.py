@@ -178,7 +178,7 @@ def load_calibration() -> dict:
 
 
 def _point_workload(cal: dict, model: str) -> Workload:
-    from fitformer.hardware.workload import dense_workload
+    from fitformer.hardware.frontends import dense_workload
 
     m = cal["models"][model]
     return dense_workload(ModelDims(m["layers"], m["hidden"], m["heads"],

@@ -137,7 +137,7 @@ class _Latency:
         return p.model if p.dense_dir is None else str(p.dense().run_dir)
 
     def workload(self, sparsity: float, train: bool):
-        from fitformer.hardware.workload import workload_from_pattern, workload_from_run
+        from fitformer.hardware.frontends import workload_from_pattern, workload_from_run
 
         if sparsity not in self._wl:
             p = self.profile
@@ -181,7 +181,7 @@ class _Latency:
         exists a classifier is measured on its base model (the same architecture); a
         translation model only once its dense run exists. Returns whether it measured."""
         from fitformer.hardware.estimate import estimate
-        from fitformer.hardware.workload import workload_from_pattern
+        from fitformer.hardware.frontends import workload_from_pattern
 
         p = self.profile
         if p.dense_dir is None and p.task == "translation":
@@ -244,7 +244,7 @@ def evaluate_device(device, lat: _Latency, profile: Profile, cons: Constraints,
             est = lat.get(device, prec, s, train=train)
             if est is None:
                 continue
-            meets_lc = est["fits"] and est["latency_ms"] <= cons.latency_ms
+            meets_lc = est.fits and est.latency_ms <= cons.latency_ms
             point = profile.point(s, train=train and meets_lc)
             acc = None if point is None else point.accuracy
             if meets_lc and acc is not None and acc["dev"][prec] >= target:
@@ -264,14 +264,14 @@ def _decide(device, rows, cons: Constraints, target: float, priced: bool,
     for prec, points in rows:
         for p in points:
             e, a = p["estimate"], _dev(p["accuracy"], prec)
-            if e["fits"] and e["latency_ms"] <= cons.latency_ms and a is not None \
+            if e.fits and e.latency_ms <= cons.latency_ms and a is not None \
                     and a >= target:
-                cand = (p["sparsity"], e["latency_ms"], prec, p)
+                cand = (p["sparsity"], e.latency_ms, prec, p)
                 if best is None or cand[:2] < best[:2]:
                     best = cand
                 break
-    curve = {prec: [{"sparsity": p["sparsity"], "latency_ms": p["estimate"]["latency_ms"],
-                     "fits": p["estimate"]["fits"], "accuracy_dev": _dev(p["accuracy"], prec)}
+    curve = {prec: [{"sparsity": p["sparsity"], "latency_ms": p["estimate"].latency_ms,
+                     "fits": p["estimate"].fits, "accuracy_dev": _dev(p["accuracy"], prec)}
                     for p in points] for prec, points in rows}
     if best is not None:
         reason = "ok" if priced else "no_price"
@@ -286,14 +286,14 @@ def _decide(device, rows, cons: Constraints, target: float, priced: bool,
            "feasible": best is not None and priced, "reason": reason, "curve": curve}
     if point is not None:
         e = point["estimate"]
-        row.update({"precision": prec, "latency_ms": e["latency_ms"],
-                    "compute_ms": e["compute_ms"], "call_overhead_ms": e["call_overhead_ms"],
+        row.update({"precision": prec, "latency_ms": e.latency_ms,
+                    "compute_ms": e.compute_ms, "call_overhead_ms": e.call_overhead_ms,
                     "sparsity": point["sparsity"], "hp_split": e.get("hp_split"),
                     "accuracy_dev": _dev(point["accuracy"], prec),
                     "accuracy_test": None if point["accuracy"] is None
                     else point["accuracy"]["test"][prec],
-                    "fits": e["fits"], "weights_on_chip": e.get("weights_on_chip"),
-                    "method": e["method"], "utilization": e.get("utilization"),
+                    "fits": e.fits, "weights_on_chip": e.get("weights_on_chip"),
+                    "method": e.method, "utilization": e.get("utilization"),
                     "design": e.get("design"), "measurement": _measurement(e)})
     else:
         row.update({k: None for k in ("precision", "latency_ms", "compute_ms",
@@ -338,7 +338,7 @@ def _figures_row(device, problems: list[dict], objective_field: str) -> dict:
 def _nearest_miss(rows, cons: Constraints, target: float, device=None,
                   pinned: str | None = None):
     """The reason a device fails and what would make it pass."""
-    fitting = [(prec, p) for prec, pts in rows for p in pts if p["estimate"]["fits"]]
+    fitting = [(prec, p) for prec, pts in rows for p in pts if p["estimate"].fits]
     if not fitting:
         allp = [(prec, p) for prec, pts in rows for p in pts]
         if not rows:
@@ -361,10 +361,10 @@ def _nearest_miss(rows, cons: Constraints, target: float, device=None,
         return ("resources", prec, p, f"no design fits at any grid point (closest: sparsity "
                 f"{p['sparsity']:g}, {prec}, {name} at {frac:.0%} of the device)")
     meets_lc = [(prec, p) for prec, p in fitting
-                if p["estimate"]["latency_ms"] <= cons.latency_ms]
+                if p["estimate"].latency_ms <= cons.latency_ms]
     if not meets_lc:
-        prec, p = min(fitting, key=lambda t: t[1]["estimate"]["latency_ms"])
-        return ("latency", prec, p, f"LC >= {p['estimate']['latency_ms']:.3g} ms (its "
+        prec, p = min(fitting, key=lambda t: t[1]["estimate"].latency_ms)
+        return ("latency", prec, p, f"LC >= {p['estimate'].latency_ms:.3g} ms (its "
                 f"fastest point: sparsity {p['sparsity']:g}, {prec})")
     known = [(prec, p) for prec, p in meets_lc if p["accuracy"] is not None]
     if not known:
@@ -473,7 +473,8 @@ def select(model: str = "default", dataset: str = "rotten-tomatoes", *,
         except OSError as exc:
             raise FitformerError(f"--out {out_dir}: cannot write there ({exc.strerror}); "
                                  "give a writable folder.") from None
-    from fitformer.hardware.workload import ModelDims, load_dims
+    from fitformer.hardware.frontends import load_dims
+    from fitformer.hardware.workload import ModelDims
 
     if translation:      # before any training: the lengths the model can take
         from fitformer.models.seq2seq import Seq2SeqShape
