@@ -659,10 +659,15 @@ def simulate(device: DeviceOpt,
                  help="Storage order of a row segment's weights: interleaved (HP format, "
                       "bank by bank) or column (CSR order, bank-unaware).")]
              = IssueOrder.interleaved,
+             family: Annotated[str, typer.Option(
+                 help="Design family to explore and simulate: all (the DSE's best), per_op "
+                      "(design a: one unit per operation kind) or shared (designs b-d: one "
+                      "shared sparse-MAC array with row tiles).")] = "all",
              no_cache: NoCacheOpt = False, as_json: JsonOpt = False) -> None:
     """Run a layer's real mask through the PE/bank model cycle by cycle at the design point
     the DSE chose (FPGAs): cycles, stalls by cause (bank_conflict, imbalance_idle,
-    raw_hazard, dram_wait), multiplier utilisation, and the ratio to the analytical model."""
+    raw_hazard, dram_wait, tile_sync), multiplier utilisation, and the ratio to the
+    analytical model."""
     from fitformer.hardware.simulator import simulate as do_simulate
 
     dev, wl, masks = _hardware_inputs(device, devices_file, pruned, sparsity, model, pattern,
@@ -676,13 +681,15 @@ def simulate(device: DeviceOpt,
                       batch=batch_size,
                       seq_len=seq_len, precision=precision.value if precision else None,
                       clock_mhz=clock_mhz, use_cache=not no_cache, order=order.value,
-                      tgt_len=tgt_len)
+                      tgt_len=tgt_len, families=_families(family))
     if as_json:
         _print_json(rep)
         return
     table = Table("layer", "P", "T", "passes", "cycles", "analytical", "sim/model",
-                  "bank_conflict", "imbalance_idle", "raw_hazard", "dram_wait", "mult. util",
+                  "bank_conflict", "imbalance_idle", "raw_hazard", "dram_wait", "tile_sync",
+                  "mult. util",
                   title=f"{rep['device']}{'' if rep['fits'] else ' (DOES NOT FIT)'}: "
+                        f"{rep['family']} design, "
                         f"{rep['precision']}, weights "
                         f"{'on chip' if rep['weights_on_chip'] else 'streamed'}, "
                         f"{_shape_text(batch_size, seq_len, tgt_len)}, {rep['order']} order "
@@ -697,7 +704,7 @@ def simulate(device: DeviceOpt,
                       str(r["passes"]), f"{r['cycles']:,}", f"{r['analytical_cycles']:,}",
                       f"{r['ratio_simulated_to_analytical']:.3f}",
                       *(f"{st[k]:,.0f}" for k in ("bank_conflict", "imbalance_idle",
-                                                  "raw_hazard", "dram_wait")),
+                                                  "raw_hazard", "dram_wait", "tile_sync")),
                       f"{r['multiplier_utilization']:.1%}")
     if len(rep["layers"]) > 1:
         tot = {k: sum(r["stalls"][k] for r in rep["layers"]) for k in rep["layers"][0]["stalls"]}
@@ -709,6 +716,16 @@ def simulate(device: DeviceOpt,
     out.print(table)
     if prefix:
         out.print(f"layers are under {prefix}")
+
+
+def _families(family: str) -> tuple[str, ...]:
+    from fitformer.hardware.dse import FAMILIES
+
+    if family == "all":
+        return FAMILIES
+    if family not in FAMILIES:
+        raise FitformerError(f"--family {family!r}: choose all, {', '.join(FAMILIES)}.")
+    return (family,)
 
 
 def _simulate_layers(spec: str, masks: dict) -> list[str]:

@@ -84,8 +84,12 @@ def test_estimate_json_contract_and_cache(home):
     assert rep["hp_split"] == {"d1": pytest.approx(0.4), "d2": 0.5}
     assert all(0 <= v <= 1 for v in rep["utilization"].values()) and rep["fits"]
     assert all(UNIT_KEYS <= u.keys() for u in rep["units"])
-    layer_rows = [u for u in rep["units"] if u["unit"] == "ffn_in"]
-    assert [u["layer"] for u in layer_rows] == list(range(6))
+    # One row per unit and layer: on the shared array every linear of every layer.
+    assert rep["design_family"] in ("shared", "per_op")
+    unit = "array" if rep["design_family"] == "shared" else "ffn_in"
+    layer_rows = [u for u in rep["units"] if u["unit"] == unit and u["op"] == "ffn_in"]
+    assert sorted({u["layer"] for u in layer_rows}) == list(range(6))
+    assert 1.0 <= rep["roofline_ratio"] < 3.0
     total_ms = sum(u["latency_ms"] for u in rep["units"])
     assert total_ms == pytest.approx(rep["compute_ms"])
     cached = list((home / "dse").glob("*.json"))
@@ -103,10 +107,17 @@ def test_estimate_json_contract_and_cache(home):
 def test_estimate_table_gpu_roofline_and_small_board(home):
     res = runner.invoke(app, ["estimate", "--device", "u50", "--sparsity", "0.9"])
     assert res.exit_code == 0, res.output
-    assert "ffn_out" in res.stdout and "fits: True" in res.stdout
+    assert "array" in res.stdout and "fits: True" in res.stdout and "roofline" in res.stdout
     gpu = json.loads(runner.invoke(app, ["estimate", "--device", "rtx-4090", "--sparsity",
                                          "0.5", "--json"]).stdout)
-    assert gpu["method"] == "roofline" and gpu["precision"] == "fp32"
+    assert gpu["method"] == "engine model" and gpu["engine"] == "tensorrt-fp16"
+    assert gpu["precision"] == "fp16" and gpu["kernels"] == 6 * 6 + 4
+    launches = [u for u in gpu["units"] if u["unit"] == "kernel_launches"]
+    assert launches[0]["latency_ms"] == pytest.approx(40 * 6.80e-3)
+    eager = json.loads(runner.invoke(app, ["estimate", "--device", "rtx-4090", "--sparsity",
+                                           "0.5", "--gpu-engine", "pytorch-eager-fp32",
+                                           "--json"]).stdout)
+    assert eager["precision"] == "fp32" and eager["latency_ms"] > 5 * gpu["latency_ms"]
     # PYNQ-Z2 cannot hold the activations of 128 tokens: reported, not hidden.
     pynq = json.loads(runner.invoke(app, ["estimate", "--device", "pynq-z2", "--sparsity",
                                           "0.9", "--json"]).stdout)

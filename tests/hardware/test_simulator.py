@@ -44,7 +44,7 @@ def test_two_pe_two_bank_example():
     assert res.compute_cycles == 3 and res.useful == 5
     # idle: 1 (PE0 row 0, second cycle) + 1 (PE1 row 0) + PE1 waits 2 cycles x 2 multipliers
     assert res.slots == {"bank_conflict": 1, "imbalance_idle": 6, "raw_hazard": 0,
-                         "dram_wait": 0}
+                         "dram_wait": 0, "tile_sync": 0}
     assert res.useful + sum(res.slots.values()) == 3 * 2 * 2
 
 
@@ -94,6 +94,18 @@ def test_simulate_real_hp_run_agrees_with_model(tiny_hp_run):
     for row in rep["layers"]:
         assert abs(row["ratio_simulated_to_analytical"] - 1) < 0.05, row["layer"]
         assert row["stalls"]["bank_conflict"] == 0 and row["stalls"]["imbalance_idle"] == 0
+        if rep["family"] == "per_op":
+            assert row["multiplier_utilization"] == pytest.approx(1.0)
+        else:   # the shared array's row tiles: merges and tile waits, never HP imbalance
+            assert 0.5 < row["multiplier_utilization"] <= 1.0
+    # The per-op design (a) on the same masks: every multiplier busy every cycle.
+    res = runner.invoke(app, ["simulate", "--device", "zcu104", "--pruned", str(hp.path),
+                              "--seq-len", "64", "--family", "per_op", "--json"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.stdout)
+    assert rep["family"] == "per_op"
+    for row in rep["layers"]:
+        assert abs(row["ratio_simulated_to_analytical"] - 1) < 0.05, row["layer"]
         assert row["multiplier_utilization"] == pytest.approx(1.0)
 
 
@@ -106,7 +118,8 @@ def test_simulate_unstructured_reports_stalls(home):
     assert rep["layer"] == "bert.encoder.layer.2.output.dense"
     assert rep["stalls"]["bank_conflict"] > 0 and rep["stalls"]["imbalance_idle"] > 0
     assert rep["multiplier_utilization"] < 0.8
-    assert set(rep["stalls"]) == {"bank_conflict", "imbalance_idle", "raw_hazard", "dram_wait"}
+    assert set(rep["stalls"]) == {"bank_conflict", "imbalance_idle", "raw_hazard", "dram_wait",
+                                  "tile_sync"}
     assert "ratio_simulated_to_analytical" in rep
 
 

@@ -551,8 +551,8 @@ def as_rows(est: Estimate) -> list[dict]:
                         "cycles": 0, "latency_ms": 0.0, "bound": None})
         for label, layer, cycles, bound, stack in u.rows:
             hosted = label in HOSTED
-            row = {"unit": label if hosted else u.unit, "layer": layer, "stack": stack,
-                   "parallelism": u.parallelism,
+            row = {"unit": label if hosted else u.unit, "op": label, "layer": layer,
+                   "stack": stack, "parallelism": u.parallelism,
                    **({k: 0 for k in RESOURCE_KEYS} if hosted else res),
                    "cycles": int(cycles), "latency_ms": cycles / (est.clock_mhz * 1e3),
                    "bound": bound}

@@ -354,7 +354,8 @@ def resolve_layer(name: str, masks: dict) -> str:
 def simulate(device, wl, masks: dict[str, np.ndarray], layers: list[str] | None = None, *,
              batch: int = 1, seq_len: int = 128, precision: str | None = None,
              clock_mhz: float | None = None, use_cache: bool = True,
-             order: str = "interleaved", design_workload=None, tgt_len: int = 0) -> dict:
+             order: str = "interleaved", design_workload=None, tgt_len: int = 0,
+             families: tuple[str, ...] | None = None) -> dict:
     """Simulate layers of a model at the design point the DSE chooses for ``wl`` on
     ``device`` (an FPGA), next to the analytical model of the same design.
 
@@ -383,8 +384,11 @@ def simulate(device, wl, masks: dict[str, np.ndarray], layers: list[str] | None 
     from fitformer.models.layers import layer_index, role_of, stack_of
 
     names = [resolve_layer(n, masks) for n in layers] if layers else list(masks)
+    from fitformer.hardware.dse import FAMILIES
+
     est = explore(design_workload or wl, device, precision=precision, batch=batch,
-                  seq_len=seq_len, clock_mhz=clock_mhz, use_cache=use_cache, tgt_len=tgt_len)
+                  seq_len=seq_len, clock_mhz=clock_mhz, use_cache=use_cache, tgt_len=tgt_len,
+                  families=families or FAMILIES)
     plat = platform_of(device, clock_mhz)
     if design_workload is not None:
         from fitformer.hardware.dse import estimate_point
