@@ -59,4 +59,6 @@ def test_cli_simulate_layer_ffn_in(home):
     rep = json.loads(proc.stdout)
     assert [r["layer"] for r in rep["layers"]] == [f"{PREFIX}.{i}.intermediate.dense"
                                                    for i in range(6)]
-    assert all(r["unit"] == "ffn_in" for r in rep["layers"])
+    # The unit that runs them: ffn_in on design (a), the shared array on designs (b)-(d).
+    assert all(r["unit"] == ("array" if rep["family"] == "shared" else "ffn_in")
+               for r in rep["layers"])
