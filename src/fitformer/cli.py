@@ -956,6 +956,20 @@ def experiment_patterns(
                  log=_log)
 
 
+@experiment_app.command("recipe")
+def experiment_recipe(
+        out: Annotated[str, typer.Option(help="Folder for the table and JSON.")] = "docs",
+        report_only: Annotated[bool, typer.Option(
+            help="Train nothing: report the runs already cached.")] = False) -> None:
+    """The pruning recipe's headline runs (HP and unstructured at 0.8 and 0.9, logit
+    distillation, two epochs per point, default budget: about 25 minutes per run on 2
+    cores; resumable), with paired-bootstrap intervals against the dense model; writes
+    OUT/pruning-recipe.md and .json."""
+    from fitformer.experiments.recipe import run
+
+    run(train=not report_only, out_dir=Path(out), log=_log)
+
+
 ReportDirOpt = Annotated[str, typer.Option(help="Folder for the report.")]
 
 

@@ -247,9 +247,12 @@ def evaluate_device(device, lat: _Latency, profile: Profile, cons: Constraints,
             meets_lc = est.fits and est.latency_ms <= cons.latency_ms
             point = profile.point(s, train=train and meets_lc)
             acc = None if point is None else point.accuracy
-            if meets_lc and acc is not None and acc["dev"][prec] >= target:
+            collapsed = None if point is None else point.collapsed.get(prec)
+            if meets_lc and acc is not None and acc["dev"][prec] >= target and not collapsed:
                 found = True
-            points.append({"sparsity": s, "estimate": est, "accuracy": acc})
+            points.append({"sparsity": s, "estimate": est, "accuracy": acc,
+                           "collapsed": collapsed,
+                           "majority_rate_dev": None if point is None else point.majority_rate})
         rows.append((prec, points))
     return _decide(device, rows, cons, target, priced, objective_field, pinned)
 
@@ -265,13 +268,15 @@ def _decide(device, rows, cons: Constraints, target: float, priced: bool,
         for p in points:
             e, a = p["estimate"], _dev(p["accuracy"], prec)
             if e.fits and e.latency_ms <= cons.latency_ms and a is not None \
-                    and a >= target:
+                    and a >= target and not p.get("collapsed"):
                 cand = (p["sparsity"], e.latency_ms, prec, p)
                 if best is None or cand[:2] < best[:2]:
                     best = cand
                 break
     curve = {prec: [{"sparsity": p["sparsity"], "latency_ms": p["estimate"].latency_ms,
-                     "fits": p["estimate"].fits, "accuracy_dev": _dev(p["accuracy"], prec)}
+                     "fits": p["estimate"].fits, "accuracy_dev": _dev(p["accuracy"], prec),
+                     "majority_rate_dev": p.get("majority_rate_dev"),
+                     "collapsed": p.get("collapsed")}
                     for p in points] for prec, points in rows}
     if best is not None:
         reason = "ok" if priced else "no_price"

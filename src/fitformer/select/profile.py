@@ -32,6 +32,9 @@ class ProfilePoint:
         accuracy: ``{"dev": {"fp32", "fx16", "fx8"}, "test": {...}}`` (fractions 0-1; for
             translation greedy BLEU 0-100, ``metrics.json``'s ``"bleu"``).
         run_dir: the run directory.
+        majority_rate: the dev split's majority-class rate (classification), if recorded.
+        collapsed: per precision, why the run counts as collapsed (the majority-class rule,
+            :func:`fitformer.training.evaluation.collapse_reason`), or ``None``.
     """
 
     sparsity: float
@@ -39,11 +42,31 @@ class ProfilePoint:
     hp_split: dict | None
     accuracy: dict
     run_dir: Path
+    majority_rate: float | None = None
+    collapsed: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {"sparsity": self.sparsity, "achieved_sparsity": self.achieved_sparsity,
                 "hp_split": self.hp_split, "accuracy": self.accuracy,
+                "majority_rate_dev": self.majority_rate, "collapsed": self.collapsed,
                 "run_dir": str(self.run_dir)}
+
+    @classmethod
+    def from_metrics(cls, sparsity: float, metrics: dict, scores: dict, run_dir: Path
+                     ) -> ProfilePoint:
+        """A point from a run's ``metrics.json``; the majority-class rule is applied to
+        runs that recorded predictions or the majority rate."""
+        from fitformer.training.evaluation import collapse_reason
+
+        maj = (metrics.get("majority_rate") or {}).get("dev")
+        classes = (metrics.get("predicted_classes") or {}).get("dev", {})
+        collapsed = {}
+        if metrics.get("task", "classification") == "classification":
+            collapsed = {p: collapse_reason(a, maj, classes.get(p))
+                         for p, a in metrics["accuracy"]["dev"].items()}
+        achieved = metrics.get("sparsity", {}).get("overall", sparsity)
+        return cls(sparsity, achieved, metrics.get("hp_split"), scores, run_dir, maj,
+                   collapsed)
 
 
 @dataclass
@@ -106,8 +129,8 @@ class Profile:
                 self.dense_dir = finetune(self.model, self.dataset, budget="default",
                                           task=self.task).path
             _, metrics = load_run_info(Path(self.dense_dir))
-            self._points[0.0] = ProfilePoint(0.0, 0.0, None, self._scores(metrics),
-                                             Path(self.dense_dir))
+            self._points[0.0] = ProfilePoint.from_metrics(0.0, metrics, self._scores(metrics),
+                                                          Path(self.dense_dir))
         return self._points[0.0]
 
     def point(self, sparsity: float, *, train: bool = True) -> ProfilePoint | None:
@@ -143,8 +166,7 @@ class Profile:
                          f"({self.budget} budget) ...")
                 result = prune("default", self.dataset, **kwargs)
             m = result.metrics
-            self._points[s] = ProfilePoint(s, m["sparsity"]["overall"], m["hp_split"],
-                                           self._scores(m), result.path)
+            self._points[s] = ProfilePoint.from_metrics(s, m, self._scores(m), result.path)
             previous = result.path
         return self._points[sparsity]
 

@@ -357,6 +357,17 @@ def prune(model: str = "default", dataset: str = "rotten-tomatoes", *,
         metrics = run_metrics(data.task, table, trained, started, (train, dev, test), b,
                               sparsity=sparsity, hp_split=spec.hp_split(), seed=seed,
                               **{"from": key["from"]})
+    reason = (metrics.get("collapsed") or {}).get("fp32")
+    if reason:
+        from fitformer.training.loop import _console
+
+        src_sparsity = source_pruning["requested_sparsity"] if source_pruning else 0.0
+        _console().print(
+            f"warning: {label} collapsed to the majority class ({reason}); select never "
+            f"chooses it. Likely cause: the jump from sparsity {src_sparsity:g} to "
+            f"{spec.sparsity:g} in {steps} steps ({pruner.window_steps} pruning). Try "
+            "--distill logits, a larger --epochs-per-point, or chain through lower "
+            "sparsities (--from a less sparse run).", highlight=False)
     save_file({k: v.contiguous() for k, v in masks.items()}, str(partial / "masks.safetensors"))
     path = save_run(partial, key, net, tokenizer, metrics, {"pruning.json": pruning})
     return RunResult(path, key, metrics, cached=False)

@@ -17,12 +17,38 @@ CALIBRATION_SENTENCES = 256
 
 @dataclass(frozen=True)
 class EvalResult:
-    """Accuracy (fraction correct, 0-1) and mean cross-entropy loss (nats) on ``n`` examples."""
+    """Accuracy (fraction correct, 0-1) and mean cross-entropy loss (nats) on ``n`` examples;
+    ``predicted_classes``: distinct classes predicted; ``correct``: per example, in the
+    split's order, whether the prediction was right (for paired bootstraps)."""
 
     accuracy: float
     loss: float
     n: int
     examples_per_s: float
+    predicted_classes: int = 0
+    correct: tuple[bool, ...] = ()
+
+
+def majority_rate(labels) -> float:
+    """Share of the most frequent label (the accuracy of always predicting it), 0-1."""
+    labels = list(int(x) for x in labels)
+    if not labels:
+        return 0.0
+    return max(labels.count(v) for v in set(labels)) / len(labels)
+
+
+def collapse_reason(accuracy: float | None, majority: float | None,
+                    predicted_classes: int | None) -> str | None:
+    """The majority-class rule (design.md §9, defined here once and shared by the pruning
+    collapse guard and select): a run whose dev predictions are a single class, or whose
+    dev accuracy is at or below the majority-class rate of the dev split, has collapsed.
+    Returns the reason, or ``None`` when the run has not collapsed (or nothing is known)."""
+    if predicted_classes is not None and predicted_classes == 1:
+        return "every dev prediction is one class"
+    if accuracy is not None and majority is not None and accuracy <= majority + 1e-12:
+        return (f"dev accuracy {accuracy:.4f} is at or below the majority-class rate "
+                f"{majority:.4f}")
+    return None
 
 
 @torch.no_grad()
@@ -37,17 +63,26 @@ def evaluate_classifier(model: torch.nn.Module, data: Encoded, batch_size: int =
     model.eval()
     order = sorted(range(len(data)), key=lambda i: len(data.features[i]["input_ids"]))
     correct, loss_sum = 0, 0.0
+    right = [False] * len(data)
+    classes: set[int] = set()
     start = time.perf_counter()
     for b in range(0, len(order), batch_size):
-        batch = data.batch(order[b:b + batch_size])
+        idx = order[b:b + batch_size]
+        batch = data.batch(idx)
         labels = batch.pop("labels")
         logits = model(**batch).logits.float()
         loss_sum += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
-        correct += int((logits.argmax(-1) == labels).sum())
+        pred = logits.argmax(-1)
+        hit = (pred == labels).tolist()
+        correct += int(sum(hit))
+        classes.update(pred.tolist())
+        for i, h in zip(idx, hit, strict=True):
+            right[i] = bool(h)
     elapsed = time.perf_counter() - start
     model.train(was_training)
     n = len(data)
-    return EvalResult(correct / n, loss_sum / n, n, n / elapsed if elapsed else 0.0)
+    return EvalResult(correct / n if n else 0.0, loss_sum / n if n else 0.0, n,
+                      n / elapsed if elapsed else 0.0, len(classes), tuple(right))
 
 
 def calibration_batches(train: Encoded, n: int = CALIBRATION_SENTENCES, batch_size: int = 64
@@ -70,16 +105,24 @@ def accuracy_at_precisions(model: torch.nn.Module, splits: dict[str, Encoded],
 
     Returns:
         ``{"accuracy": {split: {precision: acc}}, "loss": {split: {precision: loss}},
-        "n": {split: n}}``; accuracies are fractions 0-1, losses mean nats.
+        "n": {split: n}, "majority_rate": {split: rate}, "predicted_classes": {split:
+        {precision: k}}, "correct": {split: {precision: "0110..."}}}``; accuracies are
+        fractions 0-1, losses mean nats; ``correct`` marks each example in split order.
     """
     cal = None
     if any(p != "fp32" for p in precisions):
         cal = calibrate(model, calibration_batches(calibration_data))
     acc = {s: {} for s in splits}
     loss = {s: {} for s in splits}
+    classes = {s: {} for s in splits}
+    right = {s: {} for s in splits}
     for p in precisions:
         with fixed_point(model, p, cal):
             for s, data in splits.items():
                 r = evaluate_classifier(model, data)
                 acc[s][p], loss[s][p] = r.accuracy, r.loss
-    return {"accuracy": acc, "loss": loss, "n": {s: len(d) for s, d in splits.items()}}
+                classes[s][p] = r.predicted_classes
+                right[s][p] = "".join("1" if c else "0" for c in r.correct)
+    return {"accuracy": acc, "loss": loss, "n": {s: len(d) for s, d in splits.items()},
+            "majority_rate": {s: majority_rate(d.labels.tolist()) for s, d in splits.items()},
+            "predicted_classes": classes, "correct": right}

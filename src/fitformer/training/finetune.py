@@ -83,6 +83,22 @@ def encode_splits(tokenizer, data: ClassificationDataset, budget, max_length: in
                          max_length) for s in ("train", "dev", "test"))
 
 
+def _collapse_fields(table: dict) -> dict:
+    """The majority-class fields of ``metrics.json``: the majority rate per split, classes
+    predicted, per-example correctness (dev and test, fp32 and the fixed-point ones), and
+    ``collapsed`` per precision (:func:`~fitformer.training.evaluation.collapse_reason`)."""
+    from fitformer.training.evaluation import collapse_reason
+
+    if "majority_rate" not in table:
+        return {}
+    maj = table["majority_rate"]
+    collapsed = {p: collapse_reason(a, maj.get("dev"),
+                                    table["predicted_classes"]["dev"].get(p))
+                 for p, a in table["accuracy"]["dev"].items()}
+    return {"majority_rate": maj, "predicted_classes": table["predicted_classes"],
+            "collapsed": collapsed, "per_example_correct": table["correct"]}
+
+
 def run_metrics(task: str, table: dict, trained, started: float, splits: tuple, budget,
                 *, sparsity: dict, hp_split: dict | None, seed: int, **extra) -> dict:
     """The ``metrics.json`` of a finished run (design.md §9 schema plus run details).
@@ -105,6 +121,7 @@ def run_metrics(task: str, table: dict, trained, started: float, splits: tuple, 
                  "dev": table["loss"]["dev"]["fp32"], "test": table["loss"]["test"]["fp32"]},
         "sparsity": sparsity,
         "hp_split": hp_split,
+        **_collapse_fields(table),
         "examples_per_s": trained.train_examples_per_s,
         "wall_time_s": time.perf_counter() - started,
         "train_time_s": trained.wall_time_s,

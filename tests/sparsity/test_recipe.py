@@ -1,0 +1,122 @@
+"""The pruning recipe (issue 16): distillation, the majority-class rule shared by the
+collapse guard and select, the run key's recipe version, the paired bootstrap."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fitformer.errors import FitformerError
+from fitformer.experiments.recipe import paired_bootstrap
+from fitformer.select.profile import ProfilePoint
+from fitformer.training.evaluation import collapse_reason, majority_rate
+from fitformer.training.loop import DistillConfig, distillation_loss
+
+
+def test_majority_rule_by_hand():
+    assert majority_rate([1, 1, 0, 1]) == 0.75
+    assert collapse_reason(0.9, 0.6, 1) == "every dev prediction is one class"
+    assert "at or below the majority-class rate 0.6000" in collapse_reason(0.6, 0.6, 2)
+    assert collapse_reason(0.61, 0.6, 2) is None
+    assert collapse_reason(None, None, None) is None
+
+
+def test_collapsed_point_is_marked_for_select():
+    metrics = {"task": "classification", "accuracy": {"dev": {"fp32": 0.578, "fx16": 0.8}},
+               "majority_rate": {"dev": 0.578},
+               "predicted_classes": {"dev": {"fp32": 1, "fx16": 2}},
+               "sparsity": {"overall": 0.8}, "hp_split": None}
+    p = ProfilePoint.from_metrics(0.8, metrics, metrics["accuracy"], Path("x"))
+    assert p.collapsed["fp32"] == "every dev prediction is one class"
+    assert p.collapsed["fx16"] is None and p.majority_rate == 0.578
+
+
+def test_select_never_chooses_a_collapsed_point():
+    from fitformer.hardware.catalog import load_catalog
+    from fitformer.hardware.report import LatencyReport
+    from fitformer.select.loop import Constraints, _decide
+
+    dev = load_catalog(only=["u200"], include_host=False)[0]
+    fast = LatencyReport("u200", "model", 1, 128, 0.5, 0.4, 0.1, "fx8", True)
+    acc = {"dev": {"fx8": 0.9}, "test": {"fx8": 0.9}}
+    rows = [("fx8", [{"sparsity": 0.9, "estimate": fast, "accuracy": acc,
+                      "collapsed": "every dev prediction is one class"}])]
+    cons = Constraints(latency_ms=1.0, batch_size=1, seq_len=128)
+    row = _decide(dev, rows, cons, 0.5, True, "price_usd")
+    assert row["feasible"] is False
+    assert row["curve"]["fx8"][0]["collapsed"] == "every dev prediction is one class"
+
+
+def test_distillation_loss_by_hand():
+    class Out:
+        def __init__(self, logits):
+            self.logits = logits
+
+    s, t = torch.tensor([[0.0, 0.0]]), torch.tensor([[0.0, 0.0]])
+    loss, parts = distillation_loss(Out(s), Out(t), torch.tensor([0]), None,
+                                    DistillConfig("logits", 2.0, 0.5))
+    # Equal logits: KL 0, CE ln 2; loss = 0.5 ln 2.
+    assert parts["kl"] == pytest.approx(0.0, abs=1e-7)
+    assert float(loss) == pytest.approx(0.5 * np.log(2))
+    with pytest.raises(FitformerError, match="--distill-alpha"):
+        DistillConfig("logits", 2.0, 1.5)
+    with pytest.raises(FitformerError, match="choose from none, logits, layers"):
+        DistillConfig("feature")
+
+
+def test_paired_bootstrap_by_hand():
+    a = np.array([1, 1, 1, 0] * 50, dtype=bool)
+    diff, lo, hi = paired_bootstrap(a, a)
+    assert (diff, lo, hi) == (0.0, 0.0, 0.0)
+    b = np.array([1, 0, 1, 0] * 50, dtype=bool)
+    diff, lo, hi = paired_bootstrap(a, b)
+    assert diff == pytest.approx(0.25) and lo < 0.25 < hi
+
+
+@pytest.mark.slow
+def test_distillation_lowers_kl_to_the_teacher(in_tiny_home):
+    """Tiny budget, HP 0.5 from the tiny dense run, 16 steps each: with the KL as the whole
+    loss (alpha 1) the student ends closer to the teacher on the dev split."""
+    import torch.nn.functional as F
+
+    from fitformer.data import load_dataset
+    from fitformer.models.loading import load_classifier, load_tokenizer, resolve_model
+    from fitformer.sparsity.prune import PruneSpec, prune
+    from fitformer.training.budgets import get_budget
+    from fitformer.training.finetune import encode_splits
+
+    _, dense = in_tiny_home
+    plain = prune(spec=PruneSpec("hp", 0.5), from_dir=dense.path, budget="tiny",
+                  epochs_per_point=2)
+    kd = prune(spec=PruneSpec("hp", 0.5), from_dir=dense.path, budget="tiny",
+               epochs_per_point=2, distill=DistillConfig("logits", 2.0, 1.0))
+    assert kd.key["distill"]["teacher"] == dense.path.name and "distill" not in plain.key
+    assert kd.key["recipe_version"] == plain.key["recipe_version"]
+    assert "fitformer_version" not in kd.key
+    assert json.loads((kd.path / "run.json").read_text())["fitformer_version"]
+    schedule = json.loads((kd.path / "pruning.json").read_text())["schedule"]
+    assert schedule["steps"] == 16 and schedule["pruning_steps"] + \
+        schedule["recovery_steps"] == 16
+    data = load_dataset("rotten-tomatoes")
+    ref = resolve_model(str(dense.path))
+    _, devset, _ = encode_splits(load_tokenizer(ref), data, get_budget("tiny"), 64)
+    batch = devset.batch(list(range(len(devset))))
+    batch.pop("labels")
+    teacher = load_classifier(ref).eval()
+
+    def kl(run):
+        net = load_classifier(resolve_model(str(run.path))).eval()
+        with torch.no_grad():
+            t, s = teacher(**batch).logits, net(**batch).logits
+        return float(F.kl_div(F.log_softmax(s, -1), F.log_softmax(t, -1),
+                              reduction="batchmean", log_target=True))
+
+    assert kl(kd) < kl(plain)
+    for run in (plain, kd):    # the majority-class fields are recorded
+        m = run.metrics
+        assert 0.5 <= m["majority_rate"]["dev"] < 1 and "fp32" in m["collapsed"]
+        assert len(m["per_example_correct"]["dev"]["fp32"]) == m["split_sizes"]["dev"]
