@@ -171,3 +171,15 @@ def test_gpu_engines_reproduce_their_calibration_within_30_percent():
     with pytest.raises(FitformerError, match="tensorrt-fp16"):
         get_engine("nope")
     assert math.isfinite(ENGINES["tensorrt-fp16"].launch_us)
+
+
+def test_fqbert_at_its_own_multiplier_count(home):
+    from fitformer.experiments.accelerator import validate_published
+
+    rows = {r["name"]: r for r in validate_published()}
+    for name, r in rows.items():
+        if r["multipliers"]:
+            assert r["ours"]["multipliers"] == r["multipliers"], name
+            assert 0.67 <= r["latency_ratio"] <= 1.5, (name, r["latency_ratio"])
+            assert r["ours"]["fits"]
+    assert not rows["Chen et al. spatial BERT on U280"]["verified"]
