@@ -32,8 +32,9 @@ app.add_typer(experiment_app, name="experiment")
 
 # Wide tables when piped (CI logs, files): rich would otherwise cut them at 80 columns.
 # markup=False: paths, labels and messages come from users and may contain "[...]".
-out = Console(width=None if sys.stdout.isatty() else 160, markup=False)
-err = Console(stderr=True, markup=False)
+# Markup and emoji codes off: messages echo user input (":x:" must stay ":x:").
+out = Console(width=None if sys.stdout.isatty() else 160, markup=False, emoji=False)
+err = Console(stderr=True, markup=False, emoji=False)
 
 
 class Task(StrEnum):
@@ -615,6 +616,15 @@ def estimate(device: DeviceOpt, model: ModelOpt = "default", pruned: PrunedOpt =
                       f"{r['latency_ms']:.4f}", r["bound"] or "-")
     out.print(table)
     res, util = rep["resources"], rep["utilization"]
+    if rep["method"] == "measured":
+        spread, load = rep.get("spread"), rep.get("load_avg_1min")
+        out.print(f"measured: median of {len(rep.get('samples_ms') or [])} runs; spread "
+                  + (f"{spread:.1%} (IQR/median)" if spread is not None else "unknown")
+                  + (f", machine load {load:.2f} on {rep.get('cpus') or '?'} CPUs"
+                     if load is not None else "")
+                  + f", {'steady' if rep.get('steady') else 'UNSTEADY'}"
+                  + ("" if load is None or not rep.get("cpus") or load < rep["cpus"] else
+                     "; the machine was busy: rerun when idle for a representative figure"))
     if rep["method"] == "model":
         avail = rep["available"]
         out.print("total: " + ", ".join(
