@@ -134,17 +134,15 @@ def tiled_compute_cycles(w: np.ndarray, rows_per_tile: list[int]) -> float:
 
 
 @lru_cache(maxsize=65536)
-def _matrix_compute(key: int, m_ref: tuple, P: int, R: int, r: int, B: int) -> tuple:
-    """``(compute cycles per pass without fill, useful PE cycles, idle PE cycles)``,
-    memoised by matrix identity and knobs."""
+def _matrix_compute(key: int, m_ref: tuple, P: int, R: int, r: int, B: int) -> float:
+    """Compute cycles of one pass without fill (the tile recurrence), memoised by matrix
+    identity and knobs."""
     m: MatrixWork = m_ref[0]
     w = _tile_work(m, P, R, r)
     M = m.shape[0]
     Rt = max(r, (min(R, M) // r) * r)
     rows = [min(Rt, M - i * Rt) if M > Rt else M for i in range(w.shape[1])]
-    cyc = tiled_compute_cycles(w, rows)
-    busy = float(w.sum())
-    return cyc, busy, float(P * (cyc - sum(rows[-1:])) - busy)
+    return tiled_compute_cycles(w, rows)
 
 
 class _Ref(tuple):
@@ -163,7 +161,7 @@ def matrix_cycles(m: MatrixWork, knobs: dict, wl: Workload, design: DesignPoint,
     P, T, R = knobs["P"], knobs["T"], knobs["R"]
     r, c = wl.block
     B = wl.banks
-    compute, _, _ = _matrix_compute(id(m), _Ref((m,)), P, R, r, B)
+    compute = _matrix_compute(id(m), _Ref((m,)), P, R, r, B)
     fill = int(const("mac_pipeline_cycles")) + _log2ceil(B) + _log2ceil(P)
     compute = math.ceil(compute) + fill
     passes = math.ceil(n_tokens / T)
@@ -284,7 +282,6 @@ def nonlinear_unit(wl: Workload, design: DesignPoint, inf: Inference) -> UnitRes
     """The non-linear unit (softmax exp/sum/scale, GELU, tanh; one reciprocal per row):
     resources only, its time is inside the array's attention and ffn_in rows."""
     lanes = design.knobs["nonlinear"]["lanes"]
-    d = wl.dims
     kv = max(inf.seq_len, inf.tgt_len)
     score_bits = 32 if design.nonlinear == "fp32" else 16
     mem = memory(lanes * score_bits, 2 * math.ceil(kv * max(1, inf.seq_len) / lanes))
@@ -301,7 +298,6 @@ def nonlinear_unit(wl: Workload, design: DesignPoint, inf: Inference) -> UnitRes
     dsp = lanes * per_lane_dsp + recip_dsp
     lut = int(const("unit_lut") + lanes * per_lane_lut + const("reciprocal_lut"))
     ff = int(const("unit_ff") + lanes * per_lane_ff)
-    del d
     return UnitResult("nonlinear", {"lanes": lanes}, Resources.of(mem, dsp, lut, ff), [])
 
 

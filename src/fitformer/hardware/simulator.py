@@ -109,11 +109,9 @@ class PassResult:
     slots: dict                    # multiplier slots by stall cause
 
 
-def simulate_pass(mask: np.ndarray, c: int, banks: int, P: int,
-                  order: str = "interleaved") -> PassResult:
-    """Issue every row segment of ``mask`` (bool ``(M, N)``) on ``P`` PEs of ``banks``
-    multipliers each, cycle by cycle per segment signature (:func:`issue_schedule`), with
-    accumulator hazards per PE.
+def _segment_table(mask: np.ndarray, c: int, banks: int, P: int, order: str) -> np.ndarray:
+    """int64 ``(M, S, 4)``: per row segment ``(cycles, useful, conflict_slots, idle_slots)``
+    of :func:`issue_schedule`, every distinct bank-count vector simulated once.
 
     Raises:
         ValueError: ``P`` does not divide the stripe count, or ``banks`` does not divide ``c``.
@@ -125,12 +123,24 @@ def simulate_pass(mask: np.ndarray, c: int, banks: int, P: int,
     padded = np.zeros((M, S * c), dtype=bool)
     padded[:, :N] = mask
     per_bank = padded.reshape(M, S, banks, c // banks).sum(axis=3)        # (M, S, B)
-    # Signature table: every distinct bank-count vector simulated once.
-    flat = per_bank.reshape(-1, banks)
-    sigs, inverse = np.unique(flat, axis=0, return_inverse=True)
+    sigs, inverse = np.unique(per_bank.reshape(-1, banks), axis=0, return_inverse=True)
     table = np.array([issue_schedule(tuple(int(x) for x in s), order) for s in sigs],
                      dtype=np.int64)
-    seg = table[inverse.reshape(-1)].reshape(M, S, 4)   # cycles, useful, conflict, idle
+    return table[inverse.reshape(-1)].reshape(M, S, 4)
+
+
+def simulate_pass(mask: np.ndarray, c: int, banks: int, P: int,
+                  order: str = "interleaved") -> PassResult:
+    """Issue every row segment of ``mask`` (bool ``(M, N)``) on ``P`` PEs of ``banks``
+    multipliers each, cycle by cycle per segment signature (:func:`issue_schedule`), with
+    accumulator hazards per PE.
+
+    Raises:
+        ValueError: ``P`` does not divide the stripe count, or ``banks`` does not divide ``c``.
+    """
+    M, N = mask.shape
+    S = math.ceil(N / c)
+    seg = _segment_table(mask, c, banks, P, order)       # cycles, useful, conflict, idle
     cycles = seg[..., 0]                                 # (M, S)
     A = int(SIM_CONSTANTS["accumulator_latency_cycles"].value)
     pe_cycles = np.zeros(P, dtype=np.int64)
@@ -163,18 +173,9 @@ def simulate_tiled_pass(mask: np.ndarray, r: int, c: int, banks: int, P: int, R:
     """
     M, N = mask.shape
     S = math.ceil(N / c)
-    if S % P or c % banks:
-        raise ValueError(f"P={P} must divide the {S} stripes and B={banks} the width {c}")
+    seg = _segment_table(mask, c, banks, P, order)
     Rt = max(r, (min(R, M) // r) * r) if M > R else M
     tiles = math.ceil(M / Rt)
-    padded = np.zeros((M, S * c), dtype=bool)
-    padded[:, :N] = mask
-    per_bank = padded.reshape(M, S, banks, c // banks).sum(axis=3)        # (M, S, B)
-    flat = per_bank.reshape(-1, banks)
-    sigs, inverse = np.unique(flat, axis=0, return_inverse=True)
-    table = np.array([issue_schedule(tuple(int(x) for x in s), order) for s in sigs],
-                     dtype=np.int64)
-    seg = table[inverse.reshape(-1)].reshape(M, S, 4)
     cycles = seg[..., 0]
     A = int(SIM_CONSTANTS["accumulator_latency_cycles"].value)
     w = np.zeros((P, tiles), dtype=np.float64)
