@@ -49,7 +49,8 @@ def main() -> None:
             times.append(time.perf_counter() - t0)
         print(f"{pattern:12s} {layer} {tuple(masks[layer].shape)}: "
               f"{statistics.median(times):.2f} s median of {args.repeats} (target < 10 s), "
-              f"{rep['cycles']:,} cycles, design {rep['design']['ffn_in']}")
+              f"{rep['cycles']:,} cycles, {rep['family']} design "
+              f"{rep['design'].get('array') or rep['design'].get('ffn_in')}")
 
 
 if __name__ == "__main__":
