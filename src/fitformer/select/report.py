@@ -4,8 +4,10 @@ design point."""
 
 from __future__ import annotations
 
+import base64
 import html
 import json
+import shlex
 import shutil
 from pathlib import Path
 from typing import Literal
@@ -35,7 +37,8 @@ class DeviceRow(BaseModel):
     fits: bool | None
     weights_on_chip: bool | None
     feasible: bool
-    reason: Literal["ok", "latency", "accuracy", "resources", "no_price", "precision",
+    reason: Literal["ok", "latency", "accuracy", "resources", "no_price", "no_power",
+                    "precision",
                     "incomplete_figures", "implausible_figures"]
     #: Host CPU rows: how steady the measured figure is (``steady``, ``spread`` = IQR /
     #: median of the samples, ``load_avg_1min`` before timing, ``cpus``, ``attempts``).
@@ -53,7 +56,12 @@ class Constraints(BaseModel):
 
 
 class Report(BaseModel):
-    """``report.json``; ``Report.model_json_schema()`` is its JSON schema."""
+    """``report.json``; ``Report.model_json_schema()`` is its JSON schema.
+
+    ``artifacts`` maps a name (``report_json``, ``report_html``, ``design_json``,
+    ``model_dir``, ``container``, ``accuracy_plot``, ``latency_plot``,
+    ``utilization_plot``) to a path relative to the folder that holds ``report.json``
+    (POSIX separators), so the folder can be moved or copied as a whole."""
 
     model_config = ConfigDict(extra="allow")
     schema_version: int
@@ -69,8 +77,17 @@ class Report(BaseModel):
 
 
 def write_outputs(report: dict, out_dir: Path, profile: Profile) -> None:
-    """Write the artifacts, plots, ``report.json`` and ``report.html`` into ``out_dir``
-    (created; files of an earlier report there are replaced)."""
+    """Write the artifacts, plots (PNG), ``report.json`` and ``report.html`` into ``out_dir``
+    (created; files of an earlier report there are replaced).
+
+    ``report["artifacts"]`` is filled with paths relative to ``out_dir`` (:class:`Report`);
+    ``report.html`` embeds the plots as base64 ``data:`` URIs, so it renders on its own, and
+    the PNG files are kept next to it.
+
+    Raises:
+        pydantic.ValidationError: ``report`` does not follow :class:`Report`.
+        OSError: ``out_dir`` cannot be written.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     art: dict[str, str] = {}
     best = next((d for d in report["devices"] if d["id"] == report["best_device"]), None)
@@ -82,7 +99,7 @@ def write_outputs(report: dict, out_dir: Path, profile: Profile) -> None:
             shutil.rmtree(model_dir)
         shutil.copytree(point["run_dir"], model_dir,
                          ignore=shutil.ignore_patterns("checkpoint*", "*.partial"))
-        art["model_dir"] = str(model_dir)
+        art["model_dir"] = model_dir.name
         # The HP container rebuilds encoder classifiers; a translation model ships as its
         # save_pretrained folder (masks included) only.
         if report["pattern"] == "hp" and best["sparsity"] > 0 \
@@ -92,24 +109,25 @@ def write_outputs(report: dict, out_dir: Path, profile: Profile) -> None:
             container = out_dir / "model.fitf"
             export_run(point["run_dir"], container,
                        best["precision"] if best["precision"] in ("fx16", "fx8") else "fp32")
-            art["container"] = str(container)
+            art["container"] = container.name
         design = {k: best.get(k) for k in ("id", "precision", "latency_ms", "compute_ms",
                                            "call_overhead_ms", "sparsity", "hp_split",
                                            "weights_on_chip", "utilization", "design",
                                            "method")}
         (out_dir / "design.json").write_text(json.dumps(design, indent=2) + "\n")
-        art["design_json"] = str(out_dir / "design.json")
+        art["design_json"] = "design.json"
     plots = _plots(report, out_dir)
     art.update(plots)
-    art["report_json"] = str(out_dir / "report.json")
-    art["report_html"] = str(out_dir / "report.html")
+    art["report_json"] = "report.json"
+    art["report_html"] = "report.html"
     report["artifacts"] = art
     Report.model_validate(report)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    (out_dir / "report.html").write_text(_html(report, plots))
+    (out_dir / "report.html").write_text(_html(report, plots, out_dir, profile))
 
 
 def _plots(report: dict, out_dir: Path) -> dict[str, str]:
+    """Write the PNG plots into ``out_dir``; ``{artifact name: file name}``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -135,9 +153,10 @@ def _plots(report: dict, out_dir: Path) -> dict[str, str]:
     fig.tight_layout()
     fig.savefig(out_dir / "accuracy.png", dpi=110)
     plt.close(fig)
-    out["accuracy_plot"] = str(out_dir / "accuracy.png")
-    # Latency per device (its chosen or nearest point) against LC.
-    devs = [d for d in report["devices"] if d["latency_ms"] is not None]
+    out["accuracy_plot"] = "accuracy.png"
+    # Latency per device (its chosen or nearest point) against LC; a design that does not
+    # fit its device has no latency to show.
+    devs = [d for d in report["devices"] if _latency_ms(d) is not None]
     fig, ax = plt.subplots(figsize=(7, 0.35 * max(4, len(devs)) + 1))
     colors = ["#2a9d8f" if d["feasible"] else "#bbbbbb" for d in devs]
     ax.barh([d["id"] for d in devs], [d["latency_ms"] for d in devs], color=colors)
@@ -149,7 +168,7 @@ def _plots(report: dict, out_dir: Path) -> dict[str, str]:
     fig.tight_layout()
     fig.savefig(out_dir / "latency.png", dpi=110)
     plt.close(fig)
-    out["latency_plot"] = str(out_dir / "latency.png")
+    out["latency_plot"] = "latency.png"
     best = next((d for d in report["devices"] if d["id"] == report["best_device"]), None)
     if best is not None and best.get("utilization") and any(
             v is not None for v in best["utilization"].values()):
@@ -161,8 +180,35 @@ def _plots(report: dict, out_dir: Path) -> dict[str, str]:
         fig.tight_layout()
         fig.savefig(out_dir / "utilization.png", dpi=110)
         plt.close(fig)
-        out["utilization_plot"] = str(out_dir / "utilization.png")
+        out["utilization_plot"] = "utilization.png"
     return out
+
+
+def _latency_ms(row: dict) -> float | None:
+    """A row's latency, ``None`` when its design does not fit the device (``fits`` false:
+    the figure of a design that cannot be built is no latency)."""
+    return None if row.get("fits") is False else row.get("latency_ms")
+
+
+def train_command(profile: Profile) -> str:
+    """The command that trains the accuracy profile ``profile`` reads, e.g.
+    ``fitformer profile --budget tiny`` (options at their default left out); for a profile
+    on a given dense run (``dense_dir``, Python only), the Python call."""
+    if profile.dense_dir is not None:
+        return (f"Profile(dense_dir={str(profile.dense_dir)!r}, pattern={profile.pattern!r}, "
+                f"budget={profile.budget!r}, task={profile.task!r}).compute() "
+                "(fitformer.select.profile)")
+    translation = profile.task == "translation"
+    default_dataset = "tatoeba-en-fr" if translation else "rotten-tomatoes"
+    args = ["fitformer", "profile", "--budget", profile.budget]
+    for flag, value, default in (("--model", profile.model, "default"),
+                                 ("--dataset", profile.dataset, default_dataset),
+                                 ("--pattern", profile.pattern, "hp"),
+                                 ("--level2-density", profile.level2_density, None),
+                                 ("--task", profile.task, "classification")):
+        if value != default:
+            args += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    return shlex.join(args)
 
 
 def measurement_text(m: dict | None) -> str:
@@ -188,7 +234,11 @@ def _fmt(v, spec: str = "{:.4g}") -> str:
     return spec.format(v) if isinstance(v, int | float) and not isinstance(v, bool) else str(v)
 
 
-def _html(report: dict, plots: dict[str, str]) -> str:
+def _data_uri(png: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
+
+
+def _html(report: dict, plots: dict[str, str], out_dir: Path, profile: Profile) -> str:
     e = html.escape
     c = report["constraints"]
     metric = "BLEU" if report["metric"]["name"] == "bleu" else "accuracy"
@@ -209,16 +259,25 @@ def _html(report: dict, plots: dict[str, str]) -> str:
     cols = ("id", "kind", "price_usd", "power_w", "feasible", "reason", "precision",
             "sparsity", "latency_ms", "accuracy_dev", "accuracy_test", "fits",
             "would_pass_with")
+
     def cell(d, k):
-        text = _fmt(d.get(k))
-        if k == "latency_ms" and d.get("measurement"):
-            text += f" ({measurement_text(d['measurement'])})"
+        if k == "latency_ms":
+            text = _fmt(_latency_ms(d))
+            if d.get("measurement") and _latency_ms(d) is not None:
+                text += f" ({measurement_text(d['measurement'])})"
+        else:
+            text = _fmt(d.get(k))
+        # Rows from a select that names no command (the hint is select's when it does).
+        if k == "would_pass_with" and "not trained" in text \
+                and "fitformer profile" not in text:
+            text += f" (train them: {train_command(profile)})"
         return f"<td>{e(text)}</td>"
 
     rows = "".join("<tr>" + "".join(cell(d, k) for k in cols) + "</tr>"
                    for d in report["devices"])
     table = ("<table border=1 cellpadding=3><tr>" + "".join(f"<th>{k}</th>" for k in cols)
              + "</tr>" + rows + "</table>")
-    imgs = "".join(f'<p><img src="{Path(p).name}" alt="{e(k)}"></p>' for k, p in plots.items())
+    imgs = "".join(f'<p><img src="{_data_uri(out_dir / name)}" alt="{e(k)}"></p>'
+                   for k, name in plots.items())
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>fitformer select</title>"
             f"</head><body>{head}{table}{imgs}</body></html>\n")
