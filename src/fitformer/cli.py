@@ -1045,7 +1045,15 @@ def experiment_translation_select(
 
 
 def main() -> None:
-    """Entry point of the ``fitformer`` console script."""
+    """Entry point of the ``fitformer`` console script.
+
+    Ctrl-C (SIGINT) prints what was saved (a training command names the step its checkpoint
+    holds) and the command that resumes, on stderr, and exits with status 130. typer turns a
+    ``KeyboardInterrupt`` into ``Exit(130)`` before it gets here, so it is looked for in the
+    chain of the ``SystemExit`` too.
+    """
+    import shlex
+
     try:
         app()
     except FitformerError as exc:
@@ -1053,6 +1061,22 @@ def main() -> None:
             raise
         err.print(f"error: {exc}", highlight=False, soft_wrap=True, style="red")
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        err.print("interrupted; completed work is cached and a rerun resumes.")
+    except (KeyboardInterrupt, SystemExit) as exc:
+        interrupt: BaseException | None = exc
+        for _ in range(16):  # SystemExit <- typer's Exit(130) <- KeyboardInterrupt
+            if interrupt is None or isinstance(interrupt, KeyboardInterrupt):
+                break
+            interrupt = interrupt.__cause__ or interrupt.__context__
+        if not isinstance(interrupt, KeyboardInterrupt):
+            raise
+        saved = f": {interrupt}" if str(interrupt) else ""
+        err.print(f"interrupted{saved}.\nCompleted runs and checkpoints are cached; to "
+                  "resume, run the same command: "
+                  f"{shlex.join(['fitformer', *sys.argv[1:]])}",
+                  highlight=False, soft_wrap=True)
+        # The interpreter's last garbage collection of the torch / transformers objects
+        # takes about 2 s on a busy machine; frozen objects are skipped (freed by the OS).
+        import gc
+
+        gc.freeze()
         sys.exit(130)

@@ -5,18 +5,31 @@ runs of later stages (a hook sees every optimiser step and may change the model,
 masks). Batches are padded dynamically to their longest sequence (inputs are truncated to
 ``max_length`` tokens), which is exact for BERT-style models with attention masks.
 
-Resuming: every ``checkpoint_every`` steps the model, optimiser, scheduler, RNG and hook
-states are written with ``torch.save`` to a checkpoint file, loaded back with
+Resuming: every ``checkpoint_every`` steps, every ``checkpoint_seconds`` of wall time, at
+the end of training and on Ctrl-C, the model, optimiser, scheduler, RNG and hook states of
+the last whole step are written with ``torch.save`` to a checkpoint file (atomically: a
+temporary file, flushed to disk, then renamed over it), loaded back with
 ``weights_only=True``; the data order is a function of (seed, epoch), so a resumed run
-replays the same batches.
+replays the same batches and ends with the same weights as an uninterrupted one.
+
+Ctrl-C (SIGINT): while :func:`train_classifier` runs in the main thread, a SIGINT raises
+:class:`TrainingInterrupted` (a ``KeyboardInterrupt``) within a fraction of a second, also
+in the middle of a backward pass (one C++ call that never looks at signals; hooks on the
+parameters' gradients let Python react between layers). A SIGINT during the optimiser update
+and the step's hooks is deferred until they finish, so the saved state is always that of a
+whole step. A second Ctrl-C while that checkpoint is written stops the write; the file
+then keeps its previous content.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import signal
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -48,6 +61,11 @@ class TrainConfig:
         max_length: tokens per sequence after truncation.
         seed: seeds the head initialisation, dropout and the data order.
         checkpoint_every: steps between resume checkpoints.
+        checkpoint_seconds: seconds of wall time after which the next finished step is
+            checkpointed even if ``checkpoint_every`` steps have not passed.
+
+    ``checkpoint_every`` and ``checkpoint_seconds`` decide when state is saved, not what is
+    trained, so they are not part of a run key (:meth:`as_key`).
     """
 
     epochs: float = 3.0
@@ -59,6 +77,7 @@ class TrainConfig:
     max_length: int = 64
     seed: int = 0
     checkpoint_every: int = 100
+    checkpoint_seconds: float = 120.0
 
     def total_steps(self, n_train: int) -> int:
         if self.max_steps is not None:
@@ -68,6 +87,7 @@ class TrainConfig:
     def as_key(self) -> dict:
         d = asdict(self)
         d.pop("checkpoint_every")
+        d.pop("checkpoint_seconds")
         return d
 
 
@@ -260,9 +280,109 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
             {"params": no_decay, "weight_decay": 0.0}]
 
 
+def _no_op(_tensor: torch.Tensor) -> None:
+    return None
+
+
 def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return torch.randperm(n, generator=g).tolist()
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped :func:`train_classifier`; raised after the state of the last
+    whole step was checkpointed. Rerunning the same training resumes from that step.
+
+    Attributes:
+        description: the run's progress label, e.g. ``dense fine-tune (tiny)``.
+        step: optimiser steps completed when training stopped.
+        total: optimiser steps of the whole run.
+        checkpoint: the resume file, ``None`` when the run keeps none.
+        saved_step: the step whose state ``checkpoint`` holds (``step`` unless a second
+            Ctrl-C stopped the write); 0 when there is no checkpoint file.
+    """
+
+    def __init__(self, description: str, step: int, total: int, checkpoint: Path | None,
+                 saved_step: int):
+        self.description, self.step, self.total = description, step, total
+        self.checkpoint, self.saved_step = checkpoint, saved_step
+        if checkpoint is None:
+            saved = "this run keeps no checkpoint"
+        elif saved_step:
+            saved = f"steps 1-{saved_step} are saved in {checkpoint}"
+        else:
+            saved = "no step had finished, nothing to save"
+        super().__init__(f"{description} stopped after step {step} of {total}; {saved}")
+
+
+class _SigintGuard:
+    """SIGINT handling of one training run (a context manager).
+
+    Inside it, a SIGINT raises ``KeyboardInterrupt`` at once, except within
+    :meth:`critical`, where it is deferred until the block ends; :attr:`signalled` tells a
+    Ctrl-C from a ``KeyboardInterrupt`` raised by code. It only acts in the main thread
+    (where Python runs signal handlers) and keeps an inherited ``SIG_IGN`` (a job started
+    in the background by a non-interactive shell ignores Ctrl-C, by POSIX convention); the
+    previous handler is restored on exit.
+    """
+
+    def __init__(self):
+        self.signalled = False
+        self._depth = 0
+        self._previous = None
+        self._installed = False
+
+    def __enter__(self) -> _SigintGuard:
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.getsignal(signal.SIGINT)
+            if previous is not None and previous is not signal.SIG_IGN:
+                self._previous = previous
+                signal.signal(signal.SIGINT, self._handle)
+                self._installed = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+            self._installed = False
+
+    def _handle(self, signum, frame) -> None:
+        self.signalled = True
+        if self._depth == 0:
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def critical(self) -> Iterator[None]:
+        """A block a Ctrl-C must not cut in two; a SIGINT received inside it raises
+        ``KeyboardInterrupt`` when it ends."""
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+        if self.signalled and self._depth == 0:
+            raise KeyboardInterrupt
+
+
+def save_atomic(state: dict, path: Path) -> None:
+    """``torch.save`` ``state`` to ``path`` atomically: into ``<path>.tmp`` in the same
+    folder, flushed to disk (``fsync``), then renamed over ``path``. If the write stops
+    (Ctrl-C, a full disk), ``path`` keeps its previous content and the temporary file is
+    removed; the exception propagates.
+
+    Raises:
+        OSError: the folder is not writable or the disk is full.
+    """
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def train_classifier(model: torch.nn.Module, train: Encoded, config: TrainConfig, *,
@@ -278,7 +398,9 @@ def train_classifier(model: torch.nn.Module, train: Encoded, config: TrainConfig
         train: the tokenised training split.
         config: optimiser and schedule.
         hooks: called after every optimiser step (pruning, masking).
-        checkpoint: file for resume state; if it exists the run resumes from it.
+        checkpoint: file for resume state; if it exists the run resumes from it. Written
+            every ``config.checkpoint_every`` steps, after ``config.checkpoint_seconds`` of
+            wall time, at the end and on Ctrl-C (see the module docstring).
         description: progress-bar label.
         log: receives progress lines when no terminal shows the bar (CI, logs).
         teacher: the model to distil from (evaluated in eval mode, no gradients); needed
@@ -287,6 +409,12 @@ def train_classifier(model: torch.nn.Module, train: Encoded, config: TrainConfig
 
     Returns:
         :class:`TrainResult` with the per-step losses.
+
+    Raises:
+        TrainingInterrupted: Ctrl-C (SIGINT); the last whole step was checkpointed first
+            (within about a second plus the time to write the checkpoint).
+        FitformerError: the training loss became non-finite.
+        ValueError: ``distill`` is enabled without a ``teacher``.
     """
     from transformers import get_linear_schedule_with_warmup
 
@@ -328,71 +456,108 @@ def train_classifier(model: torch.nn.Module, train: Encoded, config: TrainConfig
         result.losses = list(state["losses"])
         log(f"{description}: resuming from step {result.steps} of {total} ({checkpoint})")
 
+    # The step the checkpoint file holds (None: no file), and the RNG state at the last step
+    # boundary: a Ctrl-C in the middle of a step must save the state before that step.
+    saved_step = result.steps if state is not None else None
+    rng = torch.get_rng_state()
+    last_save = time.monotonic()
+
     def save_checkpoint() -> None:
+        nonlocal saved_step, last_save
         if checkpoint is None:
             return
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
-                 "hooks": [h.state_dict() for h in hooks], "step": result.steps,
-                 "losses": result.losses}
-        tmp = checkpoint.with_name(checkpoint.name + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, checkpoint)
+        save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "rng": rng,
+                     "hooks": [h.state_dict() for h in hooks], "step": result.steps,
+                     "losses": result.losses}, checkpoint)
+        saved_step = result.steps
+        last_save = time.monotonic()
 
+    guard = _SigintGuard()
+    # Python runs signal handlers only between bytecodes; these hooks run Python between the
+    # layers of the backward pass, so a Ctrl-C does not wait for a whole backward pass.
+    grad_hooks = [p.register_post_accumulate_grad_hook(_no_op)
+                  for p in model.parameters() if p.requires_grad]
     model.train()
     start = time.perf_counter()
     seen = 0
     report_every = max(1, total // 10)
-    with _progress(console) as progress:
-        task = progress.add_task(description, total=total, completed=result.steps, loss=0.0)
-        while result.steps < total:
-            epoch, offset = divmod(result.steps, steps_per_epoch)
-            order = (train.epoch_order(config.seed, epoch, config.batch_size)
-                     if hasattr(train, "epoch_order")
-                     else _epoch_order(len(train), config.seed, epoch))
-            idx = order[offset * config.batch_size:(offset + 1) * config.batch_size]
-            batch = train.batch(idx)
-            if distill is None:
-                out = model(**batch)
-                loss = out.loss
-            else:
-                inputs = {k: v for k, v in batch.items() if k != "labels"}
-                extra = {"output_hidden_states": True, "output_attentions": True} \
-                    if layers else {}
-                with torch.no_grad():
-                    t_out = teacher(**inputs, **extra)
-                out = model(**inputs, **extra)
-                loss, _ = distillation_loss(out, t_out, batch["labels"],
-                                            batch.get("attention_mask"), distill)
-            if not torch.isfinite(loss):
-                from fitformer.errors import FitformerError
+    try:
+        with guard, _progress(console) as progress:
+            task = progress.add_task(description, total=total, completed=result.steps,
+                                     loss=0.0)
+            while result.steps < total:
+                epoch, offset = divmod(result.steps, steps_per_epoch)
+                order = (train.epoch_order(config.seed, epoch, config.batch_size)
+                         if hasattr(train, "epoch_order")
+                         else _epoch_order(len(train), config.seed, epoch))
+                idx = order[offset * config.batch_size:(offset + 1) * config.batch_size]
+                batch = train.batch(idx)
+                if distill is None:
+                    out = model(**batch)
+                    loss = out.loss
+                else:
+                    inputs = {k: v for k, v in batch.items() if k != "labels"}
+                    extra = {"output_hidden_states": True, "output_attentions": True} \
+                        if layers else {}
+                    with torch.no_grad():
+                        t_out = teacher(**inputs, **extra)
+                    out = model(**inputs, **extra)
+                    loss, _ = distillation_loss(out, t_out, batch["labels"],
+                                                batch.get("attention_mask"), distill)
+                if not torch.isfinite(loss):
+                    from fitformer.errors import FitformerError
 
-                raise FitformerError(
-                    f"{description}: the training loss is {float(loss)} at step "
-                    f"{result.steps + 1}; nothing was cached. Check the model's dtype "
-                    "(fitformer trains in float32) and the learning rate.")
-            loss.backward()
-            for hook in hooks:
-                hook.before_optimizer_step(model, result.steps + 1, total)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            result.steps += 1
-            seen += len(idx)
-            result.losses.append(float(loss.detach()))
-            for hook in hooks:
-                hook.on_step_end(model, result.steps, total)
-            window = result.losses[-20:]
-            progress.update(task, advance=1, loss=sum(window) / len(window))
-            if progress.disable and (result.steps % report_every == 0 or result.steps == total):
-                elapsed = time.perf_counter() - start
-                done = result.steps - result.resumed_from_step
-                eta = elapsed / done * (total - result.steps)
-                log(f"{description}: step {result.steps}/{total} loss "
-                    f"{sum(window) / len(window):.4f} elapsed {elapsed:.0f}s eta {eta:.0f}s")
-            if result.steps % config.checkpoint_every == 0 and result.steps < total:
+                    raise FitformerError(
+                        f"{description}: the training loss is {float(loss)} at step "
+                        f"{result.steps + 1}; nothing was cached. Check the model's dtype "
+                        "(fitformer trains in float32) and the learning rate.")
+                loss.backward()
+                with guard.critical():
+                    for hook in hooks:
+                        hook.before_optimizer_step(model, result.steps + 1, total)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    result.steps += 1
+                    seen += len(idx)
+                    result.losses.append(float(loss.detach()))
+                    for hook in hooks:
+                        hook.on_step_end(model, result.steps, total)
+                    rng = torch.get_rng_state()
+                    if result.steps < total and (
+                            result.steps % config.checkpoint_every == 0
+                            or time.monotonic() - last_save >= config.checkpoint_seconds):
+                        save_checkpoint()
+                window = result.losses[-20:]
+                progress.update(task, advance=1, loss=sum(window) / len(window))
+                if progress.disable and (result.steps % report_every == 0
+                                         or result.steps == total):
+                    elapsed = time.perf_counter() - start
+                    done = result.steps - result.resumed_from_step
+                    eta = elapsed / done * (total - result.steps)
+                    log(f"{description}: step {result.steps}/{total} loss "
+                        f"{sum(window) / len(window):.4f} elapsed {elapsed:.0f}s "
+                        f"eta {eta:.0f}s")
+            # Training is done: keep it if the evaluation that follows is interrupted.
+            with guard.critical():
+                if saved_step != result.steps:
+                    save_checkpoint()
+    except KeyboardInterrupt:
+        if not guard.signalled:
+            raise  # raised by code (e.g. a hook), perhaps mid-step: nothing is saved
+        optimizer.zero_grad(set_to_none=True)  # a cut-off backward pass's gradients
+        if checkpoint is not None and result.steps > 0 and saved_step != result.steps:
+            try:
                 save_checkpoint()
+            except KeyboardInterrupt:
+                pass  # a second Ctrl-C: the file keeps its previous (whole) state
+        raise TrainingInterrupted(description, result.steps, total, checkpoint,
+                                  saved_step or 0) from None
+    finally:
+        for h in grad_hooks:
+            h.remove()
     result.wall_time_s = time.perf_counter() - start
     result.train_examples_per_s = seen / result.wall_time_s if result.wall_time_s else 0.0
     model.eval()
