@@ -35,16 +35,9 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from fitformer.data.classification import TextSplit
+from fitformer.training.progress import StepReporter
 
 
 @dataclass(frozen=True)
@@ -261,14 +254,6 @@ def _console() -> Console:
     return Console(stderr=True)
 
 
-def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TextColumn("eta"),
-        TimeRemainingColumn(), console=console, disable=not console.is_terminal,
-    )
-
-
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -401,8 +386,11 @@ def train_classifier(model: torch.nn.Module, train: Encoded, config: TrainConfig
         checkpoint: file for resume state; if it exists the run resumes from it. Written
             every ``config.checkpoint_every`` steps, after ``config.checkpoint_seconds`` of
             wall time, at the end and on Ctrl-C (see the module docstring).
-        description: progress-bar label.
-        log: receives progress lines when no terminal shows the bar (CI, logs).
+        description: progress label.
+        log: receives the resume message and, when no terminal shows the progress bar
+            (CI, logs), the step lines of :class:`~fitformer.training.progress.StepReporter`
+            (the first and last step, and every 30 s or 5 % of the steps, whichever comes
+            first).
         teacher: the model to distil from (evaluated in eval mode, no gradients); needed
             when ``distill`` is enabled.
         distill: :class:`DistillConfig`; ``None`` or mode ``none`` trains on the labels.
@@ -481,11 +469,9 @@ def train_classifier(model: torch.nn.Module, train: Encoded, config: TrainConfig
     model.train()
     start = time.perf_counter()
     seen = 0
-    report_every = max(1, total // 10)
     try:
-        with guard, _progress(console) as progress:
-            task = progress.add_task(description, total=total, completed=result.steps,
-                                     loss=0.0)
+        with guard, StepReporter(description, total, start_step=result.steps,
+                                 console=console, log=log) as progress:
             while result.steps < total:
                 epoch, offset = divmod(result.steps, steps_per_epoch)
                 order = (train.epoch_order(config.seed, epoch, config.batch_size)
@@ -531,15 +517,7 @@ def train_classifier(model: torch.nn.Module, train: Encoded, config: TrainConfig
                             or time.monotonic() - last_save >= config.checkpoint_seconds):
                         save_checkpoint()
                 window = result.losses[-20:]
-                progress.update(task, advance=1, loss=sum(window) / len(window))
-                if progress.disable and (result.steps % report_every == 0
-                                         or result.steps == total):
-                    elapsed = time.perf_counter() - start
-                    done = result.steps - result.resumed_from_step
-                    eta = elapsed / done * (total - result.steps)
-                    log(f"{description}: step {result.steps}/{total} loss "
-                        f"{sum(window) / len(window):.4f} elapsed {elapsed:.0f}s "
-                        f"eta {eta:.0f}s")
+                progress.step(result.steps, sum(window) / len(window))
             # Training is done: keep it if the evaluation that follows is interrupted.
             with guard.critical():
                 if saved_step != result.steps:
