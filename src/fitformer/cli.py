@@ -212,6 +212,18 @@ class PrunerName(StrEnum):
     admm = "admm"
 
 
+class HpSplitName(StrEnum):
+    global_ = "global"
+    per_layer = "per-layer"
+
+
+def _per_layer_split_text(run_dir: Path) -> str:
+    """``d2 0.25 x 8, 0.5 x 28`` from a per-layer HP run's pruning.json."""
+    layers = json.loads((run_dir / "pruning.json").read_text())["layers"]
+    d2s = sorted(v["levels"][1] for v in layers.values())
+    return ", ".join(f"{d2:g} x {d2s.count(d2)}" for d2 in sorted(set(d2s)))
+
+
 @app.command()
 def prune(model: Annotated[str, typer.Option(help="Base model: default, a folder or a hub id.")]
           = "default",
@@ -232,6 +244,11 @@ def prune(model: Annotated[str, typer.Option(help="Base model: default, a folder
           level2_density: Annotated[float | None, typer.Option(
               help="HP split: level-2 density d2 on the grid k*B/c (default: smallest "
                    "grid value >= max(0.5, density)).")] = None,
+          hp_split: Annotated[HpSplitName, typer.Option(
+              help="HP split: global (one d1, d2 for every matrix) or per-layer (each "
+                   "matrix keeps the density and takes the d1, d2 whose one-shot masks "
+                   "raise the training loss least on 256 sentences; table in "
+                   "pruning.json).")] = HpSplitName.global_,
           nm_m: Annotated[int, typer.Option(help="M of N:M.")] = 4,
           pruner: Annotated[PrunerName, typer.Option(help="gradual (cubic) or admm.")]
           = PrunerName.gradual,
@@ -266,7 +283,7 @@ def prune(model: Annotated[str, typer.Option(help="Base model: default, a folder
 
     spec = PruneSpec(pattern=pattern.value, sparsity=sparsity, block=parse_block(block),
                      banks=banks, level2_density=level2_density, nm_m=nm_m,
-                     pruner=pruner.value)
+                     pruner=pruner.value, split_mode=hp_split.value)
     from fitformer.training.loop import DistillConfig
 
     dcfg = DistillConfig(distill, distill_temperature, distill_alpha)
@@ -293,7 +310,10 @@ def prune(model: Annotated[str, typer.Option(help="Base model: default, a folder
                           str(m["split_sizes"][s]))
     out.print(table)
     split = m["hp_split"]
-    split_text = f"; hp_split d1 {split['d1']:.3f}, d2 {split['d2']:.3f}" if split else ""
+    split_text = f"; hp_split d1 {split['d1']:.3f}, d2 {split['d2']:.3f}" if isinstance(
+        split, dict) else ""
+    if split == "per_layer":
+        split_text = f"; hp_split per layer, d2 {_per_layer_split_text(result.path)}"
     out.print(f"sparsity requested {sparsity:g}, achieved {m['sparsity']['overall']:.4f} "
               f"(counts round down per layer: never below the request){split_text}; "
               f"wall time {m['wall_time_s']:.0f} s (budget {m['budget']}"

@@ -446,6 +446,27 @@ class Hierarchical(_Blocked):
             )
         return (min(1.0, d / d2), d2)
 
+    def splits(self, sparsity: float) -> tuple[tuple[float, float], ...]:
+        """Every requested split ``(d1, d2)`` of a requested sparsity: ``d2`` on
+        :attr:`level2_grid` with ``d2 >= d`` and ``d1 = d / d2`` (so ``d1 * d2 = d`` and
+        ``d1 <= 1``), in increasing ``d2`` (decreasing ``d1``). The default rule
+        (:meth:`default_d2`) picks one of them; a per-layer split chooses among them
+        (:mod:`fitformer.sparsity.sensitivity`).
+
+        Raises:
+            FitformerError: the sparsity is outside [0, 1].
+        """
+        d = _check_density(sparsity)
+        return tuple((min(1.0, d / g), g) for g in self.level2_grid if g + 1e-9 >= d)
+
+    def density_step(self, shape: tuple[int, int], levels: tuple[float, float]) -> float:
+        """One grid step of the achieved density at the split ``levels`` of an ``(M, N)``
+        weight: one more block per stripe, ``d2 * r / M`` (design.md §3). ``K1`` rounds
+        ``d1 * M / r`` down, so the achieved density is in ``(d - step, d]`` when ``r``
+        divides ``M`` and ``c`` divides ``N`` (a partial block or bank keeps fewer real
+        weights: never more than ``d``, possibly less than ``d - step``)."""
+        return levels[1] * self.r / shape[0]
+
     def plan(self, shape, sparsity):
         return self.split(sparsity)
 

@@ -7,7 +7,9 @@ dev and test accuracy at fp32, fx16 and fx8 (for translation: BLEU, greedy, fp32
 writes a run directory:
 ``save_pretrained`` files + ``masks.safetensors`` (bool) + ``pruning.json`` +
 ``metrics.json`` + ``run.json``. Starting from a pruned run of the same pattern chains the
-points (masks only shrink).
+points (masks only shrink). With ``PruneSpec(split_mode="per-layer")`` each HP matrix first
+chooses its own level split by a one-shot sensitivity scan
+(:mod:`fitformer.sparsity.sensitivity`); ``pruning.json`` records the table.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from fitformer.models.loading import (
 from fitformer.sparsity.masking import squash_masks
 from fitformer.sparsity.patterns import Hierarchical, Pattern, check_not_emptied, make_pattern
 from fitformer.sparsity.pruners import PRUNERS, make_pruner
+from fitformer.sparsity.sensitivity import SENSITIVITY_SENTENCES, per_layer_splits
 from fitformer.training.budgets import get_budget
 from fitformer.training.evaluation import accuracy_at_precisions
 from fitformer.training.finetune import (
@@ -47,8 +50,10 @@ from fitformer.training.runs import (
     RECIPE_VERSION,
     find_run,
     load_run_info,
+    partial_path,
     read_json,
     start_partial,
+    write_json,
 )
 
 #: Fine-tuning while pruning: a fine-tuned model needs a smaller step than the dense recipe.
@@ -59,11 +64,26 @@ TRANSLATION_PRUNE_RECIPE = TrainConfig(batch_size=128, learning_rate=3e-4, weigh
                                        warmup_ratio=0.0, max_length=64, seed=0)
 #: Fraction of a point's steps during which masks change; the rest recovers accuracy.
 PRUNING_WINDOW = 2 / 3
+#: How an HP run divides each matrix's density between the levels: one split for every
+#: matrix (the default rule or ``level2_density``), or each matrix's own by sensitivity.
+SPLIT_MODES = ("global", "per-layer")
+#: The per-layer scan in a run's build folder while it trains, so a resumed run keeps the
+#: splits its checkpointed masks were made with (and skips the scan).
+SCAN_FILE = "sensitivity.json"
 
 
 @dataclass(frozen=True)
 class PruneSpec:
-    """What to prune to: pattern, its parameters, sparsity and pruner."""
+    """What to prune to: pattern, its parameters, sparsity and pruner.
+
+    Attributes:
+        split_mode: HP only. ``global``: every matrix takes the split of ``level2_density``
+            or the default rule (design.md §3). ``per-layer``: every matrix keeps the
+            requested density and takes the ``(d1, d2)`` on the grid whose one-shot masks
+            raise the training loss least (:mod:`fitformer.sparsity.sensitivity`).
+        sensitivity_sentences: training sentences of the per-layer scan (unused by
+            ``global``).
+    """
 
     pattern: str = "hp"
     sparsity: float = 0.8
@@ -72,23 +92,47 @@ class PruneSpec:
     level2_density: float | None = None
     nm_m: int = 4
     pruner: str = "gradual"
+    split_mode: str = "global"
+    sensitivity_sentences: int = SENSITIVITY_SENTENCES
+
+    @property
+    def per_layer(self) -> bool:
+        """Whether each matrix chooses its own HP split."""
+        return self.split_mode == "per-layer"
 
     def make_pattern(self) -> Pattern:
         """The pattern, checked against the requested sparsity.
 
         Raises:
-            FitformerError: invalid parameters, or a sparsity the pattern cannot reach.
+            FitformerError: invalid parameters, a sparsity the pattern cannot reach, or a
+                per-layer split with another pattern or with a fixed ``level2_density``.
         """
         pattern = make_pattern(self.pattern, block=self.block, banks=self.banks,
                                level2_density=self.level2_density, nm_m=self.nm_m)
         pattern.plan((64, 64), self.sparsity)  # validates before any data or model is loaded
+        if self.split_mode not in SPLIT_MODES:
+            raise FitformerError(f"--hp-split {self.split_mode!r}: choose "
+                                 f"{' or '.join(SPLIT_MODES)}.")
+        if self.per_layer:
+            if not isinstance(pattern, Hierarchical):
+                raise FitformerError(f"--hp-split per-layer splits HP's two levels; "
+                                     f"--pattern {self.pattern} has one. Use --pattern hp.")
+            if self.level2_density is not None:
+                raise FitformerError("--level2-density fixes one split for every matrix; "
+                                     "drop it with --hp-split per-layer.")
+            if self.sensitivity_sentences < 1:
+                raise FitformerError(f"sensitivity_sentences {self.sensitivity_sentences} "
+                                     "must be at least 1 (default 256).")
         return pattern
 
-    def hp_split(self) -> dict | None:
-        """Requested ``{"d1", "d2"}`` (design.md §3), ``None`` for other patterns."""
+    def hp_split(self) -> dict | str | None:
+        """Requested ``{"d1", "d2"}`` (design.md §3), ``"per_layer"`` when each matrix
+        chooses its own (the splits are in ``pruning.json``), ``None`` for other patterns."""
         pat = self.make_pattern()
         if not isinstance(pat, Hierarchical):
             return None
+        if self.per_layer:
+            return "per_layer"
         d1, d2 = pat.split(self.sparsity)
         return {"d1": d1, "d2": d2}
 
@@ -147,9 +191,13 @@ def prune_key(source_run: dict, source_dir: Path, data, spec: PruneSpec, pattern
               teacher_dir: Path | None = None, epochs_per_point: float | None = None
               ) -> dict:
     """The run key of a pruned run (design.md §9). Distillation (mode, temperature, alpha,
-    teacher) and ``epochs_per_point`` enter the key only when used, so runs made without
-    them keep their keys."""
+    teacher), ``epochs_per_point`` and the per-layer HP split (``hp_split: "per_layer"``
+    and the scan's sentence count) enter the key only when used, so runs made without them
+    keep their keys."""
     extra = {}
+    if spec.per_layer:
+        extra["split_scan"] = {"sentences": spec.sensitivity_sentences,
+                               "measure": "one-shot loss increase"}
     if distill is not None and distill.enabled:
         extra["distill"] = {**distill.as_key(), "teacher": _run_name(teacher_dir)}
     if epochs_per_point is not None:
@@ -190,7 +238,9 @@ def prune(model: str = "default", dataset: str = "rotten-tomatoes", *,
             fine-tune when ``from_dir`` is not given.
         dataset: ``rotten-tomatoes`` or a local file.
         spec: pattern, sparsity (fraction of pruned weights in each prunable matrix, 0-1),
-            block ``(r, c)``, banks ``B``, HP level-2 density, pruner.
+            block ``(r, c)``, banks ``B``, HP level-2 density, pruner, and the HP split
+            mode (``global`` or ``per-layer``: each matrix's ``(d1, d2)`` by sensitivity,
+            never above its source levels when chaining).
         from_dir: run directory to start from; default the cached dense fine-tune (full
             data, created if missing). A pruned run of the same pattern chains the points.
         budget: ``tiny``, ``quick`` or ``default``: data caps and steps per point.
@@ -209,7 +259,8 @@ def prune(model: str = "default", dataset: str = "rotten-tomatoes", *,
 
     Raises:
         FitformerError: bad pattern parameters, a source pruned with another pattern or at
-            a higher sparsity, missing inputs.
+            a higher sparsity, a source whose per-layer levels a global split would grow,
+            missing inputs.
     """
     if task not in ("classification", "translation"):
         raise FitformerError(f"unknown task {task!r}; choose classification or translation.")
@@ -309,15 +360,6 @@ def prune(model: str = "default", dataset: str = "rotten-tomatoes", *,
         ref = resolve_model(str(src))
         tokenizer = load_tokenizer(ref)
         net = load_classifier(ref)
-    layers = [i for i in linear_layers(net) if i.prunable]
-    final_levels = {i.name: pattern.plan(i.shape, spec.sparsity) for i in layers}
-    for i in layers:
-        check_not_emptied(pattern, i.name, i.shape, final_levels[i.name], spec.sparsity)
-    initial_levels = None
-    if source_pruning is not None:
-        initial_levels = {n: tuple(v["levels"]) for n, v in source_pruning["layers"].items()}
-    pruner = make_pruner(spec.pruner, pattern, final_levels, initial_masks=source_masks,
-                         initial_levels=initial_levels, window=PRUNING_WINDOW)
     if translation:
         from fitformer.training.translation import EncodedPairs, capped_splits
 
@@ -325,17 +367,35 @@ def prune(model: str = "default", dataset: str = "rotten-tomatoes", *,
         train = EncodedPairs(tokenizer, pair_splits[0], max_length)
     else:
         train, dev, test = encode_splits(tokenizer, data, b, max_length)
+    layers = [i for i in linear_layers(net) if i.prunable]
+    initial_levels = None
+    if source_pruning is not None:
+        initial_levels = {n: tuple(v["levels"]) for n, v in source_pruning["layers"].items()}
+    resumed = None
+    if spec.per_layer and not force:
+        build = partial_path(key)
+        if (build / "checkpoint.pt").is_file() and (build / SCAN_FILE).is_file():
+            resumed = read_json(build / SCAN_FILE, "delete it to scan again")
+    final_levels, scan = _final_levels(net, train, layers, pattern, spec, seed, source_masks,
+                                       initial_levels, resumed)
+    pruner = make_pruner(spec.pruner, pattern, final_levels, initial_masks=source_masks,
+                         initial_levels=initial_levels, window=PRUNING_WINDOW)
     teacher_net = None
     if teacher is not None:
         teacher_net = load_classifier(resolve_model(str(teacher)))
     partial = start_partial(key, force)
+    if scan is not None:
+        write_json(partial / SCAN_FILE, scan)
     label = f"{spec.pattern} {spec.sparsity:g} ({spec.pruner}, {budget}" + \
         (f", distill {distill.mode})" if distill else ")")
     trained = train_classifier(net, train, config, hooks=[pruner],
                                checkpoint=partial / "checkpoint.pt", description=label,
                                teacher=teacher_net, distill=distill)
     masks = squash_masks(net)
+    (partial / SCAN_FILE).unlink(missing_ok=True)  # recorded in pruning.json
     pruning = _pruning_report(net, layers, masks, pattern, spec, final_levels)
+    if scan is not None:
+        pruning["sensitivity"] = scan
     window = pruner.window_steps
     pruning["schedule"] = {
         "steps": steps, "epochs_per_point": epochs_per_point or 1.0,
@@ -371,6 +431,53 @@ def prune(model: str = "default", dataset: str = "rotten-tomatoes", *,
     save_file({k: v.contiguous() for k, v in masks.items()}, str(partial / "masks.safetensors"))
     path = save_run(partial, key, net, tokenizer, metrics, {"pruning.json": pruning})
     return RunResult(path, key, metrics, cached=False)
+
+
+def _final_levels(net, train, layers, pattern: Pattern, spec: PruneSpec, seed: int,
+                  source_masks: dict[str, torch.Tensor] | None,
+                  source_levels: dict[str, tuple[float, ...]] | None,
+                  resumed: dict | None = None
+                  ) -> tuple[dict[str, tuple[float, ...]], dict | None]:
+    """Every prunable layer's final level densities, and the sensitivity table (as in
+    ``pruning.json``) when the split is per layer; ``resumed``, the table of an interrupted
+    build of the same run, gives the splits without a new scan.
+
+    Raises:
+        FitformerError: a layer the plan would empty, or (chaining) a layer whose level
+            densities would grow above the source's: masks only shrink.
+    """
+    scan = None
+    if spec.per_layer and resumed is not None:
+        scan = resumed
+        levels = {i.name: (scan["layers"][i.name]["chosen"]["d1"],
+                           scan["layers"][i.name]["chosen"]["d2"]) for i in layers}
+    elif spec.per_layer:
+        from fitformer.training.loop import _console
+
+        assert isinstance(pattern, Hierarchical)
+        _console().print(f"per-layer HP split: one-shot loss of {len(layers)} matrices at "
+                         f"each split of density {1 - spec.sparsity:.3g}, on "
+                         f"{min(spec.sensitivity_sentences, len(train))} training sentences",
+                         highlight=False)
+        started = time.perf_counter()
+        levels, table = per_layer_splits(net, train, pattern, spec.sparsity,
+                                         {i.name: i.shape for i in layers},
+                                         masks=source_masks, source_levels=source_levels,
+                                         sentences=spec.sensitivity_sentences, seed=seed)
+        scan = {**table.to_json(levels), "wall_time_s": time.perf_counter() - started}
+    else:
+        levels = {i.name: pattern.plan(i.shape, spec.sparsity) for i in layers}
+    for i in layers:
+        check_not_emptied(pattern, i.name, i.shape, levels[i.name], spec.sparsity)
+        src = (source_levels or {}).get(i.name)
+        if src is not None and any(f > s + 1e-9 for f, s in zip(levels[i.name], src,
+                                                                 strict=True)):
+            raise FitformerError(
+                f"{i.name}: the source run's levels {tuple(src)} are below "
+                f"{tuple(levels[i.name])} in some level, and masks only shrink; chain "
+                "with --hp-split per-layer (it keeps each layer within its source levels) "
+                "or start from the dense run.")
+    return levels, scan
 
 
 def _pruning_report(net, layers, masks, pattern: Pattern, spec: PruneSpec,
