@@ -808,7 +808,28 @@ def _simulate_layers(spec: str, masks: dict) -> list[str]:
 ProfilePatternOpt = Annotated[PatternName, typer.Option(help="Pruning pattern.")]
 ProfileSplitOpt = Annotated[float | None, typer.Option(
     help="HP split d2 (default: the smallest grid value >= max(0.5, d)).")]
-ProfileBudgetOpt = Annotated[BudgetName, typer.Option(help="tiny, quick or default.")]
+ProfileBudgetOpt = Annotated[BudgetName, typer.Option(
+    help="tiny (a few minutes, for tests), quick (a smoke run, ~15-40 min untrained) or "
+         "default (the full training split: the dense fine-tune ~25 min, then ~10-25 min "
+         "per pruning point on 2 cores). Each budget has its own dense reference; "
+         "the plan line says what is cached and what will be trained.")]
+DenseOpt = Annotated[str | None, typer.Option(
+    "--dense", help="An existing dense run directory (made by `fitformer finetune`) to "
+                    "use as the dense reference instead of the budget's own.")]
+
+
+def _dense_dir(dense: str | None) -> Path | None:
+    """``--dense DIR`` checked: an existing dense (unpruned) run directory."""
+    if dense is None:
+        return None
+    path = Path(dense).expanduser()
+    if not (path / "run.json").is_file():
+        raise FitformerError(f"--dense {dense}: not a run directory (no run.json); give a "
+                             "folder made by `fitformer finetune`.")
+    if (path / "masks.safetensors").is_file():
+        raise FitformerError(f"--dense {dense} is a pruned run; give a dense one (made by "
+                             "`fitformer finetune`).")
+    return path
 
 
 @app.command("run")
@@ -849,7 +870,8 @@ def profile_cmd(model: ModelOpt = "default",
                 pattern: ProfilePatternOpt = PatternName.hp,
                 level2_density: ProfileSplitOpt = None,
                 budget: ProfileBudgetOpt = BudgetName.default,
-                task: TaskOpt = Task.classification,
+                task: TaskOpt = Task.classification, dense: DenseOpt = None,
+                text_column: TextCol = "text", label_column: LabelCol = "label",
                 as_json: JsonOpt = False) -> None:
     """The accuracy profile select uses: dev and test accuracy at fp32, fx16 and fx8 for the
     dense model and sparsities 0.5, 0.7, 0.8, 0.9, 0.95 (trains what is not cached;
@@ -860,8 +882,10 @@ def profile_cmd(model: ModelOpt = "default",
         dataset = "tatoeba-en-fr"
     prof = Profile(model=model, dataset=dataset, pattern=pattern.value,
                    level2_density=level2_density, budget=budget.value,
-                   log=_log, task=task.value)
+                   log=_log, task=task.value, dense_dir=_dense_dir(dense),
+                   text_column=text_column, label_column=label_column)
     prof.check()
+    _log(prof.plan().text())
     points = prof.compute()
     if as_json:
         _print_json([p.as_dict() for p in points])
@@ -908,7 +932,8 @@ def select_cmd(model: ModelOpt = "default",
                    help="Comma-separated device ids to consider.")] = None,
                pattern: ProfilePatternOpt = PatternName.hp,
                level2_density: ProfileSplitOpt = None,
-               budget: ProfileBudgetOpt = BudgetName.default,
+               budget: ProfileBudgetOpt = BudgetName.default, dense: DenseOpt = None,
+               text_column: TextCol = "text", label_column: LabelCol = "label",
                clock_mhz: ClockOpt = None, gpu_engine: GpuEngineOpt = None,
                out_dir: Annotated[str, typer.Option(
                    "--out", help="Folder for report.json, report.html, plots, the chosen "
@@ -926,15 +951,18 @@ def select_cmd(model: ModelOpt = "default",
                  devices_file=devices_file, only=ids, pattern=pattern.value,
                  level2_density=level2_density, budget=budget.value, clock_mhz=clock_mhz,
                  out=out_dir, task=task.value, min_bleu=min_bleu, max_bleu_drop=max_bleu_drop,
-                 tgt_len=tgt_len, gpu_engine=gpu_engine, log=_log)
+                 tgt_len=tgt_len, gpu_engine=gpu_engine, dense_dir=_dense_dir(dense),
+                 text_column=text_column, label_column=label_column, log=_log)
     rep = res.report
     if as_json:
         _print_json(rep)
     else:
         c = rep["constraints"]
         metric = "BLEU" if rep["metric"]["name"] == "bleu" else "acc"
+        maj = rep.get("majority_rate_dev")
+        dev_col = f"dev {metric}" + ("" if maj is None else f" (majority class {maj:.4f})")
         table = Table("device", "kind", "price USD", "power W", "feasible", "reason",
-                      "precision", "sparsity", "latency ms", f"dev {metric}",
+                      "precision", "sparsity", "latency ms", dev_col,
                       f"test {metric}", "what would make it pass",
                       title=f"LC {c['latency_ms']:g} ms ("
                             f"{_shape_text(c['batch_size'], c['seq_len'], c.get('tgt_len'))}"
@@ -956,6 +984,8 @@ def select_cmd(model: ModelOpt = "default",
                           lat, f(d["accuracy_dev"]), f(d["accuracy_test"]),
                           d.get("would_pass_with") or "")
         out.print(table)
+        if rep.get("target_note"):
+            out.print(f"note: {rep['target_note']}.", highlight=False)
         best = rep["best_device"]
         out.print(f"best device: {best}" if best else
                   "no device meets both constraints (see 'what would make it pass').")

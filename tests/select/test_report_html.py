@@ -198,9 +198,12 @@ def test_train_command_names_the_options_away_from_their_defaults():
     assert train_command(Profile(dataset="tatoeba-en-fr", task="translation",
                                  budget="tiny")) == ("fitformer profile --budget tiny "
                                                      "--task translation")
-    assert train_command(Profile(dense_dir=Path("/r/dense"), budget="tiny")) == (
-        "Profile(dense_dir='/r/dense', pattern='hp', budget='tiny', "
-        "task='classification').compute() (fitformer.select.profile)")
+    assert train_command(Profile(dense_dir=Path("/r/dense"), budget="tiny",
+                                 text_column="review")) == (
+        "fitformer profile --budget tiny --dense /r/dense --text-column review")
+    resolved = Profile(budget="tiny")          # the budget's own dense run, found later
+    resolved.dense_dir = Path("/r/own")
+    assert train_command(resolved) == "fitformer profile --budget tiny"
 
 
 # Appended to the test's copy of report.html: once the page has loaded, each image's

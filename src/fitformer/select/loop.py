@@ -30,6 +30,7 @@ from pathlib import Path
 
 from fitformer.errors import FitformerError
 from fitformer.select.profile import GRID, Profile
+from fitformer.select.report import train_command
 
 DEFAULT_LATENCY_MS = 10.0
 DEFAULT_MAX_ACCURACY_DROP = 0.05
@@ -201,6 +202,77 @@ class _Latency:
         return True
 
 
+def _check_writable(out_dir: Path) -> None:
+    """Refuse an ``--out`` that cannot be written, without creating it.
+
+    Raises:
+        FitformerError: it is a file, or neither it nor its nearest existing parent is
+            writable.
+    """
+    import tempfile
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FitformerError(f"--out {out_dir} is a file; give a folder.")
+    probe = out_dir
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:        # a probe folder made and removed at once (access() says yes to root)
+        with tempfile.TemporaryDirectory(dir=probe, prefix=".fitformer-probe-"):
+            pass
+    except OSError as exc:
+        raise FitformerError(f"--out {out_dir}: cannot write there ({probe}: "
+                             f"{exc.strerror}); give a writable folder.") from None
+
+
+def _check_above_majority(target: float, majority: float | None, cons: Constraints,
+                          dense_dev: float | None = None) -> None:
+    """Refuse an accuracy floor at or below the dev split's majority-class rate: a model
+    that always answers the most frequent class meets it (the majority-class rule,
+    design.md §9).
+
+    Raises:
+        FitformerError: ``target <= majority``; the message names the rate and a floor
+            that means something.
+    """
+    if cons.metric != "accuracy" or majority is None or target > majority + 1e-12:
+        return
+    how = (f"--min-accuracy {cons.min_accuracy:g}" if cons.min_accuracy is not None else
+           f"--max-accuracy-drop {cons.max_accuracy_drop:g} below the dense model's "
+           f"{dense_dev:.4f}")
+    hint = (f"--max-accuracy-drop {max(0.0, dense_dev - majority - 0.01):.2f} or less"
+            if dense_dev is not None and dense_dev > majority + 0.01 else
+            f"--min-accuracy above {majority:.4f}")
+    raise FitformerError(
+        f"AC: {how} asks for dev accuracy >= {target:.4f}, at or below the majority-class "
+        f"rate {majority:.4f} of the dev split: a model that always answers the most "
+        f"frequent class would meet it. Ask for more, e.g. {hint}.")
+
+
+def _unmeasured_host_row(device, objective_field: str) -> dict:
+    """The host CPU's row when it has no value for the objective and was not named in
+    ``--only``: it can never be chosen, so it is not measured."""
+    row = {"id": device.id, "name": device.name, "kind": device.kind,
+           "price_usd": device.num("price_usd"), "power_w": device.num("power_w"),
+           "feasible": False, "reason": _no_value_reason(objective_field), "curve": {},
+           "would_pass_with": f"give {objective_field} for {device.id} in a --devices file "
+                              f"(or name it in --only {device.id} to measure it anyway)"}
+    row.update(dict.fromkeys(_POINT_FIELDS))
+    return row
+
+
+def _no_value_reason(objective_field: str) -> str:
+    """The reason code of a device that has no value for the objective: ``no_price`` or
+    ``no_power``."""
+    return "no_price" if objective_field == "price_usd" else "no_power"
+
+
+#: The fields of a device row that describe its chosen (or nearest-miss) point; ``None`` when
+#: there is none.
+_POINT_FIELDS = ("precision", "latency_ms", "compute_ms", "call_overhead_ms", "sparsity",
+                 "hp_split", "accuracy_dev", "accuracy_test", "fits", "weights_on_chip",
+                 "measurement")
+
+
 class _DeviceFigures(Exception):
     """A catalog device's figures kept its latency model from running (the message says
     which); select reports it infeasible and goes on."""
@@ -229,9 +301,10 @@ def _precisions(device, pinned: str | None) -> list[str]:
 
 def evaluate_device(device, lat: _Latency, profile: Profile, cons: Constraints,
                     target: float, pinned: str | None, objective_field: str,
-                    log: Callable[[str], None]) -> dict:
+                    log: Callable[[str], None], may_train: bool = True) -> dict:
     """One device's row of the report: feasibility, the point chosen (or the nearest miss)
-    and the reason."""
+    and the reason. With ``may_train`` false only points already trained are used (a
+    cheaper device already answers the query)."""
     priced = device.num(objective_field) is not None
     rows = []
     for prec in _precisions(device, pinned):
@@ -240,7 +313,7 @@ def evaluate_device(device, lat: _Latency, profile: Profile, cons: Constraints,
         # so only the dense point is evaluated there.
         for s in (GRID if _sparse_aware(device) else GRID[:1]):
             # After the least qualifying sparsity, only what is known fills the curve.
-            train = priced and not found
+            train = may_train and priced and not found
             est = lat.get(device, prec, s, train=train)
             if est is None:
                 continue
@@ -254,7 +327,8 @@ def evaluate_device(device, lat: _Latency, profile: Profile, cons: Constraints,
                            "collapsed": collapsed,
                            "majority_rate_dev": None if point is None else point.majority_rate})
         rows.append((prec, points))
-    return _decide(device, rows, cons, target, priced, objective_field, pinned)
+    return _decide(device, rows, cons, target, priced, objective_field, pinned,
+                   train_hint=f"`{train_command(profile)}` trains them")
 
 
 def _dev(acc: dict | None, prec: str) -> float | None:
@@ -262,7 +336,7 @@ def _dev(acc: dict | None, prec: str) -> float | None:
 
 
 def _decide(device, rows, cons: Constraints, target: float, priced: bool,
-            objective_field: str, pinned: str | None = None) -> dict:
+            objective_field: str, pinned: str | None = None, train_hint: str = "") -> dict:
     best = None      # (sparsity, latency, prec, point)
     for prec, points in rows:
         for p in points:
@@ -279,20 +353,23 @@ def _decide(device, rows, cons: Constraints, target: float, priced: bool,
                      "collapsed": p.get("collapsed")}
                     for p in points] for prec, points in rows}
     if best is not None:
-        reason = "ok" if priced else "no_price"
+        reason = "ok" if priced else _no_value_reason(objective_field)
         prec, point = best[2], best[3]
         nearest = None
     else:
-        reason, prec, point, nearest = _nearest_miss(rows, cons, target, device, pinned)
+        reason, prec, point, nearest = _nearest_miss(rows, cons, target, device, pinned,
+                                                     train_hint)
         if not priced:
-            reason = "no_price"
+            reason = _no_value_reason(objective_field)
     row = {"id": device.id, "name": device.name, "kind": device.kind,
            "price_usd": device.num("price_usd"), "power_w": device.num("power_w"),
            "feasible": best is not None and priced, "reason": reason, "curve": curve}
     if point is not None:
         e = point["estimate"]
-        row.update({"precision": prec, "latency_ms": e.latency_ms,
-                    "compute_ms": e.compute_ms, "call_overhead_ms": e.call_overhead_ms,
+        fits = e.fits          # a design that does not fit has no latency to show
+        row.update({"precision": prec, "latency_ms": e.latency_ms if fits else None,
+                    "compute_ms": e.compute_ms if fits else None,
+                    "call_overhead_ms": e.call_overhead_ms if fits else None,
                     "sparsity": point["sparsity"], "hp_split": e.get("hp_split"),
                     "accuracy_dev": _dev(point["accuracy"], prec),
                     "accuracy_test": None if point["accuracy"] is None
@@ -301,10 +378,7 @@ def _decide(device, rows, cons: Constraints, target: float, priced: bool,
                     "method": e.method, "utilization": e.get("utilization"),
                     "design": e.get("design"), "measurement": _measurement(e)})
     else:
-        row.update({k: None for k in ("precision", "latency_ms", "compute_ms",
-                                      "call_overhead_ms", "sparsity", "hp_split",
-                                      "accuracy_dev", "accuracy_test", "fits",
-                                      "weights_on_chip", "measurement")})
+        row.update(dict.fromkeys(_POINT_FIELDS))
     if not priced:
         row["would_pass_with"] = (f"give {objective_field} in a --devices file"
                                   + ("" if best is not None else f"; then also: {nearest}"))
@@ -333,16 +407,15 @@ def _figures_row(device, problems: list[dict], objective_field: str) -> dict:
            "problems": [p["message"] for p in problems],
            "would_pass_with": "fix in a --devices file: "
                               + "; ".join(p["message"] for p in problems)}
-    row.update({k: None for k in ("precision", "latency_ms", "compute_ms",
-                                  "call_overhead_ms", "sparsity", "hp_split",
-                                  "accuracy_dev", "accuracy_test", "fits",
-                                  "weights_on_chip", "measurement")})
+    row.update(dict.fromkeys(_POINT_FIELDS))
     return row
 
 
 def _nearest_miss(rows, cons: Constraints, target: float, device=None,
-                  pinned: str | None = None):
-    """The reason a device fails and what would make it pass."""
+                  pinned: str | None = None, train_hint: str = ""):
+    """The reason a device fails and what would make it pass (``train_hint``: the command
+    that trains points not trained yet)."""
+    hint = f"; {train_hint}" if train_hint else ""
     fitting = [(prec, p) for prec, pts in rows for p in pts if p["estimate"].fits]
     if not fitting:
         allp = [(prec, p) for prec, pts in rows for p in pts]
@@ -355,7 +428,7 @@ def _nearest_miss(rows, cons: Constraints, target: float, device=None,
                     "model runs (FPGAs: fx16, fx8); give precisions in a --devices file")
         if not allp:
             return ("accuracy", None, None, "no grid point could be evaluated yet (its "
-                    "points are not trained)")
+                    f"points are not trained){hint}")
         def worst(t):
             util = t[1]["estimate"].get("utilization") or {}
             return max(((k, v) for k, v in util.items() if v is not None),
@@ -374,7 +447,7 @@ def _nearest_miss(rows, cons: Constraints, target: float, device=None,
     known = [(prec, p) for prec, p in meets_lc if p["accuracy"] is not None]
     if not known:
         prec, p = min(meets_lc, key=lambda t: t[1]["sparsity"])
-        return "accuracy", prec, p, "accuracy at its LC-meeting points not trained yet"
+        return "accuracy", prec, p, f"accuracy at its LC-meeting points not trained yet{hint}"
     prec, p = max(known, key=lambda t: _dev(t[1]["accuracy"], t[0]))
     a = _dev(p["accuracy"], prec)
     name = "dev BLEU" if cons.metric == "bleu" else "dev accuracy"
@@ -403,6 +476,7 @@ def select(model: str = "default", dataset: str = "rotten-tomatoes", *,
            dense_dir: str | Path | None = None, task: str = "classification",
            min_bleu: float | None = None, max_bleu_drop: float | None = None,
            tgt_len: int | None = None, gpu_engine: str | None = None,
+           text_column: str = "text", label_column: str = "label",
            log: Callable[[str], None] = print) -> SelectResult:
     """The best device for ``model`` on ``dataset`` under LC and AC (module docstring).
 
@@ -418,7 +492,8 @@ def select(model: str = "default", dataset: str = "rotten-tomatoes", *,
         budget: ``tiny``, ``quick`` or ``default`` for the pruned points.
         out: folder for ``report.json``, the HTML report, plots and artifacts (default
             ``./fitformer-select``); ``None`` with ``out=False`` writes nothing.
-        dense_dir: the dense run (default: the cached full dense fine-tune).
+        dense_dir: the dense run (default: the budget's own dense fine-tune, design.md §9).
+        text_column, label_column: columns of a local dataset file.
         task: ``classification`` or ``translation`` (Tatoeba en-fr, the from-scratch
             encoder-decoder; AC in BLEU: ``min_bleu`` or ``max_bleu_drop``, default drop 2
             points; ``seq_len`` is the source length, ``tgt_len`` the decoded tokens,
@@ -451,6 +526,7 @@ def select(model: str = "default", dataset: str = "rotten-tomatoes", *,
     elif min_bleu is not None or max_bleu_drop is not None or tgt_len is not None:
         raise FitformerError("--min-bleu, --max-bleu-drop and --tgt-len are for "
                              "--task translation.")
+    default_ac = min_accuracy is None and max_accuracy_drop is None
     cons = Constraints(latency_ms, batch_size, seq_len, min_accuracy, max_accuracy_drop,
                        tgt_len or 0, "bleu" if translation else "accuracy").check()
     if precision not in (None, "fp32", "fx16", "fx8"):
@@ -460,7 +536,7 @@ def select(model: str = "default", dataset: str = "rotten-tomatoes", *,
     profile = Profile(model=model, dataset=dataset, pattern=pattern,
                       level2_density=level2_density, block=tuple(block), banks=banks,
                       budget=budget, dense_dir=Path(dense_dir) if dense_dir else None, log=log,
-                      task=task)
+                      task=task, text_column=text_column, label_column=label_column)
     profile.check()
     if clock_mhz is not None and (not math.isfinite(clock_mhz) or clock_mhz <= 0):
         raise FitformerError(f"--clock-mhz {clock_mhz} must be a positive number of MHz.")
@@ -470,14 +546,7 @@ def select(model: str = "default", dataset: str = "rotten-tomatoes", *,
     out_dir = None
     if out is not False:
         out_dir = Path(out) if out else Path("fitformer-select")
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            probe = out_dir / ".write-test"
-            probe.write_text("")
-            probe.unlink()
-        except OSError as exc:
-            raise FitformerError(f"--out {out_dir}: cannot write there ({exc.strerror}); "
-                                 "give a writable folder.") from None
+        _check_writable(out_dir)        # created only when the report is written
     from fitformer.hardware.frontends import load_dims
     from fitformer.hardware.workload import ModelDims
 
@@ -494,18 +563,38 @@ def select(model: str = "default", dataset: str = "rotten-tomatoes", *,
         from fitformer.hardware.gpu import get_engine
 
         get_engine(gpu_engine)          # an unknown engine fails before any work
+    majority = profile.majority_rate_dev()
+    if cons.min_accuracy is not None:
+        _check_above_majority(cons.min_accuracy, majority, cons)
+    log(profile.plan().text(" (only the points the answer needs)"))
     lat = _Latency(profile, cons, clock_mhz, gpu_engine)
     # The host CPU is measured before any training of this query (a machine just loaded by
     # training gives slow, unsteady figures); points that need a trained run come later.
+    # Unpriced for the objective, it can never be chosen: it is measured only when named
+    # in --only.
     host = next((d for d in devices if _is_host(d) and _precisions(d, precision)), None)
-    measured = host is not None and lat.premeasure_host(host)
+    skip_host = host is not None and host.num(objective_field) is None and \
+        not (only and host.id in only)
+    measured = host is not None and not skip_host and lat.premeasure_host(host)
     dense = profile.dense()
-    if host is not None and not measured:
+    if host is not None and not skip_host and not measured:
         lat.premeasure_host(host)
     dense_dev = dense.accuracy["dev"]["fp32"]
     target = cons.target(dense_dev)
+    target_note = None
+    if default_ac and majority is not None and target <= majority and not translation:
+        # The default AC (not the user's) fell to the majority-class rate: a weak dense
+        # model (a smoke budget). Points must then beat the majority class, and no more.
+        target_note = (f"the default AC (dense {dense_dev:.4f} - "
+                       f"{cons.max_accuracy_drop:g}) is at or below the majority-class rate "
+                       f"{majority:.4f}: points must beat the majority class instead")
+        log(f"note: {target_note}.")
+        target = majority
+    elif cons.min_accuracy is None:
+        _check_above_majority(target, majority, cons, dense_dev)
     ignore = ("clock_mhz",) if clock_mhz is not None else ()
     rows = []
+    decided = None          # the first feasible device: later ones cannot change the answer
     for i, dev in enumerate(devices, 1):
         log(f"[{i}/{len(devices)}] {dev.id} ...")
         problems = dev.problems(ignore)
@@ -513,9 +602,16 @@ def select(model: str = "default", dataset: str = "rotten-tomatoes", *,
             log(f"  {dev.id}: infeasible, " + "; ".join(p["message"] for p in problems))
             rows.append(_figures_row(dev, problems, objective_field))
             continue
+        if skip_host and dev.id == host.id:
+            rows.append(_unmeasured_host_row(dev, objective_field))
+            continue
         try:
             rows.append(evaluate_device(dev, lat, profile, cons, target, precision,
-                                        objective_field, log))
+                                        objective_field, log, may_train=decided is None))
+            if decided is None and rows[-1]["feasible"]:
+                decided = rows[-1]["id"]
+                log(f"  {decided} meets LC and AC; the devices after it are evaluated on "
+                    "points already trained only (they cannot change the answer).")
         except _DeviceFigures as exc:
             log(f"  {dev.id}: infeasible, {exc}")
             rows.append(_figures_row(dev, [{"field": None, "problem": "missing",
@@ -526,6 +622,8 @@ def select(model: str = "default", dataset: str = "rotten-tomatoes", *,
         "best_device": best["id"] if best else None,
         "constraints": cons.as_dict(),
         "target_accuracy_dev": target,
+        "target_note": target_note,
+        "majority_rate_dev": majority,
         "metric": {"name": cons.metric, "scale_max": cons.scale_max},
         "task": task,
         "objective": objective, "model": model, "dataset": dataset,

@@ -1,9 +1,10 @@
 """The accuracy profile: dev and test accuracy vs sparsity for one pattern, at every
 precision (design.md §9).
 
-The grid is the dense model (sparsity 0.0, the full dense fine-tune: the reference of every
-budget) and sparsities 0.5, 0.7, 0.8, 0.9, 0.95, each point pruned and fine-tuned from the
-previous one on the budget (:func:`fitformer.sparsity.prune.prune`, cached by run key).
+The grid is the dense model (sparsity 0.0, the dense fine-tune of the same budget, or a
+dense run the user names) and sparsities 0.5, 0.7, 0.8, 0.9, 0.95, each point pruned and
+fine-tuned from the previous one on the budget (:func:`fitformer.sparsity.prune.prune`,
+cached by run key).
 Points are trained lazily: :meth:`Profile.point` trains the chain up to the point asked
 for, so a query that needs only low sparsities trains only those; an interrupted chain
 resumes from its finished runs (and the run in progress from its checkpoint).
@@ -19,6 +20,10 @@ from fitformer.errors import FitformerError
 
 GRID = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95)
 PRECISIONS = ("fp32", "fx16", "fx8")
+#: The profile's pruning recipe for classification: each point distils the dense teacher's
+#: logits (Hinton et al. 2015; T = 2, alpha = 0.9), chained through the grid
+#: (docs/pruning-recipe.md compares it with the chain without distillation).
+PROFILE_DISTILL = ("logits", 2.0, 0.9)
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,88 @@ class ProfilePoint:
                    collapsed)
 
 
+#: Seconds per optimiser step (batch 32, 64 tokens, MiniLM-L6 on 2 cores) and per run outside
+#: training (evaluation at three precisions, saving) when no cached run says otherwise:
+#: measured here, 2026-11-30, AMD EPYC 2 cores idle (a pruning point with logit distillation,
+#: 336 steps in 420 s; README: dense fine-tune 27.7 train sentences/s).
+FALLBACK_STEP_S = 1.25
+FALLBACK_RUN_OVERHEAD_S = 60.0
+#: How many of the newest cached runs set the rates.
+RATE_RUNS = 8
+
+
+def step_seconds() -> tuple[float, float, str]:
+    """``(seconds per step, seconds per run outside training, source)``: medians over the
+    classification runs in the run cache (``train_time_s / steps`` and
+    ``wall_time_s - train_time_s`` of ``metrics.json``) of the :data:`RATE_RUNS` newest
+    cached runs (measured on the machine that trained them), else
+    :data:`FALLBACK_STEP_S` / :data:`FALLBACK_RUN_OVERHEAD_S`."""
+    import json
+    import statistics
+
+    from fitformer.paths import runs_dir
+
+    per_step, overhead = [], []
+    root = runs_dir()
+    found = sorted(root.glob("*/metrics.json"), key=lambda f: f.stat().st_mtime) \
+        if root.is_dir() else []
+    for m in found[-RATE_RUNS:]:
+        try:
+            d = json.loads(m.read_text())
+            if d.get("task", "classification") == "classification" and d.get("steps"):
+                per_step.append(d["train_time_s"] / d["steps"])
+                overhead.append(max(0.0, d["wall_time_s"] - d["train_time_s"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    if not per_step:
+        return FALLBACK_STEP_S, FALLBACK_RUN_OVERHEAD_S, "a 2-core default (no cached runs)"
+    return (statistics.median(per_step), statistics.median(overhead),
+            f"the medians of {len(per_step)} cached run(s)")
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    """One run of a :class:`Plan`: ``what`` (label), grid ``sparsity``, whether it is
+    ``cached``, and its optimiser ``steps``."""
+
+    what: str
+    sparsity: float
+    cached: bool
+    steps: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a query trains (:meth:`Profile.plan`), with time estimates in minutes."""
+
+    items: list[PlanItem]
+    step_s: float
+    run_overhead_s: float
+    rate_source: str
+    note: str = ""
+
+    def minutes(self, item: PlanItem) -> float:
+        return 0.0 if item.cached else (item.steps * self.step_s + self.run_overhead_s) / 60
+
+    @property
+    def to_train(self) -> list[PlanItem]:
+        return [i for i in self.items if not i.cached]
+
+    def text(self, upto_note: str = "") -> str:
+        """One line: what is cached, what may be trained, the estimated minutes."""
+        if self.note:
+            return f"plan: {self.note}"
+        cached = [i.what for i in self.items if i.cached]
+        todo = self.to_train
+        if not todo:
+            return f"plan: everything is cached ({', '.join(cached)}); nothing to train."
+        parts = [f"{i.what} {i.steps} steps ~{self.minutes(i):.0f} min" for i in todo]
+        total = sum(self.minutes(i) for i in todo)
+        return (f"plan: cached: {', '.join(cached) or 'nothing'}; to train{upto_note}: "
+                + "; ".join(parts) + f"; at most ~{total:.0f} min in all (rates from "
+                f"{self.rate_source}).")
+
+
 @dataclass
 class Profile:
     """A lazily trained accuracy profile (module docstring).
@@ -77,10 +164,13 @@ class Profile:
         model, dataset: as for :func:`fitformer.sparsity.prune.prune`.
         pattern, level2_density, block, banks: the pruning pattern.
         budget: ``tiny``, ``quick`` or ``default``.
-        dense_dir: the dense run (default: the full dense fine-tune, created if missing;
-            for translation the from-scratch model trained on the default budget).
+        dense_dir: the dense run (default: the dense fine-tune of ``budget``, created if
+            missing; for translation the from-scratch model trained on the default budget).
+        text_column, label_column: columns of a local dataset file.
         log: progress lines.
         task: ``classification`` or ``translation``.
+        distill: ``(mode, temperature, alpha)`` of the distillation from the dense run
+            (classification only; ``("none", 2.0, 0.5)`` turns it off).
     """
 
     model: str = "default"
@@ -93,7 +183,14 @@ class Profile:
     dense_dir: Path | None = None
     log: Callable[[str], None] = print
     task: str = "classification"
+    distill: tuple[str, float, float] = PROFILE_DISTILL
+    text_column: str = "text"
+    label_column: str = "label"
     _points: dict[float, ProfilePoint] = field(default_factory=dict)
+
+    def __post_init__(self):
+        #: The dense run was named by the user (``--dense``), not the budget's own.
+        self.dense_given = self.dense_dir is not None
 
     def _scores(self, metrics: dict) -> dict:
         return metrics["bleu"] if self.task == "translation" else metrics["accuracy"]
@@ -104,6 +201,24 @@ class Profile:
         return PruneSpec(pattern=self.pattern, sparsity=sparsity, block=self.block,
                          banks=self.banks, level2_density=self.level2_density)
 
+    @property
+    def dense_budget(self) -> str:
+        """The budget of the dense reference: the profile's own (design.md §9: each budget
+        has its own dense reference, the smoke ones of their size); translation keeps the
+        from-scratch model of the ``default`` budget (a smaller one does not translate)."""
+        return "default" if self.task == "translation" else self.budget
+
+    def _columns(self) -> dict:
+        return ({} if self.task == "translation" else
+                {"text_column": self.text_column, "label_column": self.label_column})
+
+    def _distill(self):
+        from fitformer.training.loop import DistillConfig
+
+        if self.task != "classification":
+            return None
+        return DistillConfig(*self.distill)
+
     def check(self) -> None:
         """Validate the pattern parameters before any work.
 
@@ -113,6 +228,7 @@ class Profile:
         from fitformer.training.budgets import get_budget
 
         get_budget(self.budget)
+        self._distill()
         pat = self._spec(GRID[-1]).make_pattern()
         for s in GRID[1:]:
             pat.plan((384, 384), s)
@@ -124,10 +240,10 @@ class Profile:
             from fitformer.training.runs import load_run_info
 
             if self.dense_dir is None:
-                self.log("dense reference fine-tune (read from the cache; trained first if "
-                         "missing) ...")
-                self.dense_dir = finetune(self.model, self.dataset, budget="default",
-                                          task=self.task).path
+                self.log(f"dense reference fine-tune ({self.dense_budget} budget; read from "
+                         "the cache, trained first if missing) ...")
+                self.dense_dir = finetune(self.model, self.dataset, budget=self.dense_budget,
+                                          task=self.task, **self._columns()).path
             _, metrics = load_run_info(Path(self.dense_dir))
             self._points[0.0] = ProfilePoint.from_metrics(0.0, metrics, self._scores(metrics),
                                                           Path(self.dense_dir))
@@ -156,7 +272,7 @@ class Profile:
                 previous = self._points[s].run_dir
                 continue
             kwargs = dict(spec=self._spec(s), from_dir=previous, budget=self.budget,
-                          task=self.task)
+                          task=self.task, distill=self._distill(), **self._columns())
             # The source run decides the model (prune refuses --model with --from).
             result = prune("default", self.dataset, cached_only=True, **kwargs)
             if result is None:
@@ -169,6 +285,70 @@ class Profile:
             self._points[s] = ProfilePoint.from_metrics(s, m, self._scores(m), result.path)
             previous = result.path
         return self._points[sparsity]
+
+    def majority_rate_dev(self) -> float | None:
+        """The majority-class rate of the dev split the points are evaluated on (capped by
+        the budget), from the dataset alone (0-1); ``None`` for translation.
+
+        Raises:
+            FitformerError: the dataset cannot be loaded.
+        """
+        from fitformer.data import load_dataset
+        from fitformer.training.budgets import get_budget
+        from fitformer.training.evaluation import majority_rate
+
+        if self.task != "classification":
+            return None
+        data = load_dataset(self.dataset, task=self.task, **self._columns())
+        return majority_rate(data.dev.subset(get_budget(self.budget).dev_examples).labels)
+
+    def plan(self, upto: float = GRID[-1]) -> Plan:
+        """What :meth:`point` (``upto``) would train, without training anything: the dense
+        reference and each pruned point, cached or not, with their optimiser steps and the
+        estimated minutes (:func:`step_seconds`).
+
+        Raises:
+            FitformerError: the dataset or the budget is invalid.
+        """
+        import math
+
+        from fitformer.data import load_dataset
+        from fitformer.sparsity.prune import PRUNE_RECIPE, point_steps
+        from fitformer.training.budgets import get_budget
+        from fitformer.training.finetune import DENSE_RECIPE, finetune
+
+        b = get_budget(self.budget)
+        sec_per_step, overhead_s, source = step_seconds()
+        if self.task == "translation":
+            return Plan([], sec_per_step, overhead_s, source, "translation: not planned")
+        data = load_dataset(self.dataset, task=self.task, **self._columns())
+        items: list[PlanItem] = []
+        dense_dir = self.dense_dir
+        if dense_dir is None:
+            res = finetune(self.model, self.dataset, budget=self.dense_budget,
+                           task=self.task, cached_only=True, **self._columns())
+            dense_dir = None if res is None else res.path
+            db = get_budget(self.dense_budget)
+            n = len(data.train) if db.train_examples is None else min(db.train_examples,
+                                                                       len(data.train))
+            steps = math.ceil(db.dense_epochs * math.ceil(n / DENSE_RECIPE.batch_size))
+            items.append(PlanItem(f"dense reference ({self.dense_budget} budget)", 0.0,
+                                  res is not None, steps))
+        else:
+            items.append(PlanItem("dense reference (given)", 0.0, True, 0))
+        n = len(data.train) if b.train_examples is None else min(b.train_examples,
+                                                                  len(data.train))
+        steps = point_steps(b, n, PRUNE_RECIPE.batch_size, None)
+        chain_cached = dense_dir is not None
+        if chain_cached:
+            self.dense_dir = dense_dir
+        for s in GRID[1:]:
+            if s > upto + 1e-9:
+                break
+            if chain_cached:
+                chain_cached = self.point(s, train=False) is not None
+            items.append(PlanItem(f"{self.pattern} {s:g}", s, chain_cached, steps))
+        return Plan(items, sec_per_step, overhead_s, source)
 
     def known(self) -> list[ProfilePoint]:
         """Every grid point trained so far (cached ones included), by sparsity."""

@@ -192,12 +192,8 @@ def _latency_ms(row: dict) -> float | None:
 
 def train_command(profile: Profile) -> str:
     """The command that trains the accuracy profile ``profile`` reads, e.g.
-    ``fitformer profile --budget tiny`` (options at their default left out); for a profile
-    on a given dense run (``dense_dir``, Python only), the Python call."""
-    if profile.dense_dir is not None:
-        return (f"Profile(dense_dir={str(profile.dense_dir)!r}, pattern={profile.pattern!r}, "
-                f"budget={profile.budget!r}, task={profile.task!r}).compute() "
-                "(fitformer.select.profile)")
+    ``fitformer profile --budget tiny`` (options at their default left out; a dense run the
+    user named comes as ``--dense DIR``)."""
     translation = profile.task == "translation"
     default_dataset = "tatoeba-en-fr" if translation else "rotten-tomatoes"
     args = ["fitformer", "profile", "--budget", profile.budget]
@@ -205,7 +201,11 @@ def train_command(profile: Profile) -> str:
                                  ("--dataset", profile.dataset, default_dataset),
                                  ("--pattern", profile.pattern, "hp"),
                                  ("--level2-density", profile.level2_density, None),
-                                 ("--task", profile.task, "classification")):
+                                 ("--task", profile.task, "classification"),
+                                 ("--dense", profile.dense_dir if profile.dense_given
+                                  else None, None),
+                                 ("--text-column", profile.text_column, "text"),
+                                 ("--label-column", profile.label_column, "label")):
         if value != default:
             args += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
     return shlex.join(args)

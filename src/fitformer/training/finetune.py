@@ -193,7 +193,8 @@ def finetune(model: str = "default", dataset: str = "rotten-tomatoes", *,
              task: str = "classification", budget: str = "default", seed: int = 0,
              max_length: int = 64, epochs: float | None = None,
              learning_rate: float | None = None, text_column: str = "text",
-             label_column: str = "label", force: bool = False) -> RunResult:
+             label_column: str = "label", force: bool = False,
+             cached_only: bool = False) -> RunResult | None:
     """Fine-tune ``model`` densely on ``dataset`` and write (or reuse) its run directory.
 
     Args:
@@ -208,6 +209,8 @@ def finetune(model: str = "default", dataset: str = "rotten-tomatoes", *,
         epochs, learning_rate: override the dense recipe.
         text_column, label_column: columns of a local dataset file.
         force: retrain even if a cached run exists.
+        cached_only: return ``None`` instead of training when the run is not cached
+            (classification; translation always answers from or fills the cache).
 
     Returns:
         :class:`RunResult`; ``metrics`` follows the ``metrics.json`` schema of design.md §9.
@@ -243,6 +246,8 @@ def finetune(model: str = "default", dataset: str = "rotten-tomatoes", *,
         run, metrics = load_run_info(cached)
         metrics = complete_precisions(cached, metrics, data, budget, max_length)
         return RunResult(cached, run, metrics, cached=True)
+    if cached_only:
+        return None
 
     started = time.perf_counter()
     torch.manual_seed(seed)

@@ -1,0 +1,111 @@
+"""select before it trains: the majority-class floor on AC, the plan line, checks before
+writing, and the dataset read once per query (issue 18)."""
+
+from __future__ import annotations
+
+import pytest
+
+from fitformer.errors import FitformerError
+from fitformer.select import select
+from fitformer.select.profile import GRID, Profile
+
+
+def _no_training(monkeypatch):
+    import importlib
+
+    prune_mod = importlib.import_module("fitformer.sparsity.prune")
+    ft_mod = importlib.import_module("fitformer.training.finetune")   # not the function
+
+    def boom(*a, **k):
+        raise AssertionError("trained although the query should have been refused first")
+
+    monkeypatch.setattr(prune_mod, "train_classifier", boom)
+    monkeypatch.setattr(ft_mod, "train_classifier", boom)
+
+
+def test_a_floor_at_or_below_the_majority_class_is_refused_before_training(
+        in_tiny_home, tmp_path, monkeypatch):
+    _, dense = in_tiny_home
+    maj = dense.metrics["majority_rate"]["dev"]
+    dense_dev = dense.metrics["accuracy"]["dev"]["fp32"]
+    _no_training(monkeypatch)
+    out = tmp_path / "never"
+    with pytest.raises(FitformerError, match="majority-class rate") as e:
+        select(dense_dir=dense.path, budget="tiny", only=["rtx-4090"], min_accuracy=maj,
+               out=out, log=lambda m: None)
+    assert f"{maj:.4f}" in str(e.value) and "--min-accuracy above" in str(e.value)
+    # A drop that lands on or below the majority rate: refused with the drop that works.
+    drop = dense_dev - maj + 0.01
+    with pytest.raises(FitformerError, match="majority-class rate") as e:
+        select(dense_dir=dense.path, budget="tiny", only=["rtx-4090"],
+               max_accuracy_drop=drop, out=out, log=lambda m: None)
+    assert "--max-accuracy-drop" in str(e.value)
+    assert not out.exists()                  # nothing written for a refused query
+
+
+def test_the_default_floor_never_sits_below_the_majority_class(in_tiny_home, tmp_path):
+    _, dense = in_tiny_home
+    maj = dense.metrics["majority_rate"]["dev"]
+    dense_dev = dense.metrics["accuracy"]["dev"]["fp32"]
+    lines = []
+    res = select(dense_dir=dense.path, budget="tiny", only=["rtx-4090"], latency_ms=500.0,
+                 out=False, log=lines.append)
+    rep = res.report
+    assert rep["majority_rate_dev"] == pytest.approx(maj)
+    if dense_dev - 0.05 <= maj:
+        assert rep["target_accuracy_dev"] == pytest.approx(maj)
+        assert "majority-class rate" in rep["target_note"]
+        assert any(line.startswith("note: the default AC") for line in lines)
+    else:
+        assert rep["target_accuracy_dev"] == pytest.approx(dense_dev - 0.05)
+        assert rep["target_note"] is None
+    chosen = next((d for d in rep["devices"] if d["feasible"]), None)
+    if chosen is not None:
+        assert chosen["accuracy_dev"] > maj
+
+
+def test_the_plan_names_what_is_cached_and_what_will_be_trained(in_tiny_home):
+    _, dense = in_tiny_home
+    plan = Profile(budget="tiny", dense_dir=dense.path).plan()
+    assert plan.items[0].cached and plan.items[0].what == "dense reference (given)"
+    pruned = plan.items[1:]
+    assert [i.sparsity for i in pruned] == list(GRID[1:])
+    assert all(i.steps == 8 for i in pruned)            # the tiny budget's steps per point
+    # Points chain: once one is missing, every later one is missing too.
+    flags = [i.cached for i in pruned]
+    assert flags == sorted(flags, reverse=True)
+    text = plan.text()
+    assert text.startswith("plan: ")
+    if plan.to_train:
+        assert f"hp {plan.to_train[0].sparsity:g} 8 steps" in text and "min in all" in text
+        assert plan.minutes(plan.to_train[0]) > 0
+    own = Profile(budget="tiny").plan()               # the budget's own dense reference
+    assert own.items[0].what == "dense reference (tiny budget)"
+    assert own.items[0].steps == 30                   # 3 epochs x ceil(320 / 32)
+
+
+def test_a_bad_dataset_fails_before_anything_is_written(home, tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("text,label\n")
+    out = tmp_path / "out" / "report"
+    with pytest.raises(FitformerError, match="empty.csv"):
+        select(dataset=str(empty), budget="tiny", only=["rtx-4090"], out=out,
+               log=lambda m: None)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_query_reads_its_dataset_once(home, monkeypatch):
+    import fitformer.data as data_mod
+
+    calls = []
+    real = data_mod._load
+
+    def counting(*a, **k):
+        calls.append(a[0])
+        return real(*a, **k)
+
+    monkeypatch.setattr(data_mod, "_load", counting)
+    monkeypatch.setattr(data_mod, "_LOADED", {})
+    for _ in range(3):
+        data_mod.load_dataset("rotten-tomatoes")
+    assert calls == ["rotten-tomatoes"]
