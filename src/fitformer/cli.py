@@ -895,7 +895,8 @@ def profile_cmd(model: ModelOpt = "default",
                   title=f"{pattern.value} profile, {budget.value} budget"
                         + (" (greedy BLEU, 0-100)" if task == Task.translation else ""))
     for p in points:
-        split = f"{p.hp_split['d1']:.3g}, {p.hp_split['d2']:.3g}" if p.hp_split else "-"
+        hs = p.hp_split
+        split = (f"{hs['d1']:.3g}, {hs['d2']:.3g}" if isinstance(hs, dict) else (hs or "-"))
         a = p.accuracy
         table.add_row(f"{p.sparsity:g}", f"{p.achieved_sparsity:.4f}", split,
                       *(f"{a[s][q]:.4f}" for s in ("dev", "test")
@@ -1022,9 +1023,10 @@ def experiment_recipe(
         report_only: Annotated[bool, typer.Option(
             help="Train nothing: report the runs already cached.")] = False) -> None:
     """The pruning recipe's headline runs (HP and unstructured at 0.8 and 0.9, logit
-    distillation, two epochs per point, default budget: about 25 minutes per run on 2
-    cores; resumable), with paired-bootstrap intervals against the dense model; writes
-    OUT/pruning-recipe.md and .json."""
+    distillation, two epochs per point; HP 0.8 with the per-layer split; the chained
+    profile select uses; default budget: 10-30 minutes per run on 2 cores; resumable), with
+    paired-bootstrap intervals against the dense model; writes OUT/pruning-recipe.md and
+    .json."""
     from fitformer.experiments.recipe import run
 
     run(train=not report_only, out_dir=Path(out), log=_log)

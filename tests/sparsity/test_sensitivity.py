@@ -253,3 +253,28 @@ def test_per_layer_runs_record_splits_and_never_grow_a_level(per_layer_runs):
     again = prune(spec=PruneSpec("hp", 0.8, split_mode="per-layer", sensitivity_sentences=8),
                   from_dir=dense.path, budget="tiny", cached_only=True)
     assert again is not None and again.path == a.path
+
+
+def test_a_per_layer_run_is_estimated_from_its_own_counts(per_layer_runs):
+    """The hardware front-end reads a per-layer run (``hp_split`` "per_layer"): every
+    matrix's kept counts come from its own split, and the FPGA model runs on them."""
+    from fitformer.hardware.catalog import load_catalog
+    from fitformer.hardware.estimate import estimate
+    from fitformer.hardware.frontends import workload_from_run
+
+    _, a, _ = per_layer_runs
+    wl = workload_from_run(a.path)
+    assert wl.hp_split == "per_layer" and wl.pattern == "hp"
+    layers = {(v["role"], v["layer"]): v for v in _pruning(a)["layers"].values()}
+    seen = 0
+    for m in wl.matrices:
+        if (m.role, m.layer) in layers and m.stack == "encoder":
+            rows, cols = m.shape
+            want = layers[(m.role, m.layer)]
+            assert m.nnz == round((1 - want["achieved_sparsity"]) * rows * cols)
+            assert m.balanced and m.k_per_bank == want["k"]
+            seen += 1
+    assert seen == 36
+    rep = estimate(load_catalog(None, ["zcu104"])[0], wl, batch=1, seq_len=128,
+                   precision="fx8")
+    assert rep.fits and rep.latency_ms > 0

@@ -1,7 +1,8 @@
 """The headline runs of the pruning recipe (issue 16): HP and unstructured at 0.8 and 0.9
-with the same recipe, against the dense fine-tune, with paired-bootstrap intervals.
+with the same recipe, HP with the per-layer split, and the chained profile that ``select``
+uses (:data:`SERIES`), against the dense fine-tune, with paired-bootstrap intervals.
 
-Recipe (``RECIPE``): gradual magnitude pruning on the cubic schedule, logit distillation from
+Jump recipe (``RECIPE``): gradual magnitude pruning on the cubic schedule, logit distillation from
 the dense fine-tune (``alpha`` 0.9, temperature 2: Hinton et al. 2015; the values of Sanh
 et al., "Movement Pruning", NeurIPS 2020), two epochs of the full training split per point
 (the first 2/3 prune, the last third recovers with fixed masks), chained dense -> 0.8 ->
@@ -19,15 +20,39 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from fitformer.select.profile import GRID, PROFILE_DISTILL
 from fitformer.training.loop import DistillConfig
 
 RECIPE = {"distill": DistillConfig("logits", temperature=2.0, alpha=0.9),
           "epochs_per_point": 2.0}
-SERIES = (("hp", (0.8, 0.9)), ("unstructured", (0.8, 0.9)))
+
+
+@dataclass(frozen=True)
+class Series:
+    """One recipe applied to one pattern: ``grid`` sparsities pruned in a chain from the
+    dense run, each with ``prune`` keyword arguments ``kwargs`` and the ``spec`` extras
+    (``split_mode``)."""
+
+    label: str
+    pattern: str
+    grid: tuple[float, ...]
+    kwargs: dict
+    split_mode: str = "global"
+
+
+_PROFILE = {"distill": DistillConfig(*PROFILE_DISTILL)}
+SERIES = (
+    Series("jump + logit KD, 2 epochs", "hp", (0.8, 0.9), RECIPE),
+    Series("jump + logit KD, 2 epochs", "unstructured", (0.8, 0.9), RECIPE),
+    Series("jump + logit KD, 2 epochs, per-layer split", "hp", (0.8,), RECIPE,
+           split_mode="per-layer"),
+    Series("chain 0.5-0.95 + logit KD, 1 epoch (select's profile)", "hp", GRID[1:], _PROFILE),
+)
 BOOTSTRAP_RESAMPLES = 10_000
 
 
@@ -80,21 +105,22 @@ def run(*, train: bool = True, out_dir: Path = Path("docs"),
     dense = finetune("default", "rotten-tomatoes", budget="default")
     dense_ok = dev_correct(dense.path, dense.metrics)
     rows = []
-    for pattern, grid in SERIES:
+    for ser in SERIES:
         src = dense.path
-        for s in grid:
-            kw = dict(spec=PruneSpec(pattern, s), from_dir=src, budget="default", **RECIPE)
+        for s in ser.grid:
+            spec = PruneSpec(ser.pattern, s, split_mode=ser.split_mode)
+            kw = dict(spec=spec, from_dir=src, budget="default", **ser.kwargs)
             res = prune("default", "rotten-tomatoes", cached_only=True, **kw)
             if res is None and train:
-                log(f"training {pattern} {s} ({RECIPE['epochs_per_point']:g} epochs, "
-                    "logit distillation) ...")
+                log(f"training {ser.pattern} {s} ({ser.label}) ...")
                 res = prune("default", "rotten-tomatoes", **kw)
             if res is None:
-                log(f"{pattern} {s}: not trained yet")
+                log(f"{ser.pattern} {s} ({ser.label}): not trained yet")
                 break
             m = res.metrics
             diff, lo, hi = paired_bootstrap(dev_correct(res.path, m), dense_ok)
-            rows.append({"pattern": pattern, "requested_sparsity": s,
+            rows.append({"series": ser.label, "pattern": ser.pattern,
+                         "split": ser.split_mode, "requested_sparsity": s,
                          "achieved_sparsity": m["sparsity"]["overall"],
                          "dev": m["accuracy"]["dev"], "test": m["accuracy"]["test"],
                          "dev_diff_to_dense": diff, "dev_diff_ci95": [lo, hi],
@@ -109,9 +135,12 @@ def run(*, train: bool = True, out_dir: Path = Path("docs"),
         for r in json.loads(prev.read_text()).get("rows", []):
             if r["series"] in ("hp", "unstructured"):
                 old[(r["series"], r["requested_sparsity"])] = r["dev_fp32"]
-    result = {"recipe": {"distill": RECIPE["distill"].as_key(),
-                         "epochs_per_point": RECIPE["epochs_per_point"],
-                         "chain": "dense -> 0.8 -> 0.9", "learning_rate": 5e-5},
+    result = {"series": [{"label": x.label, "pattern": x.pattern, "grid": list(x.grid),
+                          "split": x.split_mode,
+                          "distill": x.kwargs["distill"].as_key(),
+                          "epochs_per_point": x.kwargs.get("epochs_per_point", 1.0)}
+                         for x in SERIES],
+              "learning_rate": 5e-5,
               "dense": {"dev": dense.metrics["accuracy"]["dev"],
                         "test": dense.metrics["accuracy"]["test"], "run_dir": dense.path.name},
               "rows": rows, "previous_recipe_dev_fp32": {f"{p} {s}": v
@@ -127,18 +156,28 @@ def _markdown(res: dict, old: dict) -> str:
     d = res["dense"]
     lines = ["# Pruning recipe: headline runs (issue 16)", "",
              "Made by `fitformer experiment recipe` (`src/fitformer/experiments/recipe.py`). "
-             "MiniLM (all-MiniLM-L6-v2) on Rotten Tomatoes, full training split, "
-             f"recipe: {json.dumps(res['recipe'])}.", "",
-             f"Dense fine-tune: dev {d['dev']['fp32']:.4f}, test {d['test']['fp32']:.4f} "
-             f"(run {d['run_dir']}).", "",
-             "| pattern | sparsity (achieved) | dev fp32 | dev - dense [95% paired bootstrap] "
-             "| previous recipe dev | test fp32 | dev fx16 | dev fx8 | collapsed | steps |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "MiniLM (all-MiniLM-L6-v2) on Rotten Tomatoes, full training split (default "
+             "budget), gradual magnitude pruning, AdamW "
+             f"{res['learning_rate']:g} with linear decay per point; logit distillation from "
+             "the dense fine-tune at T 2, alpha 0.9 in every series. Series:", ""]
+    for x in res["series"]:
+        lines.append(f"- **{x['label']}** ({x['pattern']}, {x['split']} split): "
+                     f"{x['epochs_per_point']:g} epoch(s) per point, chained dense -> "
+                     + " -> ".join(f"{g:g}" for g in x["grid"]) + ".")
+    lines += ["", f"Dense fine-tune: dev {d['dev']['fp32']:.4f}, test {d['test']['fp32']:.4f} "
+              f"(run {d['run_dir']}). The previous recipe (no distillation, one epoch per "
+              "point, chained 0.5 -> 0.7 -> 0.8 -> 0.9) is from docs/pattern-comparison.json.",
+              "",
+              "| series | pattern | sparsity (achieved) | dev fp32 | dev - dense [95% paired "
+              "bootstrap] | previous recipe dev | test fp32 | dev fx16 | dev fx8 | collapsed "
+              "| steps |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in res["rows"]:
         lo, hi = r["dev_diff_ci95"]
         prev = old.get((r["pattern"], r["requested_sparsity"]))
         lines.append(
-            f"| {r['pattern']} | {r['requested_sparsity']:g} ({r['achieved_sparsity']:.4f}) | "
+            f"| {r['series']} | {r['pattern']} | {r['requested_sparsity']:g} "
+            f"({r['achieved_sparsity']:.4f}) | "
             f"{r['dev']['fp32']:.4f} | {r['dev_diff_to_dense']:+.4f} [{lo:+.4f}, {hi:+.4f}] | "
             f"{'-' if prev is None else f'{prev:.3f}'} | {r['test']['fp32']:.4f} | "
             f"{r['dev']['fx16']:.4f} | {r['dev']['fx8']:.4f} | "

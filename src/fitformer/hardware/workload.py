@@ -221,7 +221,9 @@ class Workload:
         matrices: every linear layer (six per encoder layer, pooler, classifier).
         block: ``(r, c)`` of the accelerator's stripes; ``banks``: ``B``.
         pattern: the sparsity pattern (``dense`` when unpruned).
-        hp_split: ``{"d1", "d2"}`` requested (HP only) or ``None``.
+        hp_split: ``{"d1", "d2"}`` requested (HP only), ``"per_layer"`` (a run whose
+            split was chosen per matrix, design.md §9; each matrix's counts hold it), or
+            ``None``.
         source: what the structure came from (run directory, or pattern + sparsity).
         digest: a digest of everything the estimate depends on (cache key).
     """
@@ -232,7 +234,7 @@ class Workload:
     banks: int
     pattern: str
     sparsity: float
-    hp_split: dict | None
+    hp_split: dict | str | None
     source: str
     digest: str = field(default="")
 
@@ -324,7 +326,7 @@ def _digest(obj) -> str:
 
 
 def _finish(dims, matrices, block, banks, pattern, sparsity, hp_split, source, digest_obj):
-    if hp_split:
+    if isinstance(hp_split, dict):       # "per_layer": the per-layer counts say it all
         hp_split = {k: round(float(v), 6) for k, v in hp_split.items()}
     return Workload(dims, tuple(matrices), tuple(block), banks, pattern, sparsity, hp_split,
                     source, _digest(digest_obj))

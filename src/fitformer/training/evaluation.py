@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from fitformer.models.fixed_point import PRECISIONS, calibrate, fixed_point
-from fitformer.training.loop import Encoded
+from fitformer.training.loop import Encoded, _console
 
 CALIBRATION_SENTENCES = 256
 
@@ -109,6 +109,9 @@ def accuracy_at_precisions(model: torch.nn.Module, splits: dict[str, Encoded],
         {precision: k}}, "correct": {split: {precision: "0110..."}}}``; accuracies are
         fractions 0-1, losses mean nats; ``correct`` marks each example in split order.
     """
+    # Evaluation takes a while (a pass per split and precision): say why it is busy.
+    _console().print(f"evaluating {'/'.join(splits)} at {', '.join(precisions)} ...",
+                     highlight=False)
     cal = None
     if any(p != "fp32" for p in precisions):
         cal = calibrate(model, calibration_batches(calibration_data))
