@@ -32,10 +32,13 @@ def test_spread_rule_on_the_issue_samples():
 def fake_host(empty_home, monkeypatch):
     """measured_report with the timing replaced by a queue of sample lists; returns
     (measure(use_cache) -> report, queue, cache folder)."""
+    import os
+
     import fitformer.kernels.cpu as K
     import fitformer.kernels.run as R
 
     queue: list[list[float]] = []
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.2, 0.2))     # an idle machine
 
     def timed(models, ids, repeats, tgt_len=0):
         if not queue:
@@ -98,3 +101,17 @@ def test_old_cache_marked_steady_is_judged_by_its_samples(fake_host):
     assert rep["remeasured_from"]["spread"] == pytest.approx(0.79)
     queue.append(IDLE)
     assert measure()["latency_ms"] == 23.7       # re-measured at the next query again
+
+
+def test_agreeing_samples_on_a_busy_machine_are_not_steady():
+    """Seen here: torch's threads starve evenly at load 4.4 on 2 CPUs, so samples agree
+    (spread 2 %) around 898 ms against 23.7 ms idle. The load decides, not the spread."""
+    slow = [880.0, 890.0, 895.0, 898.0, 898.0, 899.0, 900.0, 905.0, 910.0, 915.0]
+    busy = E._judged({"samples_ms": slow, "load_avg_1min": 4.4, "cpus": 2})
+    assert busy["spread"] < 0.05 and busy["busy"] and busy["steady"] is False
+    idle = E._judged({"samples_ms": IDLE, "load_avg_1min": 0.3, "cpus": 2})
+    assert idle["steady"] is True and not idle["busy"]
+    edge = E._judged({"samples_ms": IDLE, "load_avg_1min": 1.5, "cpus": 2})
+    assert edge["busy"] and edge["steady"] is False           # 0.75 x 2 CPUs
+    unknown = E._judged({"samples_ms": IDLE})                 # old records without a load
+    assert unknown["steady"] is True

@@ -109,3 +109,26 @@ def test_a_query_reads_its_dataset_once(home, monkeypatch):
     for _ in range(3):
         data_mod.load_dataset("rotten-tomatoes")
     assert calls == ["rotten-tomatoes"]
+
+
+def test_the_latency_hint_names_an_lc_at_which_ac_also_holds():
+    """A device that misses LC: the hint's LC is that of its fastest point meeting AC, not
+    of its fastest point (which may miss AC: following that hint failed again)."""
+    from types import SimpleNamespace
+
+    from fitformer.select.loop import Constraints, _nearest_miss
+
+    def point(s, ms, acc):
+        est = SimpleNamespace(fits=True, latency_ms=ms, get=lambda k, d=None: d)
+        return {"sparsity": s, "estimate": est, "collapsed": None,
+                "accuracy": {"dev": {"fx8": acc}, "test": {"fx8": acc}}}
+
+    rows = [("fx8", [point(0.0, 0.95, 0.826), point(0.5, 0.58, 0.797),
+                     point(0.95, 0.27, 0.619)])]
+    cons = Constraints(latency_ms=0.05).check()
+    reason, prec, p, hint = _nearest_miss(rows, cons, 0.797)
+    assert reason == "latency" and p["sparsity"] == 0.5
+    assert hint.startswith("LC >= 0.58 ms (its fastest point that meets AC")
+    # No point meets AC: the fastest point, saying so.
+    reason, _, p, hint = _nearest_miss(rows, cons, 0.9)
+    assert p["sparsity"] == 0.95 and "none of its points meets AC" in hint

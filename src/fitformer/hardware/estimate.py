@@ -243,6 +243,12 @@ def _host_translation_model(wl: Workload, model: str, pruned: str | None):
 #: run-to-run noise (a few %) and flags a loaded one (samples 136-928 ms: 79%).
 STEADY_SPREAD = 0.25
 MEASURE_ATTEMPTS = 3
+#: A host measurement taken when the 1-minute load average was at least this fraction of the
+#: CPU count is not steady either, whatever its spread: torch's threads then wait for each
+#: other evenly, so the samples agree and are all slow (measured here, 2 CPUs, 2026-11-30:
+#: MiniLM batch 1 x 128 dense at 898 ms with spread 0.2-4 % at load 4.4, against 23.7 ms
+#: idle; 133 ms at load 1.7).
+BUSY_LOAD_FRACTION = 0.75
 
 
 def sample_spread(times: list[float]) -> float:
@@ -257,10 +263,15 @@ def sample_spread(times: list[float]) -> float:
 
 
 def _judged(record: dict) -> dict:
-    """``record`` with ``spread`` and ``steady`` (re)judged by :data:`STEADY_SPREAD`: a cache
-    written under the old rule (median <= 2 x fastest) is judged again by its samples."""
+    """``record`` with ``spread``, ``busy`` and ``steady`` (re)judged: steady when the spread
+    is at most :data:`STEADY_SPREAD` and the machine was not busy (1-minute load before the
+    timing below :data:`BUSY_LOAD_FRACTION` x CPUs); a cache written under an older rule is
+    judged again by its samples and load."""
     spread = sample_spread(record["samples_ms"])
-    return {**record, "spread": spread, "steady": spread <= STEADY_SPREAD}
+    load, cpus = record.get("load_avg_1min"), record.get("cpus")
+    busy = bool(load is not None and cpus and load >= BUSY_LOAD_FRACTION * cpus)
+    return {**record, "spread": spread, "busy": busy,
+            "steady": spread <= STEADY_SPREAD and not busy}
 
 
 def _steadier(a: dict | None, b: dict) -> dict:
@@ -315,7 +326,8 @@ def measured_report(device: Device, wl: Workload, batch: int, seq_len: int, *,
     "hp-cpu"``), or on dense kernels when the kernel cannot be built.
 
     Steadiness: the samples' spread, interquartile range over median (``spread``), at most
-    :data:`STEADY_SPREAD`. An unsteady attempt is repeated (up to :data:`MEASURE_ATTEMPTS`
+    :data:`STEADY_SPREAD`, on a machine that was not busy (:data:`BUSY_LOAD_FRACTION`). An
+    unsteady attempt is repeated (up to :data:`MEASURE_ATTEMPTS`
     in all) and the steadiest kept. Measurements are cached in
     ``$FITFORMER_HOME/measurements/`` by CPU, threads, torch version, model, structure,
     backend, batch and sequence length, with the 1-minute load average before the timing
@@ -372,7 +384,9 @@ def measured_report(device: Device, wl: Workload, batch: int, seq_len: int, *,
             "latency_ms": ms, "compute_ms": ms, "call_overhead_ms": 0.0,
             "precision": "fp32", "clock_mhz": None, "threads": torch.get_num_threads(),
             "backend": chosen["backend"], "steady": chosen["steady"],
-            "spread": chosen["spread"], "steady_rule": f"IQR/median <= {STEADY_SPREAD}",
+            "spread": chosen["spread"],
+            "steady_rule": f"IQR/median <= {STEADY_SPREAD} and 1-min load < "
+                           f"{BUSY_LOAD_FRACTION} x CPUs",
             "load_avg_1min": chosen.get("load_avg_1min"), "cpus": chosen.get("cpus"),
             "attempts": chosen.get("attempts"), "remeasured_from": remeasured_from,
             "resources": {k: None for k in RESOURCE_KEYS},

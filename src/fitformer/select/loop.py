@@ -441,9 +441,17 @@ def _nearest_miss(rows, cons: Constraints, target: float, device=None,
     meets_lc = [(prec, p) for prec, p in fitting
                 if p["estimate"].latency_ms <= cons.latency_ms]
     if not meets_lc:
-        prec, p = min(fitting, key=lambda t: t[1]["estimate"].latency_ms)
-        return ("latency", prec, p, f"LC >= {p['estimate'].latency_ms:.3g} ms (its "
-                f"fastest point: sparsity {p['sparsity']:g}, {prec})")
+        # The LC that would make it pass is that of its fastest point that also meets AC
+        # (when accuracies are known); the fastest point alone may miss AC.
+        good = [(prec, p) for prec, p in fitting if p["accuracy"] is not None
+                and _dev(p["accuracy"], prec) >= target and not p.get("collapsed")]
+        known = all(p["accuracy"] is not None for _, p in fitting)
+        pool, what = (good, "its fastest point that meets AC") if good else \
+            (fitting, "its fastest point; " + ("none of its points meets AC either" if known
+                                              else "AC not known there yet"))
+        prec, p = min(pool, key=lambda t: t[1]["estimate"].latency_ms)
+        return ("latency", prec, p, f"LC >= {p['estimate'].latency_ms:.3g} ms ({what}: "
+                f"sparsity {p['sparsity']:g}, {prec})")
     known = [(prec, p) for prec, p in meets_lc if p["accuracy"] is not None]
     if not known:
         prec, p = min(meets_lc, key=lambda t: t[1]["sparsity"])
