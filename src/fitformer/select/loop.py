@@ -30,7 +30,6 @@ from pathlib import Path
 
 from fitformer.errors import FitformerError
 from fitformer.select.profile import GRID, Profile
-from fitformer.select.report import train_command
 
 DEFAULT_LATENCY_MS = 10.0
 DEFAULT_MAX_ACCURACY_DROP = 0.05
@@ -328,7 +327,7 @@ def evaluate_device(device, lat: _Latency, profile: Profile, cons: Constraints,
                            "majority_rate_dev": None if point is None else point.majority_rate})
         rows.append((prec, points))
     return _decide(device, rows, cons, target, priced, objective_field, pinned,
-                   train_hint=f"`{train_command(profile)}` trains them")
+                   train_hint=f"`{profile.train_command()}` trains them")
 
 
 def _dev(acc: dict | None, prec: str) -> float | None:

@@ -355,6 +355,28 @@ class Profile:
             items.append(PlanItem(f"{self.pattern} {s:g}", s, chain_cached, steps))
         return Plan(items, sec_per_step, overhead_s, source)
 
+    def train_command(self) -> str:
+        """The command that trains this profile's points, e.g. ``fitformer profile --budget
+        tiny`` (options at their default left out; a dense run the user named comes as
+        ``--dense DIR``)."""
+        import shlex
+
+        translation = self.task == "translation"
+        default_dataset = "tatoeba-en-fr" if translation else "rotten-tomatoes"
+        args = ["fitformer", "profile", "--budget", self.budget]
+        for flag, value, default in (("--model", self.model, "default"),
+                                     ("--dataset", self.dataset, default_dataset),
+                                     ("--pattern", self.pattern, "hp"),
+                                     ("--level2-density", self.level2_density, None),
+                                     ("--task", self.task, "classification"),
+                                     ("--dense", self.dense_dir if self.dense_given
+                                      else None, None),
+                                     ("--text-column", self.text_column, "text"),
+                                     ("--label-column", self.label_column, "label")):
+            if value != default:
+                args += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+        return shlex.join(args)
+
     def known(self) -> list[ProfilePoint]:
         """Every grid point trained so far (cached ones included), by sparsity."""
         self.dense()

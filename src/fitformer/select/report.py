@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import shlex
 import shutil
 from pathlib import Path
 from typing import Literal
@@ -191,24 +190,8 @@ def _latency_ms(row: dict) -> float | None:
 
 
 def train_command(profile: Profile) -> str:
-    """The command that trains the accuracy profile ``profile`` reads, e.g.
-    ``fitformer profile --budget tiny`` (options at their default left out; a dense run the
-    user named comes as ``--dense DIR``)."""
-    translation = profile.task == "translation"
-    default_dataset = "tatoeba-en-fr" if translation else "rotten-tomatoes"
-    args = ["fitformer", "profile", "--budget", profile.budget]
-    for flag, value, default in (("--model", profile.model, "default"),
-                                 ("--dataset", profile.dataset, default_dataset),
-                                 ("--pattern", profile.pattern, "hp"),
-                                 ("--level2-density", profile.level2_density, None),
-                                 ("--task", profile.task, "classification"),
-                                 ("--dense", profile.dense_dir if profile.dense_given
-                                  else None, None),
-                                 ("--text-column", profile.text_column, "text"),
-                                 ("--label-column", profile.label_column, "label")):
-        if value != default:
-            args += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
-    return shlex.join(args)
+    """The command that trains ``profile``'s points (:meth:`Profile.train_command`)."""
+    return profile.train_command()
 
 
 def measurement_text(m: dict | None) -> str:
