@@ -334,15 +334,13 @@ class Profile:
                            task=self.task, cached_only=True, **self._columns())
             dense_dir = None if res is None else res.path
             db = get_budget(self.dense_budget)
-            n = len(data.train) if db.train_examples is None else min(db.train_examples,
-                                                                       len(data.train))
+            n = len(data.train.subset(db.train_examples))
             steps = math.ceil(db.dense_epochs * math.ceil(n / DENSE_RECIPE.batch_size))
             items.append(PlanItem(f"dense reference ({self.dense_budget} budget)", 0.0,
                                   res is not None, steps))
         else:
             items.append(PlanItem("dense reference (given)", 0.0, True, 0))
-        n = len(data.train) if b.train_examples is None else min(b.train_examples,
-                                                                  len(data.train))
+        n = len(data.train.subset(b.train_examples))
         steps = point_steps(b, n, PRUNE_RECIPE.batch_size, None)
         chain_cached = dense_dir is not None
         if chain_cached:
