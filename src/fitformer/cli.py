@@ -272,6 +272,9 @@ def prune(model: Annotated[str, typer.Option(help="Base model: default, a folder
           epochs_per_point: Annotated[float | None, typer.Option(
               help="Epochs of the training split for this point (default 1); the first "
                    "2/3 prune, the rest recover with fixed masks.")] = None,
+          lr: Annotated[float | None, typer.Option(
+              "--lr", help="Peak AdamW learning rate (default 5e-5 for classification, "
+                           "3e-4 for translation); linear decay per point.")] = None,
           force: Annotated[bool, typer.Option(help="Retrain even if cached.")] = False,
           as_json: JsonOpt = False) -> None:
     """Prune and fine-tune to one sparsity point; writes (or reuses) a run directory with
@@ -290,7 +293,8 @@ def prune(model: Annotated[str, typer.Option(help="Base model: default, a folder
     result = do_prune(model, dataset, spec=spec, from_dir=from_dir, budget=budget.value,
                       task=task.value, seed=seed, max_length=max_length,
                       text_column=text_column, label_column=label_column, force=force,
-                      distill=dcfg, teacher_dir=teacher, epochs_per_point=epochs_per_point)
+                      distill=dcfg, teacher_dir=teacher, epochs_per_point=epochs_per_point,
+                      learning_rate=lr)
     m = result.metrics
     if as_json:
         _print_json({"run_dir": str(result.path), "cached": result.cached, "metrics": m})

@@ -77,6 +77,14 @@ def test_paired_bootstrap_by_hand():
     assert diff == pytest.approx(0.25) and lo < 0.25 < hi
 
 
+@pytest.mark.parametrize("lr", [0.0, -1e-4, float("nan"), 2.0])
+def test_prune_refuses_a_bad_learning_rate(lr):
+    from fitformer.sparsity.prune import prune
+
+    with pytest.raises(FitformerError, match="--lr"):
+        prune(budget="tiny", learning_rate=lr)
+
+
 @pytest.mark.slow
 def test_distillation_lowers_kl_to_the_teacher(in_tiny_home):
     """Tiny budget, HP 0.5 from the tiny dense run, 16 steps each: with the KL as the whole
@@ -101,6 +109,7 @@ def test_distillation_lowers_kl_to_the_teacher(in_tiny_home):
     schedule = json.loads((kd.path / "pruning.json").read_text())["schedule"]
     assert schedule["steps"] == 16 and schedule["pruning_steps"] + \
         schedule["recovery_steps"] == 16
+    assert schedule["learning_rate"] == plain.key["recipe"]["learning_rate"] == 5e-5
     data = load_dataset("rotten-tomatoes")
     ref = resolve_model(str(dense.path))
     _, devset, _ = encode_splits(load_tokenizer(ref), data, get_budget("tiny"), 64)

@@ -230,7 +230,8 @@ def prune(model: str = "default", dataset: str = "rotten-tomatoes", *,
           max_length: int = 64, text_column: str = "text", label_column: str = "label",
           force: bool = False, cached_only: bool = False,
           distill: DistillConfig | None = None, teacher_dir: str | Path | None = None,
-          epochs_per_point: float | None = None) -> RunResult | None:
+          epochs_per_point: float | None = None,
+          learning_rate: float | None = None) -> RunResult | None:
     """Prune and fine-tune to one sparsity point; write (or reuse) its run directory.
 
     Args:
@@ -252,6 +253,8 @@ def prune(model: str = "default", dataset: str = "rotten-tomatoes", *,
         epochs_per_point: epochs of the training split per point (default 1; the smoke
             budgets scale their step count); the pruning window is the first
             :data:`PRUNING_WINDOW` of them, the rest is recovery with fixed masks.
+        learning_rate: peak AdamW learning rate (default :data:`PRUNE_RECIPE`'s 5e-5, or
+            the translation recipe's); part of the run key through the recipe.
 
     Returns:
         :class:`~fitformer.training.finetune.RunResult` (``None`` only with
@@ -268,7 +271,7 @@ def prune(model: str = "default", dataset: str = "rotten-tomatoes", *,
     if translation and dataset == "rotten-tomatoes":
         dataset = "tatoeba-en-fr"
     b = get_budget(budget)
-    check_training_flags(seed=seed, max_length=max_length)
+    check_training_flags(seed=seed, max_length=max_length, learning_rate=learning_rate)
     if translation:
         from fitformer.models.seq2seq import Seq2SeqShape
 
@@ -331,7 +334,9 @@ def prune(model: str = "default", dataset: str = "rotten-tomatoes", *,
                                              and epochs_per_point > 0):
         raise FitformerError(f"--epochs-per-point {epochs_per_point} must be > 0 (e.g. 2).")
     steps = point_steps(b, n_train, recipe.batch_size, epochs_per_point)
-    config = replace(recipe, seed=seed, max_length=max_length, max_steps=steps)
+    config = replace(recipe, seed=seed, max_length=max_length, max_steps=steps,
+                     learning_rate=recipe.learning_rate if learning_rate is None
+                     else learning_rate)
     distill = distill if distill is not None and distill.enabled else None
     teacher = None
     if distill is not None:
