@@ -68,3 +68,88 @@ def test_fixed_point_model_context(real_cache):
         assert errors["fp32"] == 0.0
         assert 0 < errors["fx16"] < 0.01 < errors["fx8"] < 1.0
         assert torch.equal(net(**batch).logits, ref_logits)  # weights restored
+
+
+# --- The exact reference path (issue 19) -------------------------------------------------
+
+def _ulp_err(got, ref):
+    import numpy as np
+
+    ref32 = np.float32(ref)
+    ulp = np.spacing(np.abs(ref32)).astype(np.float64)
+    return np.abs(got.astype(np.float64) - ref) / ulp
+
+
+def test_exact_exp_within_two_ulp():
+    import math
+
+    import numpy as np
+
+    from fitformer.models.fixed_point import exp_f32
+
+    x = np.linspace(-87, 0, 200_001, dtype=np.float32)
+    ref = np.array([math.exp(float(v)) for v in x])
+    assert _ulp_err(exp_f32(x), ref).max() <= 2.0
+    assert exp_f32(np.float32([0.0, -100.0])).tolist() == [1.0, 0.0]
+
+
+def test_exact_erf_gelu_tanh_bounds():
+    import math
+
+    import numpy as np
+
+    from fitformer.models.fixed_point import erf_f32, gelu_f32, tanh_f32
+
+    x = np.linspace(-8, 8, 100_001, dtype=np.float32)
+    xd = x.astype(np.float64)
+    erf = np.array([math.erf(v) for v in xd])
+    assert np.abs(erf_f32(x) - erf).max() <= 5e-7          # A&S 7.1.26: 1.5e-7 + rounding
+    gelu = np.array([v * 0.5 * (1 + math.erf(v / math.sqrt(2))) for v in xd])
+    bound = 3e-7 * np.abs(xd) + 2 * np.spacing(np.abs(gelu).astype(np.float32))
+    assert (np.abs(gelu_f32(x) - gelu) <= bound).all()
+    assert np.abs(tanh_f32(x) - np.tanh(xd)).max() <= 1.5e-7
+
+
+def test_exact_linear_is_integer_arithmetic():
+    import numpy as np
+
+    from fitformer.models.fixed_point import FixedType, accumulator_type, exact_matmul
+
+    rng = np.random.default_rng(0)
+    x_t, w_t = FixedType(16, 3), FixedType(16, 1)
+    x = x_t.codes(rng.normal(size=(5, 1536)))
+    w = w_t.codes(rng.normal(scale=0.2, size=(7, 1536)))
+    exact = [[sum(int(a) * int(b) for a, b in zip(xr, wr, strict=True)) for wr in w] for xr in x]
+    assert exact_matmul(x, w.T).astype(np.int64).tolist() == exact
+    acc = accumulator_type(x_t, w_t, 1536)
+    assert acc.frac == 13 + 15 and acc.width <= 53
+    # ties to even, saturation (AP_RND_CONV, AP_SAT)
+    t = FixedType(8, 3)
+    assert t.codes(np.array([0.5 / 32, 1.5 / 32, 100.0, -100.0])).tolist() == [0, 2, 127, -128]
+    with pytest.raises(ValueError):
+        accumulator_type(FixedType(32, 4), FixedType(32, 4), 1 << 20)
+
+
+def test_exact_path_tracks_fake_quantisation(real_cache):
+    import numpy as np
+
+    from fitformer.models import load_classifier, load_tokenizer, resolve_model
+    from fitformer.models.fixed_point import exact_model
+
+    ref = resolve_model("default")
+    torch.manual_seed(0)
+    net = load_classifier(ref, ("neg", "pos")).eval()
+    tok = load_tokenizer(ref)
+    sents = ["a warm, funny film", "tedious and far too long"]
+    batch = dict(tok(sents, padding=True, return_tensors="pt"))
+    with torch.no_grad():
+        cal = calibrate(net, [batch])
+        with fixed_point(net, "fx16", cal):
+            fake = net(**batch).logits.numpy()
+    ex = exact_model(net, "fx16", cal)
+    for i, s in enumerate(sents):
+        got = ex.logits(np.array(tok(s)["input_ids"]))
+        assert got.dtype == np.float32
+        # Same grids; only summation order, bias rounding and the non-linear units' ulps
+        # differ: far below one fx16 step of the logits.
+        assert np.abs(got - fake[i]).max() < 2e-3

@@ -220,3 +220,288 @@ def fixed_point(model: nn.Module, precision: str, calibration: Calibration | Non
             for name, m in model.named_modules():
                 if name in saved:
                     m.weight.copy_(saved[name])
+
+
+# ---------------------------------------------------------------------------------------
+# The exact reference path (issue 19): what the generated HLS C++ computes, bit for bit.
+#
+# The fake quantisation above rounds operands to the fixed-point grid but accumulates and
+# runs the non-linear units in fp32 in the order MKL chooses, so no hardware can reproduce
+# it bit for bit. The exact path below fixes every operation:
+#
+# * products and sums of the multiplier arrays (linears, QK^T, AV) are integer: operand
+#   codes of ``ap_fixed<W, I>`` multiplied and summed exactly (fp64 BLAS on integer-valued
+#   codes is exact while every partial sum stays below 2**53: ``N * 2**(2W - 2) < 2**53``,
+#   i.e. up to 2**23 terms at fx16; checked);
+# * biases are rounded to the accumulator's grid ``2**-(F_x + F_w)`` (ties to even), the
+#   only change against the fake path's fp32 bias besides rounding order;
+# * the non-linear units (exp, erf/GELU, tanh, softmax, layer norm, residual add) are one
+#   fixed sequence of IEEE-754 binary32 operations (add, sub, mul, div, sqrt, floor,
+#   ldexp; no fused multiply-add), sums taken sequentially in index order, so a C++ float
+#   implementation of the same sequence (``-ffp-contract=off``) gives identical bits;
+# * every rounding onto a fixed-point grid is round-to-nearest, ties to even, saturating
+#   (``ap_fixed<W, I, AP_RND_CONV, AP_SAT>``, UG1399), as ``torch.round`` does above.
+#
+# Ulp bounds of the non-linear units (binary32, against the exact function; measured on a
+# dense grid by tests/test_fixed_point.py): :func:`exp_f32` <= 2 ulp on [-87, 0];
+# :func:`erf_f32` absolute error <= 5e-7 (Abramowitz & Stegun 1964, 7.1.26: 1.5e-7, plus
+# the binary32 rounding of its steps, measured 4.6e-7); :func:`gelu_f32` absolute error
+# <= 3e-7 * |x| + 2 ulp; :func:`tanh_f32` absolute error <= 1.5e-7. Softmax and layer
+# norm add the rounding of their sequential sums (<= n ulp for n terms). Every value then feeding a multiplier is rounded to a W-bit grid
+# whose step is at least 2**-15 times its range, so these errors change a code only when a
+# value lies within ~1e-6 relative of a rounding boundary.
+# ---------------------------------------------------------------------------------------
+
+import numpy as np  # noqa: E402
+
+F32 = np.float32
+# exp(x), x <= 0: Cody & Waite (1980) range reduction x = n ln2 + r with ln2 split into a
+# 9-bit head (n * head exact) and a tail; e**r by its Taylor polynomial of degree 7
+# (|r| <= ln2 / 2: truncation 0.35**8 / 8! = 6e-9 relative).
+EXP_LOG2E = F32(1.4426950408889634)
+EXP_LN2_HI = F32(0.693359375)
+EXP_LN2_LO = F32(-2.1219444005469057e-4)
+EXP_POLY = tuple(F32(1.0 / math.factorial(i)) for i in range(7, -1, -1))  # c7 ... c0
+EXP_MIN = F32(-87.0)
+# erf: Abramowitz & Stegun (1964), 7.1.26, |error| <= 1.5e-7.
+ERF_P = F32(0.3275911)
+ERF_A = tuple(F32(a) for a in (1.061405429, -1.453152027, 1.421413741, -0.284496736,
+                                0.254829592))                          # a5 ... a1
+SQRT2 = F32(1.4142135623730951)
+
+
+def exp_f32(x: np.ndarray) -> np.ndarray:
+    """``e**x`` for float32 ``x <= 0`` (any shape), the exact path's exponential: 0 below
+    -87 (the result would be subnormal), <= 2 ulp elsewhere (module note above)."""
+    x = np.asarray(x, dtype=F32)
+    n = np.floor(x * EXP_LOG2E + F32(0.5))
+    r = (x - n * EXP_LN2_HI) - n * EXP_LN2_LO
+    p = np.full_like(r, EXP_POLY[0])
+    for c in EXP_POLY[1:]:
+        p = p * r + c
+    y = np.ldexp(p, n.astype(np.int32)).astype(F32)
+    return np.where(x < EXP_MIN, F32(0.0), y).astype(F32)
+
+
+def erf_f32(x: np.ndarray) -> np.ndarray:
+    """``erf(x)`` for float32 ``x`` (A&S 7.1.26 with :func:`exp_f32`)."""
+    x = np.asarray(x, dtype=F32)
+    a = np.abs(x)
+    t = F32(1.0) / (F32(1.0) + ERF_P * a)
+    p = np.full_like(t, ERF_A[0])
+    for c in ERF_A[1:]:
+        p = p * t + c
+    y = F32(1.0) - (p * t) * exp_f32(-(a * a))
+    return np.where(x < 0, -y, y).astype(F32)
+
+
+def gelu_f32(x: np.ndarray) -> np.ndarray:
+    """GELU, ``x * 0.5 * (1 + erf(x / sqrt 2))`` (Hendrycks & Gimpel 2016), float32."""
+    x = np.asarray(x, dtype=F32)
+    return ((x * F32(0.5)) * (F32(1.0) + erf_f32(x / SQRT2))).astype(F32)
+
+
+def tanh_f32(x: np.ndarray) -> np.ndarray:
+    """``tanh(x) = sign(x) (1 - e) / (1 + e)``, ``e = exp(-2|x|)``, float32."""
+    x = np.asarray(x, dtype=F32)
+    e = exp_f32(F32(-2.0) * np.abs(x))
+    y = (F32(1.0) - e) / (F32(1.0) + e)
+    return np.where(x < 0, -y, y).astype(F32)
+
+
+def seq_sum_f32(x: np.ndarray) -> np.ndarray:
+    """Sum over the last axis, sequentially in index order (float32): the order the
+    generated C++ loops use."""
+    x = np.asarray(x, dtype=F32)
+    s = np.zeros(x.shape[:-1], F32)
+    for j in range(x.shape[-1]):
+        s = s + x[..., j]
+    return s
+
+
+def softmax_f32(s: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis: ``exp(s - max) / sum`` with a sequential sum (float32)."""
+    s = np.asarray(s, dtype=F32)
+    e = exp_f32(s - s.max(axis=-1, keepdims=True))
+    return (e / seq_sum_f32(e)[..., None]).astype(F32)
+
+
+def layer_norm_f32(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float
+                   ) -> np.ndarray:
+    """Layer norm over the last axis (float32): ``(x - mean) / sqrt(var + eps) * gamma +
+    beta`` with ``mean = sum(x) / n`` and ``var = sum((x - mean)**2) / n``, sums
+    sequential (Ba et al. 2016; the biased variance, as ``torch.nn.LayerNorm``)."""
+    x = np.asarray(x, dtype=F32)
+    n = F32(x.shape[-1])
+    mean = seq_sum_f32(x) / n
+    d = x - mean[..., None]
+    var = seq_sum_f32(d * d) / n
+    sd = np.sqrt(var + F32(eps))
+    return ((d / sd[..., None]) * gamma.astype(F32) + beta.astype(F32)).astype(F32)
+
+
+@dataclass(frozen=True)
+class FixedType:
+    """``ap_fixed<width, int_bits, AP_RND_CONV, AP_SAT>``: codes are integers, a value is
+    ``code * 2**-frac``."""
+
+    width: int
+    int_bits: int
+
+    @property
+    def frac(self) -> int:
+        return self.width - self.int_bits
+
+    def codes(self, x: np.ndarray) -> np.ndarray:
+        """int64 codes of float ``x``: round to nearest, ties to even, saturate."""
+        v = np.rint(np.asarray(x, dtype=np.float64) * 2.0 ** self.frac)
+        lim = 2 ** (self.width - 1)
+        return np.clip(v, -lim, lim - 1).astype(np.int64)
+
+    def values(self, codes: np.ndarray) -> np.ndarray:
+        return np.asarray(codes, dtype=np.float64) * 2.0 ** -self.frac
+
+    def cpp(self) -> str:
+        return f"ap_fixed<{self.width}, {self.int_bits}, AP_RND_CONV, AP_SAT>"
+
+
+def accumulator_type(x: FixedType, w: FixedType, n_terms: int, bias_max_abs: float = 0.0
+                     ) -> FixedType:
+    """The exact accumulator of ``n_terms`` products of ``x`` and ``w`` plus a bias:
+    ``frac = F_x + F_w``; integer bits ``I_x + I_w + ceil(log2 n) + 1`` (or the bias's
+    plus one, when larger).
+
+    Raises:
+        ValueError: the accumulator would exceed 53 bits (fp64 no longer exact).
+    """
+    frac = x.frac + w.frac
+    ib = x.int_bits + w.int_bits + max(0, math.ceil(math.log2(max(1, n_terms)))) + 1
+    ib = max(ib, int_bits(bias_max_abs) + 1)
+    if ib + frac > 53:
+        raise ValueError(f"an accumulator of {n_terms} products of {x} and {w} needs "
+                         f"{ib + frac} bits; the exact path is exact up to 53")
+    return FixedType(ib + frac, ib)
+
+
+def exact_matmul(a_codes: np.ndarray, b_codes: np.ndarray) -> np.ndarray:
+    """``a @ b`` of integer codes (int64 ``(..., n)`` @ ``(n, m)``), exact as float64
+    (every partial sum of integer products below 2**53; the caller's types ensure it)."""
+    return np.asarray(a_codes, np.float64) @ np.asarray(b_codes, np.float64)
+
+
+@dataclass
+class ExactLinear:
+    """One linear layer of the exact path: ``y = x @ W.T + b`` with ``x`` rounded to
+    ``x_type``, ``W`` codes in ``w_type``, ``b`` codes on the accumulator grid."""
+
+    name: str
+    x_type: FixedType
+    w_type: FixedType
+    acc_type: FixedType
+    w_codes: np.ndarray       # int64 (M, N)
+    b_codes: np.ndarray       # int64 (M,)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Exact accumulator values (float64 ``(T, M)``) of float inputs ``x`` ``(T, N)``."""
+        acc = exact_matmul(self.x_type.codes(x), self.w_codes.T) + self.b_codes
+        return acc * 2.0 ** -self.acc_type.frac
+
+    @staticmethod
+    def of(name: str, module: nn.Module, width: int, x_int_bits: int) -> ExactLinear:
+        w = module.weight.detach().double().numpy()
+        b = (module.bias.detach().double().numpy() if module.bias is not None
+             else np.zeros(w.shape[0]))
+        x_t = FixedType(width, x_int_bits)
+        w_t = FixedType(width, int_bits(float(np.abs(w).max())))
+        acc = accumulator_type(x_t, w_t, w.shape[1], float(np.abs(b).max(initial=0.0)))
+        return ExactLinear(name, x_t, w_t, acc, w_t.codes(w),
+                           FixedType(acc.width, acc.int_bits).codes(b))
+
+
+@dataclass
+class ExactEncoder:
+    """A BERT-style encoder classifier in the exact arithmetic (module note above), built
+    by :func:`exact_model` from a ``transformers`` model, a calibration and a precision."""
+
+    precision: str
+    linears: dict[str, ExactLinear]
+    attn_types: dict[str, FixedType]      # "<layer prefix>.q|k|v|probs"
+    tensors: dict[str, np.ndarray]        # embeddings, layer-norm gamma/beta (float32)
+    layers: int
+    heads: int
+    eps: float
+    prefix: str = "bert"
+
+    def _ln(self, name: str, x: np.ndarray) -> np.ndarray:
+        return layer_norm_f32(x, self.tensors[f"{name}.weight"], self.tensors[f"{name}.bias"],
+                              self.eps)
+
+    def attention_name(self, i: int) -> str:
+        return f"{self.prefix}.encoder.layer.{i}.attention.self"
+
+    def layer(self, i: int, h: np.ndarray) -> np.ndarray:
+        """Encoder layer ``i`` on float32 hidden states ``(L, H)`` of one sentence."""
+        p = f"{self.prefix}.encoder.layer.{i}"
+        a = self.attention_name(i)
+        L, H = h.shape
+        dh = H // self.heads
+        qkv = {}
+        for which, role in (("q", "query"), ("k", "key"), ("v", "value")):
+            t = self.attn_types[f"{a}.{which}"]
+            qkv[which] = t.codes(self.linears[f"{a}.{role}"](h)).reshape(L, self.heads, dh
+                                                                          ).transpose(1, 0, 2)
+        qt, kt, vt = (self.attn_types[f"{a}.{w}"] for w in ("q", "k", "v"))
+        scores = (exact_matmul(qkv["q"], qkv["k"].transpose(0, 2, 1))
+                  * 2.0 ** -(qt.frac + kt.frac)).astype(F32) * F32(dh ** -0.5)
+        pt = self.attn_types[f"{a}.probs"]
+        probs = pt.codes(softmax_f32(scores))                        # (heads, L, L)
+        ctx = exact_matmul(probs, qkv["v"]) * 2.0 ** -(pt.frac + vt.frac)   # (heads, L, dh)
+        ctx = ctx.transpose(1, 0, 2).reshape(L, H)
+        out = self.linears[f"{p}.attention.output.dense"](ctx).astype(F32)
+        h1 = self._ln(f"{p}.attention.output.LayerNorm", out + h)
+        mid = gelu_f32(self.linears[f"{p}.intermediate.dense"](h1).astype(F32))
+        out2 = self.linears[f"{p}.output.dense"](mid).astype(F32)
+        return self._ln(f"{p}.output.LayerNorm", out2 + h1)
+
+    def embed(self, ids: np.ndarray) -> np.ndarray:
+        e = f"{self.prefix}.embeddings"
+        t = self.tensors
+        x = (t[f"{e}.word_embeddings.weight"][ids] + t[f"{e}.token_type_embeddings.weight"][0]
+             ) + t[f"{e}.position_embeddings.weight"][: len(ids)]
+        return self._ln(f"{e}.LayerNorm", x)
+
+    def logits(self, ids: np.ndarray, layers: int | None = None) -> np.ndarray:
+        """float32 logits ``(classes,)`` of one sentence's token ids (int ``(L,)``, no
+        padding); ``layers`` limits the encoder layers run (for tests)."""
+        h = self.embed(np.asarray(ids, dtype=np.int64))
+        for i in range(self.layers if layers is None else layers):
+            h = self.layer(i, h)
+        pooled = tanh_f32(self.linears[f"{self.prefix}.pooler.dense"](h[:1]).astype(F32))
+        return self.linears["classifier"](pooled).astype(F32)[0]
+
+
+def exact_model(model: nn.Module, precision: str, calibration: Calibration) -> ExactEncoder:
+    """The exact-path twin of a BERT-style ``transformers`` classifier at ``fx16``/``fx8``.
+
+    Weights take ``I`` from their own ``max_abs`` and activations from ``calibration``, as
+    :func:`fixed_point` does; weights are read once (the model is not changed).
+
+    Raises:
+        ValueError: fp32 or unknown precision; a model that is not BERT-style.
+    """
+    width = width_of(precision)
+    if width is None:
+        raise ValueError("the exact path is for fixed-point precisions (fx16, fx8)")
+    base = getattr(model, "base_model_prefix", "bert")
+    if not hasattr(model, base) or not hasattr(model, "classifier"):
+        raise ValueError("the exact path supports BERT-style encoder classifiers")
+    bits = calibration.int_bits()
+    linears = {name: ExactLinear.of(name, m, width, bits[f"{name}.input"])
+               for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+    attn = {f"{a}.{w}": FixedType(width, bits[f"{a}.{w}"])
+            for a, _ in _attention_modules(model) for w in ("q", "k", "v", "probs")}
+    tensors = {k: v.detach().float().numpy().copy() for k, v in model.state_dict().items()
+               if "embeddings" in k or "LayerNorm" in k}
+    cfg = model.config
+    return ExactEncoder(precision, linears, attn, tensors, cfg.num_hidden_layers,
+                        cfg.num_attention_heads, float(cfg.layer_norm_eps), base)
