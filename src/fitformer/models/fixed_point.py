@@ -247,9 +247,10 @@ def fixed_point(model: nn.Module, precision: str, calibration: Calibration | Non
 # :func:`erf_f32` absolute error <= 5e-7 (Abramowitz & Stegun 1964, 7.1.26: 1.5e-7, plus
 # the binary32 rounding of its steps, measured 4.6e-7); :func:`gelu_f32` absolute error
 # <= 3e-7 * |x| + 2 ulp; :func:`tanh_f32` absolute error <= 1.5e-7. Softmax and layer
-# norm add the rounding of their sequential sums (<= n ulp for n terms). Every value then feeding a multiplier is rounded to a W-bit grid
-# whose step is at least 2**-15 times its range, so these errors change a code only when a
-# value lies within ~1e-6 relative of a rounding boundary.
+# norm add the rounding of their sequential sums (<= n ulp for n terms). Every value then
+# feeding a multiplier is rounded to a W-bit grid whose step is at least 2**-15 times its
+# range, so these errors change a code only when a value lies within ~1e-6 relative of a
+# rounding boundary.
 # ---------------------------------------------------------------------------------------
 
 import numpy as np  # noqa: E402
