@@ -1,0 +1,120 @@
+"""``fitformer csim``: compile a generated HLS project with g++ and the open ``ap_types``
+headers (vendored from the hls4ml wheel, Apache-2.0: ``fitformer/hls/ap_types``), run its
+testbench on the real sentences it holds and compare with the exact fixed-point path."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fitformer.errors import FitformerError
+
+AP_TYPES = Path(__file__).parent / "ap_types"
+CXXFLAGS = ("-std=c++14", "-ffp-contract=off", "-fno-fast-math")
+
+
+def _gxx() -> str:
+    gxx = shutil.which(os.environ.get("CXX", "g++"))
+    if gxx is None:
+        raise FitformerError("g++ was not found; install it (Debian: apt-get install g++) or "
+                             "set CXX to a C++14 compiler.")
+    return gxx
+
+
+def _project(prj: str | Path) -> tuple[Path, dict]:
+    prj = Path(prj)
+    if not (prj / "project.json").is_file():
+        raise FitformerError(f"{prj} is not a generated HLS project (no project.json); "
+                             "create one with `fitformer hls --pruned DIR --device ID --out "
+                             f"{prj}`.")
+    return prj, json.loads((prj / "project.json").read_text())
+
+
+def syntax_check(prj: str | Path) -> list[str]:
+    """``g++ -fsyntax-only -Wall`` on the project's C++ (firmware and testbench).
+
+    Returns:
+        the compiler's warning lines (empty when clean).
+
+    Raises:
+        FitformerError: a compile error (its first lines quoted).
+    """
+    prj, _ = _project(prj)
+    cmd = [_gxx(), *CXXFLAGS, "-fsyntax-only", "-Wall", "-Wno-unknown-pragmas",
+           "-isystem", str(AP_TYPES), f"-I{prj / 'firmware'}", "firmware/fitformer.cpp",
+           "tb/testbench.cpp"]
+    res = subprocess.run(cmd, cwd=prj, capture_output=True, text=True)
+    if res.returncode:
+        raise FitformerError(f"g++ -fsyntax-only failed on {prj}:\n{res.stderr[-2000:]}")
+    return [ln for ln in res.stderr.splitlines() if "warning:" in ln]
+
+
+def build(prj: str | Path, opt: str = "-O2") -> tuple[Path, float]:
+    """Compile the project's testbench into ``PRJ/build/csim``; ``(binary, seconds)``."""
+    prj, _ = _project(prj)
+    (prj / "build").mkdir(exist_ok=True)
+    exe = prj / "build" / "csim"
+    start = time.perf_counter()
+    cmd = [_gxx(), *CXXFLAGS, opt, "-Wno-unknown-pragmas", "-isystem", str(AP_TYPES),
+           f"-I{prj / 'firmware'}", "firmware/fitformer.cpp", "tb/testbench.cpp", "-o",
+           str(exe)]
+    res = subprocess.run(cmd, cwd=prj, capture_output=True, text=True)
+    if res.returncode:
+        raise FitformerError(f"g++ failed on {prj}:\n{res.stderr[-2000:]}")
+    return exe, time.perf_counter() - start
+
+
+def csim(prj: str | Path, *, log=print) -> dict:
+    """Compile and run the testbench; compare every output with the exact path's.
+
+    Returns:
+        ``{"scope", "sentences", "compile_s", "run_s", "bit_exact", "values",
+        "max_abs_diff", "same_class", "accuracy", "reference_accuracy"}`` (a linear
+        project: the exact outputs instead of logits; no classes).
+
+    Raises:
+        FitformerError: not a project, no g++, a compile error, a testbench failure.
+    """
+    prj, rec = _project(prj)
+    exe, compile_s = build(prj)
+    log(f"compiled in {compile_s:.1f} s; running the testbench ...")
+    start = time.perf_counter()
+    res = subprocess.run([str(exe)], cwd=prj, capture_output=True, text=True)
+    run_s = time.perf_counter() - start
+    if res.returncode:
+        raise FitformerError(f"the testbench of {prj} failed ({res.returncode}):\n"
+                             f"{(res.stdout + res.stderr)[-2000:]}")
+    m = re.search(r"in ([0-9.]+) s", res.stdout)
+    out = {"scope": rec["scope"], "device": rec["device"], "precision": rec["precision"],
+           "compile_s": round(compile_s, 2), "run_s": round(float(m.group(1)) if m
+                                                              else run_s, 2)}
+    if rec["scope"] == "model":
+        got = np.fromfile(prj / "tb_data" / "csim_logits.bin", np.float32)
+        ref = np.fromfile(prj / "tb_data" / "reference_logits.bin", np.float32)
+        labels = np.fromfile(prj / "tb_data" / "labels.bin", np.int32)
+        classes = got.size // max(1, labels.size)
+        got, ref = got.reshape(-1, classes), ref.reshape(-1, classes)
+        out.update(sentences=int(labels.size), values=int(ref.size),
+                   bit_exact=int((got.view(np.int32) == ref.view(np.int32)).sum()),
+                   max_abs_diff=float(np.abs(got.astype(np.float64) - ref).max()),
+                   same_class=int((got.argmax(1) == ref.argmax(1)).sum()),
+                   accuracy=float((got.argmax(1) == labels).mean()),
+                   reference_accuracy=float((ref.argmax(1) == labels).mean()))
+    else:
+        got = np.fromfile(prj / "tb_data" / "csim_outputs.bin", np.float64)
+        ref = np.fromfile(prj / "tb_data" / "reference_outputs.bin", np.float64)
+        lens = np.fromfile(prj / "tb_data" / "lengths.bin", np.int32)
+        if got.size != ref.size:
+            raise FitformerError(f"the testbench wrote {got.size} outputs, expected "
+                                 f"{ref.size}.")
+        out.update(sentences=int(lens.size), values=int(ref.size),
+                   bit_exact=int((got == ref).sum()),
+                   max_abs_diff=float(np.abs(got - ref).max()) if ref.size else 0.0)
+    return out

@@ -1,0 +1,397 @@
+"""``fitformer hls``: write a Vitis HLS project for a pruned HP run on an FPGA design point.
+
+The project (``PRJ/``):
+
+* ``firmware/`` -- ``parameters.h`` (dimensions, raw types, parameter offsets),
+  ``nonlinear.h`` (the exact path's binary32 units), ``fitformer.h`` / ``fitformer.cpp``
+  (one HP sparse-linear function per linear layer with the design's ``P`` PEs, ``T`` token
+  lanes and ``B`` banks as literal pragma factors, attention per layer, add & norm, GELU,
+  the embedding gather, pooler and classifier; ``fitformer_top`` the top function);
+* ``weights/`` -- the HP format (design.md §5) of every linear, unpacked and bank-interleaved
+  in the order the PEs read it: ``hp_values.bin`` (int8/int16 codes of each tensor's
+  ``ap_fixed<W, I>``), ``hp_offsets.bin`` (uint8 in-bank offsets), ``hp_block_rows.bin``
+  (int32), ``bias_codes.bin`` (int64 codes on each accumulator's grid), ``params.bin``
+  (float32 embeddings and layer norms);
+* ``tb/testbench.cpp`` and ``tb_data/`` -- real dev sentences' token ids and the logits of
+  the exact fixed-point path (:func:`fitformer.models.fixed_point.exact_model`), labels;
+* ``build_prj.tcl`` -- ``vitis_hls -f build_prj.tcl`` (csim, csynth, cosim);
+* ``project.json`` -- what was generated (run, device, design point, per-linear layout and
+  loop trip counts).
+
+Layout of one linear of ``S`` stripes on ``P`` PEs (``G = S / P`` stripe groups, PE ``p``
+owns stripes ``g P + p``): values and offsets ``[G][k][K1 r][P][B]``, block rows
+``[G][K1][P]``: the ``P x B`` weights of one cycle are adjacent (bank-interleaved).
+Linears that are not pruned (pooler, classifier) are stored in the same format with every
+block and weight kept.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fitformer.errors import FitformerError
+
+TEMPLATES = Path(__file__).parent / "templates"
+SEQ_MAX = 64
+
+
+def _env():
+    import jinja2
+
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+                              trim_blocks=True, lstrip_blocks=True,
+                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+
+
+def _c_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]", "_", name)
+
+
+def _hexf(x) -> str:
+    """A binary32 constant as a C float literal that reads back to the same bits (9
+    significant digits round-trip any binary32, IEEE 754-2008 5.12.2)."""
+    v = np.float32(x)
+    text = f"{float(v):.9e}"
+    assert np.float32(float(text)) == v
+    return text + "f"
+
+
+def _nonlinear_constants(eps: float) -> dict:
+    from fitformer.models import fixed_point as fx
+
+    return {"exp_log2e": _hexf(fx.EXP_LOG2E), "exp_ln2_hi": _hexf(fx.EXP_LN2_HI),
+            "exp_ln2_lo": _hexf(fx.EXP_LN2_LO), "exp_min": _hexf(fx.EXP_MIN),
+            "erf_p": _hexf(fx.ERF_P), "sqrt2": _hexf(fx.SQRT2),
+            "exp_poly": [_hexf(c) for c in fx.EXP_POLY],
+            "erf_a": [_hexf(c) for c in fx.ERF_A], "eps": _hexf(eps)}
+
+
+def read_design(path: str | Path) -> dict:
+    """A ``design.json`` (as ``fitformer select`` writes it, or an estimate's JSON): its
+    ``precision``, ``design`` (knobs), ``weights_on_chip``, family and non-linear units.
+
+    Raises:
+        FitformerError: unreadable, or no FPGA design point in it.
+    """
+    p = Path(path)
+    try:
+        d = json.loads(p.read_text())
+    except (OSError, ValueError) as exc:
+        raise FitformerError(f"--design {p}: cannot read it as JSON ({exc}); give the "
+                             "design.json that `fitformer select` writes.") from None
+    knobs = d.get("design")
+    if not isinstance(knobs, dict) or d.get("precision") not in ("fx16", "fx8"):
+        raise FitformerError(f"--design {p} holds no FPGA design point (it needs 'design' "
+                             "knobs and a precision fx16 or fx8; a GPU or CPU answer has "
+                             "none).")
+    family = d.get("design_family") or d.get("family") or (
+        "shared" if "array" in knobs else "per_op")
+    return {"precision": d["precision"], "knobs": knobs, "family": family,
+            "weights_on_chip": bool(d.get("weights_on_chip", True)),
+            "nonlinear": d.get("nonlinear") or "fp32"}
+
+
+def choose_design(run_dir: Path, device, design_file: str | Path | None, *, seq_len: int,
+                  precision: str | None = None):
+    """``(estimate, workload)`` of the design to generate: the given ``design.json``
+    evaluated on the run's masks, or the DSE's best.
+
+    Raises:
+        FitformerError: the design does not fit the device (names the resources over and
+            the fix), a ``P`` that does not divide a matrix's stripes, or a non-FPGA device.
+    """
+    from fitformer.hardware.accelerator import DesignPoint
+    from fitformer.hardware.dse import estimate_point, explore, platform_of
+    from fitformer.hardware.frontends import workload_from_run
+
+    plat = platform_of(device)
+    wl = workload_from_run(run_dir)
+    if design_file is not None:
+        d = read_design(design_file)
+        point = DesignPoint(d["precision"], d["weights_on_chip"], d["knobs"], d["family"],
+                            d["nonlinear"])
+        try:
+            est = estimate_point(wl, point, plat, 1, seq_len)
+        except (ValueError, KeyError) as exc:
+            raise FitformerError(f"--design {design_file} does not fit this model's matrices "
+                                 f"({exc}); re-create it with `fitformer select` for this "
+                                 "run.") from None
+        where = f"--design {design_file}"
+    else:
+        est = explore(wl, device, precision=precision, seq_len=seq_len)
+        where = f"the best design the DSE found for {run_dir.name}"
+    used = est.resources.as_dict()
+    over = [f"{k} {used[k]:,} > {plat.available[k]:,.0f}" for k in used
+            if used[k] > plat.available.get(k, 0) + 1e-9]
+    if over:
+        raise FitformerError(f"{where} does not fit {device.id}: {'; '.join(over)} available "
+                             "after the shell. Choose a larger device, a sparser run, or a "
+                             "design that fits (`fitformer estimate --device ... --json`).")
+    return est, wl
+
+
+def _unit_of(role: str, family: str) -> str:
+    from fitformer.hardware.accelerator import LINEAR_UNITS
+
+    if family == "shared":
+        return "array"
+    return next(u for u, roles in LINEAR_UNITS.items() if role in roles)
+
+
+def _layout(name: str, lin, mask: np.ndarray, P: int, r: int, c: int, B: int) -> dict:
+    """The HP format of one exact linear, reordered for ``P`` PEs (module docstring)."""
+    from fitformer.formats.formats import HPFormat
+
+    enc = HPFormat(r, c, B).encode(lin.w_codes.astype(np.float64), mask)
+    a = enc.arrays
+    S, K1 = a["block_rows"].shape
+    k = enc.params["k"]
+    if S % P:
+        raise FitformerError(f"P = {P} PEs do not divide the {S} stripes of {name}; the "
+                             "design is for another model.")
+    G = S // P
+    segs = K1 * r
+    vals = a["values"].reshape(G, P, segs, B, k).transpose(0, 4, 2, 1, 3)   # [G][k][segs][P][B]
+    offs = a["offsets"].reshape(G, P, segs, B, k).transpose(0, 4, 2, 1, 3)
+    brows = a["block_rows"].reshape(G, P, K1).transpose(0, 2, 1)           # [G][K1][P]
+    return {"S": S, "K1": K1, "KB": k, "G": G, "SEGS": segs,
+            "vals": np.ascontiguousarray(vals).astype(np.int64).ravel(),
+            "offs": np.ascontiguousarray(offs).astype(np.uint8).ravel(),
+            "brows": np.ascontiguousarray(brows).astype(np.int32).ravel()}
+
+
+def _calibration_and_dev(run_dir: Path, net, tok, n_dev: int):
+    """The run's calibration (its first 256 training sentences, as its metrics) and the
+    first ``n_dev`` dev sentences (token ids, labels)."""
+    from fitformer.data import load_dataset
+    from fitformer.models.fixed_point import calibrate
+    from fitformer.training.budgets import get_budget
+    from fitformer.training.evaluation import calibration_batches
+    from fitformer.training.finetune import encode_splits
+    from fitformer.training.runs import read_json
+
+    key = read_json(run_dir / "run.json", "re-create the pruned run")
+    data = load_dataset(key.get("dataset", "rotten-tomatoes"))
+    train, dev, _ = encode_splits(tok, data, get_budget(key.get("budget", "default")),
+                                  int(key.get("max_length", SEQ_MAX)))
+    import torch
+
+    with torch.no_grad():
+        cal = calibrate(net, calibration_batches(train))
+    n = min(n_dev, len(dev))
+    ids = [list(dev.features[i]["input_ids"]) for i in range(n)]
+    return cal, ids, dev.labels[:n].numpy()
+
+
+def generate(pruned: str | Path, device_id: str, out: str | Path, *,
+             design: str | Path | None = None, devices_file: str | Path | None = None,
+             sentences: int = 200, precision: str | None = None, seq_len: int = 128,
+             linear: str | None = None, log=print) -> dict:
+    """Write the Vitis HLS project of a pruned HP run on an FPGA (module docstring).
+
+    Args:
+        pruned: a run directory of ``fitformer prune --pattern hp``.
+        device_id: an FPGA of the catalog (or of ``devices_file``).
+        out: the project folder (created; existing generated files are overwritten).
+        design: a ``design.json``; ``None`` runs the DSE (batch 1, ``seq_len`` tokens).
+        sentences: real dev sentences in the testbench (with their exact-path logits).
+        precision: pin ``fx16``/``fx8`` for the DSE (a ``design`` fixes its own).
+        linear: generate only this linear layer (module name, e.g.
+            ``bert.encoder.layer.0.attention.self.query``): the testbench feeds it the
+            exact path's real inputs of those sentences and checks its exact outputs.
+
+    Returns:
+        the ``project.json`` record.
+
+    Raises:
+        FitformerError: not an HP run, not an FPGA, a design that does not fit, an
+            unknown ``linear``.
+    """
+    import torch
+
+    from fitformer import __version__
+    from fitformer.formats.export import load_pruned_run
+    from fitformer.hardware.catalog import load_catalog
+    from fitformer.models.fixed_point import exact_model
+    from fitformer.models.layers import layer_index, role_of
+    from fitformer.models.loading import load_tokenizer, resolve_model
+
+    started = time.perf_counter()
+    run_dir = Path(pruned)
+    net, masks, pruning = load_pruned_run(run_dir)
+    if pruning.get("pattern") != "hp":
+        raise FitformerError(f"--pruned {run_dir} was pruned with {pruning.get('pattern')!r}; "
+                             "the generated accelerator reads the HP format (prune with "
+                             "`--pattern hp`).")
+    device = next(iter(load_catalog(devices_file, [device_id], include_host=False,
+                                    flag="--device")))
+    est, wl = choose_design(run_dir, device, design, seq_len=seq_len, precision=precision)
+    point = est.design
+    width = 16 if point.precision == "fx16" else 8
+    cfg = net.config
+    if getattr(cfg, "model_type", "") != "bert":
+        raise FitformerError(f"--pruned {run_dir} is a {cfg.model_type!r} model; HLS "
+                             "generation supports BERT-style encoder classifiers.")
+    net.eval()
+    tok = load_tokenizer(resolve_model(str(run_dir)))
+    log(f"calibrating and reading {sentences} dev sentences ...")
+    cal, ids, labels = _calibration_and_dev(run_dir, net, tok, sentences)
+    ex = exact_model(net, point.precision, cal)
+    r, c = wl.block
+    B = wl.banks
+    names = list(ex.linears)
+    if linear is not None and linear not in ex.linears:
+        raise FitformerError(f"--linear {linear}: no such linear layer; choose one of "
+                             f"{', '.join(names[:3])}, ... (`fitformer model show`).")
+    out = Path(out)
+    for sub in ("firmware", "tb", "tb_data", "weights"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+
+    linears, vals, offs, brows, bias = {}, [], [], [], []
+    counts = {"vals": 0, "brows": 0, "bias": 0}
+    for name in ([linear] if linear else names):
+        lin = ex.linears[name]
+        role = role_of(name)
+        knobs = point.knobs[_unit_of(role, point.family)]
+        P, T = int(knobs["P"]), int(knobs["T"])
+        mask = masks[name].numpy() if name in masks else np.ones(lin.w_codes.shape, bool)
+        lay = _layout(name, lin, mask, P, r, c, B)
+        M, N = lin.w_codes.shape
+        rec = {"name": name, "role": role, "layer": layer_index(name), "fn": "lin_" +
+               _c_name(name), "M": M, "N": N, "MP": math.ceil(M / r) * r, "P": P, "T": T,
+               "S": lay["S"], "K1": lay["K1"], "KB": lay["KB"], "G": lay["G"],
+               "SEGS": lay["SEGS"], "compute_trips": lay["G"] * lay["SEGS"] * lay["KB"],
+               "x_t": lin.x_type.cpp(), "w_t": lin.w_type.cpp(), "acc_t":
+               lin.acc_type.cpp(), "acc_w": lin.acc_type.width,
+               "vals_off": counts["vals"], "brows_off": counts["brows"],
+               "bias_off": counts["bias"]}
+        vals.append(lay["vals"])
+        offs.append(lay["offs"])
+        brows.append(lay["brows"])
+        bias.append(lin.b_codes.astype(np.int64))
+        counts["vals"] += lay["vals"].size
+        counts["brows"] += lay["brows"].size
+        counts["bias"] += M
+        linears[name] = rec
+    raw = np.int8 if width == 8 else np.int16
+    np.concatenate(vals).astype(raw).tofile(out / "weights" / "hp_values.bin")
+    np.concatenate(offs).tofile(out / "weights" / "hp_offsets.bin")
+    np.concatenate(brows).tofile(out / "weights" / "hp_block_rows.bin")
+    np.concatenate(bias).tofile(out / "weights" / "bias_codes.bin")
+
+    prefix = ex.prefix
+    param_offsets: list[tuple[str, int]] = []
+    scope = "linear" if linear else "model"
+    attentions = []
+    if scope == "model":
+        params, off = [], 0
+        special = {f"{prefix}.embeddings.word_embeddings.weight": "word",
+                   f"{prefix}.embeddings.position_embeddings.weight": "position",
+                   f"{prefix}.embeddings.token_type_embeddings.weight": "token_type"}
+        for key, arr in ex.tensors.items():
+            param_offsets.append((special.get(key, _c_name(key)), off))
+            params.append(arr.astype(np.float32).ravel())
+            off += arr.size
+        np.concatenate(params).tofile(out / "weights" / "params.bin")
+        dh = cfg.hidden_size // cfg.num_attention_heads
+        att_knobs = point.knobs.get("attention", {"H_par": 1})
+        for i in range(ex.layers):
+            a = ex.attention_name(i)
+            p = f"{prefix}.encoder.layer.{i}"
+            t = {w: ex.attn_types[f"{a}.{w}"] for w in ("q", "k", "v", "probs")}
+            ctx_t = ex.linears[f"{p}.attention.output.dense"].x_type
+            s_acc = _acc(t["q"], t["k"], dh)
+            o_acc = _acc(t["probs"], t["v"], SEQ_MAX)
+            by_role = {linears[n]["role"]: linears[n] for n in linears
+                       if linears[n]["layer"] == i}
+            attentions.append({
+                "layer": i, "q_t": t["q"].cpp(), "k_t": t["k"].cpp(), "v_t": t["v"].cpp(),
+                "p_t": t["probs"].cpp(), "ctx_t": ctx_t.cpp(), "s_acc_t": s_acc,
+                "o_acc_t": o_acc, "scale": _hexf(np.float32(dh ** -0.5)),
+                "H_par": int(att_knobs.get("H_par", 1)), "lin": by_role,
+                "ln1": _c_name(f"{p}.attention.output.LayerNorm"),
+                "ln2": _c_name(f"{p}.output.LayerNorm")})
+        # Token ids of the testbench: n, then (len, ids...) per sentence.
+        flat = [len(ids)]
+        for s in ids:
+            flat += [len(s), *s]
+        np.asarray(flat, np.int32).tofile(out / "tb_data" / "input_ids.bin")
+        log(f"exact fixed-point logits of {len(ids)} sentences ...")
+        ref = np.stack([ex.logits(np.asarray(s)) for s in ids]).astype(np.float32)
+        ref.tofile(out / "tb_data" / "reference_logits.bin")
+        np.asarray(labels, np.int32).tofile(out / "tb_data" / "labels.bin")
+    else:
+        xs, ys = _linear_io(ex, linear, ids)
+        np.asarray([len(x) for x in xs], np.int32).tofile(out / "tb_data" / "lengths.bin")
+        np.concatenate(xs).astype(np.float32).tofile(out / "tb_data" / "linear_inputs.bin")
+        np.concatenate(ys).astype(np.float64).tofile(out / "tb_data" / "reference_outputs.bin")
+
+    env = _env()
+    ctx = {"version": __version__, "run": str(run_dir), "device": device.id,
+           "part": device.num("part") or "unknown", "family": point.family,
+           "precision": point.precision, "width": width, "seq_max": SEQ_MAX,
+           "hidden": cfg.hidden_size, "heads": cfg.num_attention_heads,
+           "head_dim": cfg.hidden_size // cfg.num_attention_heads,
+           "inter": cfg.intermediate_size, "layers": ex.layers,
+           "classes": int(cfg.num_labels), "r": r, "c": c, "B": B, "bw": c // B,
+           "param_offsets": param_offsets, "c_const": None, "scope": scope,
+           "scope_text": (f"The whole classifier ({ex.layers} encoder layers)."
+                          if scope == "model" else f"One linear layer: {linear}."),
+           "linears": list(linears.values()), "attentions": attentions,
+           "clock_ns": round(1e3 / est.clock_mhz, 3),
+           "emb_ln": _c_name(f"{prefix}.embeddings.LayerNorm"),
+           "pooler": linears.get(f"{prefix}.pooler.dense"),
+           "classifier": linears.get("classifier")}
+    files = {"firmware/parameters.h": "parameters.h.j2",
+             "firmware/fitformer.h": "fitformer.h.j2",
+             "firmware/fitformer.cpp": "fitformer.cpp.j2",
+             "tb/testbench.cpp": "testbench.cpp.j2", "build_prj.tcl": "build_prj.tcl.j2"}
+    for dest, tpl in files.items():
+        (out / dest).write_text(env.get_template(tpl).render(**ctx))
+    (out / "firmware" / "nonlinear.h").write_text(env.get_template("nonlinear.h.j2").render(
+        version=__version__, c=_nonlinear_constants(ex.eps)))
+    record = {"schema_version": 1, "fitformer_version": __version__, "run": str(run_dir),
+              "device": device.id, "part": ctx["part"], "scope": scope, "linear": linear,
+              "design": point.as_json(), "clock_mhz": est.clock_mhz,
+              "latency_ms_model": est.compute_ms, "precision": point.precision,
+              "block": [r, c], "banks": B, "sentences": len(ids),
+              "linears": {n: {k: v for k, v in rec.items() if k != "fn"}
+                          for n, rec in linears.items()},
+              "generate_s": round(time.perf_counter() - started, 1)}
+    (out / "project.json").write_text(json.dumps(record, indent=2) + "\n")
+    del torch
+    return record
+
+
+def _acc(a, b, n: int) -> str:
+    from fitformer.models.fixed_point import accumulator_type
+
+    return accumulator_type(a, b, n).cpp()
+
+
+def _linear_io(ex, name: str, ids: list[list[int]]):
+    """Real inputs (float32 ``(L, N)``) of linear ``name`` in the exact path for each
+    sentence, and its exact outputs (float64 ``(L, M)``)."""
+    lin = ex.linears[name]
+    xs, ys = [], []
+
+    class _Tap:
+        def __call__(self, x):
+            y = lin(x)
+            xs.append(np.asarray(x, np.float32))
+            ys.append(y)
+            return y
+
+    ex.linears[name] = _Tap()
+    try:
+        for s in ids:
+            ex.logits(np.asarray(s))
+    finally:
+        ex.linears[name] = lin
+    return xs, ys
