@@ -1100,6 +1100,68 @@ def experiment_translation_select(
                            out_dir=Path(out), log=_log)
 
 
+@app.command("hls")
+def hls_cmd(pruned: Annotated[str, typer.Option(help="A run directory made by "
+                                                     "`fitformer prune --pattern hp`.")],
+            device: DeviceOpt,
+            out_dir: Annotated[str, typer.Option("--out", help="Project folder to write.")],
+            design: Annotated[str | None, typer.Option(
+                help="A design.json (as `fitformer select` writes); default: the DSE's "
+                     "best design for the run on the device.")] = None,
+            devices_file: DevicesFileOpt = None,
+            precision: Annotated[PrecisionName | None, typer.Option(
+                help="Pin fx16 or fx8 for the DSE (a --design fixes its own).")] = None,
+            sentences: Annotated[int, typer.Option(
+                help="Real dev sentences in the testbench, with their exact fixed-point "
+                     "logits.")] = 200,
+            linear: Annotated[str | None, typer.Option(
+                help="Generate one linear layer only (module name, e.g. "
+                     "bert.encoder.layer.0.attention.self.query).")] = None,
+            as_json: JsonOpt = False) -> None:
+    """Write a Vitis HLS project (C++ with ap_fixed, HP-format weight binaries, testbench,
+    vitis_hls Tcl) for a pruned HP run on an FPGA design point. No vendor tool runs here:
+    check it with `fitformer csim PRJ`."""
+    from fitformer.hls import generate
+
+    if sentences < 1:
+        raise FitformerError(f"--sentences {sentences} must be >= 1.")
+    if precision is not None and precision.value == "fp32":
+        raise FitformerError("--precision fp32: an FPGA design computes in fx16 or fx8.")
+    rec = generate(pruned, device, out_dir, design=design, devices_file=devices_file,
+                   sentences=sentences, precision=precision.value if precision else None,
+                   linear=linear, log=_log)
+    if as_json:
+        _print_json(rec)
+        return
+    d = rec["design"]
+    out.print(f"wrote {out_dir}: {rec['scope']} ({len(rec['linears'])} linears) for "
+              f"{rec['device']} ({rec['part']}), {d['family']} design {d['knobs']}, "
+              f"{rec['precision']}, {rec['sentences']} dev sentences; next: fitformer csim "
+              f"{out_dir} (or vitis_hls -f build_prj.tcl in it)", highlight=False,
+              soft_wrap=True)
+
+
+@app.command("csim")
+def csim_cmd(project: Annotated[str, typer.Argument(help="A project made by fitformer hls.")],
+             as_json: JsonOpt = False) -> None:
+    """Compile a generated HLS project with g++ and the open ap_types headers, run its
+    testbench on the real sentences it holds and compare every output with fitformer's
+    exact fixed-point path."""
+    from fitformer.hls import csim
+
+    res = csim(project, log=_log)
+    if as_json:
+        _print_json(res)
+        return
+    line = (f"csim {project}: {res['bit_exact']}/{res['values']} values bit-exact "
+            f"(max |diff| {res['max_abs_diff']:.3g}) on {res['sentences']} sentences")
+    if res["scope"] == "model":
+        line += (f"; same class {res['same_class']}/{res['sentences']}; accuracy "
+                 f"{res['accuracy']:.3f} (exact path {res['reference_accuracy']:.3f})")
+    line += f"; compile {res['compile_s']:.1f} s, run {res['run_s']:.1f} s"
+    out.print(line, highlight=False, soft_wrap=True)
+
+
 def main() -> None:
     """Entry point of the ``fitformer`` console script.
 
