@@ -192,7 +192,8 @@ def _calibration_and_dev(run_dir: Path, net, tok, n_dev: int):
 def generate(pruned: str | Path, device_id: str, out: str | Path, *,
              design: str | Path | None = None, devices_file: str | Path | None = None,
              sentences: int = 200, precision: str | None = None, seq_len: int = 128,
-             linear: str | None = None, log=print) -> dict:
+             linear: str | None = None, encoder_layers: int | None = None,
+             log=print) -> dict:
     """Write the Vitis HLS project of a pruned HP run on an FPGA (module docstring).
 
     Args:
@@ -205,6 +206,8 @@ def generate(pruned: str | Path, device_id: str, out: str | Path, *,
         linear: generate only this linear layer (module name, e.g.
             ``bert.encoder.layer.0.attention.self.query``): the testbench feeds it the
             exact path's real inputs of those sentences and checks its exact outputs.
+        encoder_layers: run only the first encoder layers (then pooler and classifier), for
+            benchmarks; ``None`` runs all.
 
     Returns:
         the ``project.json`` record.
@@ -245,7 +248,11 @@ def generate(pruned: str | Path, device_id: str, out: str | Path, *,
     ex = exact_model(net, point.precision, cal)
     r, c = wl.block
     B = wl.banks
-    names = list(ex.linears)
+    n_layers = ex.layers if encoder_layers is None else encoder_layers
+    if not 1 <= n_layers <= ex.layers:
+        raise FitformerError(f"--encoder-layers {encoder_layers}: the model has {ex.layers}.")
+    names = [n for n in ex.linears
+             if layer_index(n) is None or layer_index(n) < n_layers]
     if linear is not None and linear not in ex.linears:
         raise FitformerError(f"--linear {linear}: no such linear layer; choose one of "
                              f"{', '.join(names[:3])}, ... (`fitformer model show`).")
@@ -301,7 +308,7 @@ def generate(pruned: str | Path, device_id: str, out: str | Path, *,
         np.concatenate(params).tofile(out / "weights" / "params.bin")
         dh = cfg.hidden_size // cfg.num_attention_heads
         att_knobs = point.knobs.get("attention", {"H_par": 1})
-        for i in range(ex.layers):
+        for i in range(n_layers):
             a = ex.attention_name(i)
             p = f"{prefix}.encoder.layer.{i}"
             t = {w: ex.attn_types[f"{a}.{w}"] for w in ("q", "k", "v", "probs")}
@@ -323,7 +330,7 @@ def generate(pruned: str | Path, device_id: str, out: str | Path, *,
             flat += [len(s), *s]
         np.asarray(flat, np.int32).tofile(out / "tb_data" / "input_ids.bin")
         log(f"exact fixed-point logits of {len(ids)} sentences ...")
-        ref = np.stack([ex.logits(np.asarray(s)) for s in ids]).astype(np.float32)
+        ref = np.stack([ex.logits(np.asarray(s), n_layers) for s in ids]).astype(np.float32)
         ref.tofile(out / "tb_data" / "reference_logits.bin")
         np.asarray(labels, np.int32).tofile(out / "tb_data" / "labels.bin")
     else:
@@ -338,10 +345,10 @@ def generate(pruned: str | Path, device_id: str, out: str | Path, *,
            "precision": point.precision, "width": width, "seq_max": SEQ_MAX,
            "hidden": cfg.hidden_size, "heads": cfg.num_attention_heads,
            "head_dim": cfg.hidden_size // cfg.num_attention_heads,
-           "inter": cfg.intermediate_size, "layers": ex.layers,
+           "inter": cfg.intermediate_size, "layers": n_layers,
            "classes": int(cfg.num_labels), "r": r, "c": c, "B": B, "bw": c // B,
            "param_offsets": param_offsets, "c_const": None, "scope": scope,
-           "scope_text": (f"The whole classifier ({ex.layers} encoder layers)."
+           "scope_text": (f"The classifier with {n_layers} of {ex.layers} encoder layers."
                           if scope == "model" else f"One linear layer: {linear}."),
            "linears": list(linears.values()), "attentions": attentions,
            "clock_ns": round(1e3 / est.clock_mhz, 3),
@@ -358,6 +365,7 @@ def generate(pruned: str | Path, device_id: str, out: str | Path, *,
         version=__version__, c=_nonlinear_constants(ex.eps)))
     record = {"schema_version": 1, "fitformer_version": __version__, "run": str(run_dir),
               "device": device.id, "part": ctx["part"], "scope": scope, "linear": linear,
+              "encoder_layers": n_layers if scope == "model" else None,
               "design": point.as_json(), "clock_mhz": est.clock_mhz,
               "latency_ms_model": est.compute_ms, "precision": point.precision,
               "block": [r, c], "banks": B, "sentences": len(ids),
