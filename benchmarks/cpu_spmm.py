@@ -1,4 +1,4 @@
-"""Benchmark: the HP CPU kernel vs dense, torch BSR and scipy CSR, side by side (issue 8).
+"""Benchmark: the HP CPU kernel vs dense, torch BSR and scipy CSR, side by side (issues 8, 20).
 
 For each MiniLM weight shape (384x384 q/k/v/attn_out, 1536x384 ffn_in, 384x1536 ffn_out),
 sparsity (0.5, 0.7, 0.8, 0.9, 0.95) and HP split (``d2`` in 1, 0.75, 0.5), an HP mask is
@@ -8,17 +8,22 @@ made on a random normal weight (timing does not depend on the values) and
 - ``dense``: ``torch.nn.functional.linear`` on the masked weight, same dtype;
 - ``torch_bsr``: ``W`` as ``to_sparse_bsr((16, 16))`` times ``x.T`` (fp32 only);
 - ``scipy_csr``: ``scipy.sparse.csr_array(W) @ x.T`` (fp32 only; scipy is single-threaded);
-- ``fitformer``: :class:`fitformer.kernels.cpu.HPLinear` (the same mask).
+- ``hp[ISA]``: :class:`fitformer.kernels.cpu.HPLinear` (the same mask) on each code path
+  of ``--isas`` (default: AVX2 and AVX-512 where this CPU runs them; ``FITFORMER_CPU_ISA``
+  is set around each call), so both paths are measured in one run. Fewer than 16 tokens
+  (``--tokens 1``) run the kernel's GEMV path.
 
-Repeats are interleaved (dense, bsr, csr, fitformer, dense, ...) so that the machine's noise
-hits all alike; each figure is the median after one warm-up. glibc is asked to keep freed
-memory (:func:`keep_freed_memory`) so that no method's output buffer pays page faults.
-Extra rows (``dtype`` = ``"bf16"``) time the kernel and dense in bfloat16, and one row per
-shape and sparsity compares the kernel at fp32 with the host's fastest dense dtype. Prints
-the machine load and the targets of issue 8 at sparsity 0.9 (>= 4x with d2 = 1, >= 2.5x
-with d2 = 0.5; faster than BSR and CSR at every sparsity >= 0.5).
+Repeats are interleaved (dense, bsr, csr, hp[avx2], hp[avx512], dense, ...) so that the
+machine's noise hits all alike; each figure is the median after one warm-up. glibc is asked
+to keep freed memory (:func:`keep_freed_memory`) so that no method's output buffer pays
+page faults. Extra rows (``dtype`` = ``"bf16"``) time the kernel and dense in bfloat16, and
+one row per shape and sparsity compares the kernel at fp32 with the host's fastest dense
+dtype. Prints the CPU model, the code paths, the machine load and the targets of issue 20
+on every path (sparsity 0.9, d2 = 1: >= 4x dense; 0.5, d2 = 1: >= 1.2x dense; faster than
+BSR and CSR at every sparsity >= 0.7).
 
-    .venv/bin/python benchmarks/cpu_spmm.py [--repeats 11] [--tokens 4096] [--json]
+    .venv/bin/python benchmarks/cpu_spmm.py [--repeats 11] [--tokens 4096] [--isas avx2,avx512]
+        [--shapes 1536x384] [--sparsities 0.5,0.9] [--no-bf16] [--json]
 """
 
 from __future__ import annotations
@@ -74,10 +79,35 @@ def measure(fns: dict, repeats: int) -> dict:
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
+def on_isa(isa: str, layer, x):
+    """``layer(x)`` on the kernel's code path ``isa`` (FITFORMER_CPU_ISA for this call)."""
+    from fitformer.kernels.cpu import ISA_ENV
+
+    saved = os.environ.get(ISA_ENV)
+    os.environ[ISA_ENV] = isa
+    try:
+        return layer(x)
+    finally:
+        if saved is None:
+            del os.environ[ISA_ENV]
+        else:
+            os.environ[ISA_ENV] = saved
+
+
+def _parse_shapes(text: str) -> tuple:
+    return tuple(tuple(int(v) for v in s.split("x")) for s in text.split(","))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=11)
     ap.add_argument("--tokens", type=int, default=32 * 128, help="rows of x (32 x 128)")
+    ap.add_argument("--isas", default=None,
+                    help="comma-separated code paths (default: avx2 and avx512 where run)")
+    ap.add_argument("--shapes", default=None, help="e.g. 1536x384,384x1536 (M x N)")
+    ap.add_argument("--sparsities", default=None, help="e.g. 0.5,0.9")
+    ap.add_argument("--splits", default=None, help="d2 values, e.g. 1,0.5")
+    ap.add_argument("--no-bf16", action="store_true", help="fp32 rows only")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if args.tokens < 1 or args.repeats < 1:
@@ -85,7 +115,7 @@ def main() -> None:
 
     import scipy.sparse
 
-    from fitformer.kernels.cpu import HPLinear, kernel_status
+    from fitformer.kernels.cpu import HPLinear, kernel_status, supported_isas
     from fitformer.sparsity.patterns import make_pattern
 
     linear = torch.nn.functional.linear
@@ -93,91 +123,136 @@ def main() -> None:
     status = kernel_status()
     if not status["available"]:
         raise SystemExit(f"the HP kernel is not available: {status['reason']}")
+    runs = supported_isas()
+    isas = (args.isas.split(",") if args.isas
+            else [i for i in ("avx2", "avx512") if i in runs] or [runs[-1]])
+    for isa in isas:
+        if isa not in runs:
+            ap.error(f"--isas {isa}: this CPU runs {', '.join(runs)}")
+    shapes = _parse_shapes(args.shapes) if args.shapes else SHAPES
+    sparsities = tuple(float(v) for v in args.sparsities.split(",")) if args.sparsities \
+        else SPARSITIES
+    splits = tuple(float(v) for v in args.splits.split(",")) if args.splits else SPLITS
     load = os.getloadavg()[0]
     gen = torch.Generator().manual_seed(0)
     rows = []
-    for M, N in SHAPES:
+
+    def hp_fns(layer, x, prefix="hp"):
+        return {f"{prefix}[{isa}]": partial(on_isa, isa, layer, x) for isa in isas}
+
+    def row(M, N, s, d2, dtype, layer, t, dense_key="dense", baselines=True):
+        return {"shape": [M, N], "sparsity": s, "d2": d2, "dtype": dtype,
+                "achieved_sparsity": round(1 - layer.density, 4),
+                "dense_ms": t[dense_key],
+                "torch_bsr_ms": t["torch_bsr"] if baselines else None,
+                "scipy_csr_ms": t["scipy_csr"] if baselines else None,
+                "hp_ms": {isa: t[f"hp[{isa}]"] for isa in isas},
+                "speedup_vs_dense": {isa: t[dense_key] / t[f"hp[{isa}]"] for isa in isas}}
+
+    for M, N in shapes:
         w = torch.randn(M, N, generator=gen)
         b = torch.randn(M, generator=gen)
         x = torch.randn(args.tokens, N, generator=gen)
         xb = x.bfloat16()
         xt_np = np.ascontiguousarray(x.numpy().T)
-        dense_dtype_ms = measure({
-            "fp32": partial(linear, x, w, b),
-            "bf16": partial(linear, xb, w.bfloat16(), b.bfloat16())},
-            args.repeats)
-        fastest = min(dense_dtype_ms, key=dense_dtype_ms.get)
-        for s in SPARSITIES:
-            for d2 in SPLITS:
+        fastest = "fp32"
+        if not args.no_bf16:
+            dense_dtype_ms = measure({
+                "fp32": partial(linear, x, w, b),
+                "bf16": partial(linear, xb, w.bfloat16(), b.bfloat16())},
+                args.repeats)
+            fastest = min(dense_dtype_ms, key=dense_dtype_ms.get)
+        for s in sparsities:
+            for d2 in splits:
                 mask = make_pattern("hp", level2_density=d2).mask(w, s)
                 wm = w * mask
                 hp = HPLinear(wm, mask, b)
                 bsr = wm.to_sparse_bsr((16, 16))
                 csr = scipy.sparse.csr_array(wm.numpy())
                 with torch.inference_mode():
-                    y = hp(x)
                     ref = torch.nn.functional.linear(x, wm, b)
-                    err = float((y - ref).abs().max() / ref.abs().max())
+                    err = max(float((on_isa(i, hp, x) - ref).abs().max() / ref.abs().max())
+                              for i in isas)
                     t = measure({"dense": partial(linear, x, wm, b),
                                  "torch_bsr": partial(operator.matmul, bsr, x.T),
                                  "scipy_csr": partial(operator.matmul, csr, xt_np),
-                                 "fitformer": partial(hp, x)}, args.repeats)
-                rows.append({"shape": [M, N], "sparsity": s, "d2": d2, "dtype": "fp32",
-                             "achieved_sparsity": round(1 - hp.density, 4),
-                             "dense_ms": t["dense"], "torch_bsr_ms": t["torch_bsr"],
-                             "scipy_csr_ms": t["scipy_csr"], "fitformer_ms": t["fitformer"],
-                             "speedup_vs_dense": t["dense"] / t["fitformer"],
-                             "max_rel_err": err})
+                                 **hp_fns(hp, x)}, args.repeats)
+                rows.append({**row(M, N, s, d2, "fp32", hp, t), "max_rel_err": err})
+            if args.no_bf16:
+                continue
             # bf16 at the default split; and fp32 kernel vs the fastest dense dtype.
             mask = make_pattern("hp").mask(w, s)
             wm = w * mask
             hpb, hp32 = HPLinear(wm, mask, b, dtype=torch.bfloat16), HPLinear(wm, mask, b)
             wmb, bb = wm.bfloat16(), b.bfloat16()
             with torch.inference_mode():
-                t = measure({"dense": partial(linear, xb, wmb, bb),
-                             "fitformer": partial(hpb, xb),
-                             "fitformer_fp32": partial(hp32, x),
-                             "dense_fastest": partial(linear, xb, wmb, bb)
-                             if fastest == "bf16" else partial(linear, x, wm, b)},
+                t = measure({"dense": partial(linear, xb, wmb, bb), **hp_fns(hpb, xb)},
                             args.repeats)
+                t32 = measure({"dense": partial(linear, xb, wmb, bb) if fastest == "bf16"
+                               else partial(linear, x, wm, b), **hp_fns(hp32, x)},
+                              args.repeats)
             d2_default = make_pattern("hp").default_d2(1 - s)
-            rows.append({"shape": [M, N], "sparsity": s, "d2": d2_default, "dtype": "bf16",
-                         "achieved_sparsity": round(1 - hpb.density, 4),
-                         "dense_ms": t["dense"], "torch_bsr_ms": None, "scipy_csr_ms": None,
-                         "fitformer_ms": t["fitformer"],
-                         "speedup_vs_dense": t["dense"] / t["fitformer"]})
-            rows.append({"shape": [M, N], "sparsity": s, "d2": d2_default,
-                         "dtype": f"fp32 vs fastest dense ({fastest})",
-                         "achieved_sparsity": round(1 - hp32.density, 4),
-                         "dense_ms": t["dense_fastest"], "torch_bsr_ms": None,
-                         "scipy_csr_ms": None, "fitformer_ms": t["fitformer_fp32"],
-                         "speedup_vs_dense": t["dense_fastest"] / t["fitformer_fp32"]})
-    meta = {"load_avg_1min_start": load, "load_avg_1min_end": os.getloadavg()[0],
+            rows.append(row(M, N, s, d2_default, "bf16", hpb, t, baselines=False))
+            rows.append(row(M, N, s, d2_default, f"fp32 vs fastest dense ({fastest})", hp32,
+                            t32, baselines=False))
+    meta = {"cpu": status["cpu"], "isas": isas, "supported_isas": list(runs),
+            "load_avg_1min_start": load, "load_avg_1min_end": os.getloadavg()[0],
             "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-            "tokens": args.tokens, "repeats": args.repeats, "malloc_keeps_memory": heap_kept}
+            "tokens": args.tokens, "repeats": args.repeats, "malloc_keeps_memory": heap_kept,
+            "token_path": "gemv" if args.tokens < _min_tokens() else "tiles"}
+    targets = _targets(rows, isas)
     if args.json:
-        print(json.dumps({"meta": meta, "rows": rows}, indent=1))
+        print(json.dumps({"meta": meta, "rows": rows, "targets": targets}, indent=1))
         return
+    print(f"CPU {meta['cpu']}; kernel code paths measured: {', '.join(isas)} (this CPU runs "
+          f"{', '.join(runs)}); {meta['token_path']} path")
     print(f"machine load (1 min) {load:.2f} -> {meta['load_avg_1min_end']:.2f} on "
           f"{meta['cpus']} CPUs; torch threads {meta['threads']}; x = {args.tokens} tokens; "
-          f"median of {args.repeats}")
+          f"median of {args.repeats}, interleaved")
+    hp_head = "".join(f" {'hp[' + i + ']':>12}" for i in isas)
+    x_head = "".join(f" {'x dense[' + i + ']':>16}" for i in isas)
     print(f"{'shape':>10} {'sp':>5} {'d2':>5} {'dtype':>24} {'dense':>8} {'bsr':>8} "
-          f"{'csr':>8} {'hp':>8} {'x dense':>8}")
-    fmt = lambda v: f"{v:8.2f}" if v is not None else f"{'-':>8}"  # noqa: E731
+          f"{'csr':>8}{hp_head}{x_head}")
+    fmt = lambda v: f"{v:8.3f}" if v is not None else f"{'-':>8}"  # noqa: E731
     for r in rows:
         print(f"{r['shape'][0]:>4}x{r['shape'][1]:<5} {r['sparsity']:5.2f} {r['d2']:5.2f} "
               f"{r['dtype']:>24} {fmt(r['dense_ms'])} {fmt(r['torch_bsr_ms'])} "
-              f"{fmt(r['scipy_csr_ms'])} {fmt(r['fitformer_ms'])} "
-              f"{r['speedup_vs_dense']:7.2f}x")
+              f"{fmt(r['scipy_csr_ms'])}"
+              + "".join(f" {r['hp_ms'][i]:12.3f}" for i in isas)
+              + "".join(f" {r['speedup_vs_dense'][i]:15.2f}x" for i in isas))
+    print("\ntargets (issue 20, fp32, on every code path):")
+    for line in targets["lines"]:
+        print("  " + line)
+
+
+def _min_tokens() -> int:
+    from fitformer.kernels.cpu import MIN_TOKENS
+
+    return MIN_TOKENS
+
+
+def _targets(rows: list, isas: list) -> dict:
+    """Issue 20's one-layer targets per code path, on the fp32 rows measured."""
     fp32 = [r for r in rows if r["dtype"] == "fp32"]
-    print("\ntargets (issue 8, fp32, sparsity 0.9):")
-    for d2, target in ((1.0, 4.0), (0.5, 2.5)):
-        got = [r["speedup_vs_dense"] for r in fp32 if r["sparsity"] == 0.9 and r["d2"] == d2]
-        print(f"  d2 = {d2}: speed-up over dense {min(got):.2f}x - {max(got):.2f}x over the "
-              f"shapes (target >= {target}x): {'met' if min(got) >= target else 'MISSED'}")
-    beaten = [r for r in fp32 if r["fitformer_ms"] < min(r["torch_bsr_ms"], r["scipy_csr_ms"])]
-    print(f"  faster than torch BSR and scipy CSR: {len(beaten)} of {len(fp32)} rows "
-          f"(target: all)")
+    lines, met = [], {}
+    for isa in isas:
+        for s, target in ((0.9, 4.0), (0.5, 1.2)):
+            got = [r["speedup_vs_dense"][isa] for r in fp32
+                   if r["sparsity"] == s and r["d2"] == 1.0]
+            if got:
+                ok = min(got) >= target
+                met[f"{isa} sparsity {s} d2 1"] = ok
+                lines.append(f"{isa}: sparsity {s}, d2 = 1: {min(got):.2f}x - {max(got):.2f}x "
+                             f"dense over the shapes (target >= {target}x): "
+                             f"{'met' if ok else 'MISSED'}")
+        high = [r for r in fp32 if r["sparsity"] >= 0.7]
+        if high:
+            beaten = [r for r in high
+                      if r["hp_ms"][isa] < min(r["torch_bsr_ms"], r["scipy_csr_ms"])]
+            met[f"{isa} beats bsr and csr"] = len(beaten) == len(high)
+            lines.append(f"{isa}: faster than torch BSR and scipy CSR at sparsity >= 0.7: "
+                         f"{len(beaten)} of {len(high)} rows (target: all)")
+    return {"met": met, "lines": lines}
 
 
 if __name__ == "__main__":

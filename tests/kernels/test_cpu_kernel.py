@@ -1,6 +1,10 @@
-"""The HP CPU kernel (issue 8): equality with the masked dense layer, layouts, fallbacks."""
+"""The HP CPU kernel (issues 8 and 20): equality with the masked dense layer on every code
+path (generic, AVX2, AVX-512 where the CPU has them; FITFORMER_CPU_ISA forces one) and both
+token paths (tiles, GEMV for few tokens), layouts, fallbacks."""
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytest
@@ -203,9 +207,9 @@ def test_zero_sizes_small_inputs_and_casts():
     with pytest.raises(FitformerError, match="features"):
         layer(torch.tensor(1.0))
     saved, cpu.MIN_TOKENS = cpu.MIN_TOKENS, 16
-    try:                                                       # few tokens: dense, equal
+    try:                                                       # few tokens: GEMV, equal
         x = torch.randn(3, 40, generator=g)
-        assert _rel_err(layer(x), torch.nn.functional.linear(x, w * mask)) <= 1e-6
+        assert _rel_err(layer(x), torch.nn.functional.linear(x, w * mask)) <= 1e-5
     finally:
         cpu.MIN_TOKENS = saved
     net = torch.nn.Sequential(torch.nn.Linear(40, 24))
@@ -224,3 +228,146 @@ def test_api_exports_convert():
     import fitformer
 
     assert fitformer.convert is convert and fitformer.HPLinear is HPLinear
+
+
+# --- code paths (issue 20): every ISA path this CPU runs, both token paths ----------------
+
+ISA_PATHS = cpu.ISAS
+
+
+@pytest.fixture(params=ISA_PATHS)
+def isa(request, monkeypatch):
+    """Each code path in turn, forced with FITFORMER_CPU_ISA (skipped where the CPU lacks
+    it: an AVX-512 machine runs all three)."""
+    if request.param not in cpu.supported_isas():
+        pytest.skip(f"this CPU does not run the {request.param} path")
+    monkeypatch.setenv(cpu.ISA_ENV, request.param)
+    assert cpu.isa_path() == request.param
+    return request.param
+
+
+@pytest.fixture(params=["tiles", "gemv"])
+def token_path(request, monkeypatch):
+    """The tile path at every token count, or the GEMV path at every token count."""
+    monkeypatch.setattr(cpu, "MIN_TOKENS", 1 if request.param == "tiles" else 10**9)
+    return request.param
+
+
+def _all_pruned_stripes(mask: torch.Tensor) -> torch.Tensor:
+    mask = mask.clone()
+    mask[:, 16:32] = False                               # a whole stripe pruned
+    mask[:16] = False                                    # a whole row group pruned
+    return mask
+
+
+@pytest.mark.parametrize("shape", [(384, 384), (100, 37), (48, 64)])
+@pytest.mark.parametrize("sparsity,d2", [(0.5, 1.0), (0.9, 1.0), (0.9, 0.5)])
+def test_isa_paths_equal_masked_dense_on_hp_masks(isa, token_path, shape, sparsity, d2):
+    g = torch.Generator().manual_seed(11)
+    w = torch.randn(*shape, generator=g)
+    mask = make_pattern("hp", level2_density=d2).mask(w, sparsity)
+    b = torch.randn(shape[0], generator=g)
+    for m in (mask, _all_pruned_stripes(mask)):
+        for tokens in (1, 3, 15, 16, 97, 130):
+            _check(w, m, b, torch.randn(tokens, shape[1], generator=g))
+
+
+@given(m=st.integers(1, 70), n=st.integers(1, 70), tokens=st.integers(1, 40),
+       density=st.sampled_from([0.0, 0.05, 0.5, 1.0]), seed=st.integers(0, 2**16),
+       bias=st.booleans(), isa=st.sampled_from(ISA_PATHS), gemv=st.booleans())
+def test_isa_paths_random_masks(m, n, tokens, density, seed, bias, isa, gemv):
+    if isa not in cpu.supported_isas():
+        return
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(m, n, generator=g)
+    mask = torch.rand(m, n, generator=g) < density
+    b = torch.randn(m, generator=g) if bias else None
+    x = torch.randn(tokens, n, generator=g)
+    saved = cpu.MIN_TOKENS
+    try:
+        os.environ[cpu.ISA_ENV] = isa
+        cpu.MIN_TOKENS = 10**9 if gemv else 1
+        _check(w, mask, b, x)
+    finally:
+        os.environ.pop(cpu.ISA_ENV, None)
+        cpu.MIN_TOKENS = saved
+
+
+def test_isa_paths_bf16(isa, token_path):
+    g = torch.Generator().manual_seed(12)
+    w = torch.randn(80, 96, generator=g)
+    mask = _all_pruned_stripes(make_pattern("hp").mask(w, 0.8))
+    b = torch.randn(80, generator=g)
+    layer = HPLinear(w * mask, mask, b, dtype=torch.bfloat16)
+    ref_w, ref_b = (w * mask).bfloat16(), b.bfloat16()
+    for tokens in (1, 7, 16, 150):
+        x = torch.randn(tokens, 96, generator=g).bfloat16()
+        y = layer(x)
+        assert y.dtype == torch.bfloat16
+        assert _rel_err(y, torch.nn.functional.linear(x, ref_w, ref_b)) <= 1e-2
+
+
+def test_isa_paths_on_real_minilm_layers(home, isa):
+    """Real pretrained MiniLM weights with their one-shot HP masks at 0.9 (default split)
+    and at 0.8 with d2 = 1: one token (GEMV), a few tokens, and a tile, on each path."""
+    from fitformer.hardware.frontends import one_shot_masks
+    from fitformer.models.loading import load_classifier, resolve_model
+
+    net = load_classifier(resolve_model("default")).eval()
+    g = torch.Generator().manual_seed(13)
+    names = ("bert.encoder.layer.0.attention.self.query",
+             "bert.encoder.layer.3.intermediate.dense", "bert.encoder.layer.5.output.dense")
+    for sparsity, d2 in ((0.9, None), (0.8, 1.0)):
+        masks = one_shot_masks("default", "hp", sparsity, level2_density=d2)
+        for name in names:
+            lin = net.get_submodule(name)
+            mask = torch.from_numpy(masks[name])
+            layer = HPLinear.from_linear(lin, mask)
+            for tokens in (1, 5, 64):
+                x = torch.randn(tokens, lin.in_features, generator=g)
+                with torch.inference_mode():
+                    ref = torch.nn.functional.linear(x, lin.weight * mask, lin.bias)
+                    assert _rel_err(layer(x), ref) <= 1e-5, (name, tokens)
+
+
+def test_gemv_path_below_min_tokens_lists_kept_columns_only():
+    g = torch.Generator().manual_seed(14)
+    w = torch.randn(40, 64, generator=g)
+    mask = make_pattern("hp", level2_density=1.0).mask(w, 0.75)
+    saved = cpu.MIN_TOKENS
+    cpu.MIN_TOKENS = 16
+    try:
+        layer = HPLinear(w, mask, torch.randn(40, generator=g))
+        assert layer._gemv is None
+        x = torch.randn(64, generator=g)                      # one token, no batch dim
+        with torch.inference_mode():
+            y = layer(x)
+        assert y.shape == (40,) and layer._gemv is not None   # the GEMV layout was built
+        gptr, gcols, gvals, gbias = layer._gemv
+        assert gvals.shape == (int(gptr[-1]), 16) and gbias.shape == (48,)
+        # Level 1 is exploited: a row group lists the columns of its kept blocks only.
+        groups = torch.zeros(48, 64, dtype=torch.bool)
+        groups[:40] = mask
+        assert int(gptr[-1]) == int(groups.reshape(3, 16, 64).any(dim=1).sum()) < 3 * 64
+        assert _rel_err(y, torch.nn.functional.linear(x, w * mask, layer.bias)) <= 1e-5
+    finally:
+        cpu.MIN_TOKENS = saved
+
+
+def test_isa_switch_is_reported_and_checked(monkeypatch):
+    supported = cpu.supported_isas()
+    assert supported[0] == "generic" and set(supported) <= set(ISA_PATHS)
+    monkeypatch.delenv(cpu.ISA_ENV, raising=False)
+    status = kernel_status()
+    assert status["isa"] == supported[-1] and status["supported_isas"] == list(supported)
+    assert status["cpu"]
+    monkeypatch.setenv(cpu.ISA_ENV, "generic")
+    assert kernel_status()["isa"] == "generic"
+    monkeypatch.setenv(cpu.ISA_ENV, "sse9")
+    layer = HPLinear(torch.randn(4, 4), torch.ones(4, 4, dtype=torch.bool))
+    with pytest.raises(FitformerError, match="FITFORMER_CPU_ISA=sse9 is unknown"):
+        layer(torch.randn(20, 4))
+    if "avx512" not in supported:
+        monkeypatch.setenv(cpu.ISA_ENV, "avx512")
+        with pytest.raises(FitformerError, match="not supported by this CPU"):
+            layer(torch.randn(20, 4))

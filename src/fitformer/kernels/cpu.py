@@ -5,12 +5,24 @@ derived from the HP in-memory form (design.md §5, :class:`fitformer.formats.HPF
 rows of one output block row (``r`` rows) keep the same number of weights, because every
 kept block of that block row contributes ``B * k`` weights to each of its rows, so one count
 per block row replaces per-row pointers. The C++ kernel (``hp_linear.cpp``, built once by
-``torch.utils.cpp_extension.load`` and cached in ``$FITFORMER_HOME/kernels/``) puts tokens in
-the SIMD lanes: a tile of 128 tokens of ``x`` is transposed to ``[N, 128]`` fp32, and each
-output row accumulates ``w * x_t[col]`` over its kept weights only, so both levels of HP
-are exploited (level 1 by skipping blocks, level 2 by skipping weights inside them); the rows
-of one block row read the same few stripes of ``x_t``, which stay in the L1 cache. Tiles are
-split across torch's intra-op threads (``torch.set_num_threads``).
+``torch.utils.cpp_extension.load`` and cached in ``$FITFORMER_HOME/kernels/``) has two paths:
+
+- **tiles** (:data:`MIN_TOKENS` tokens or more): tokens in the SIMD lanes. A tile of tokens
+  of ``x`` is transposed to ``[N, tile]`` fp32, and each output row accumulates
+  ``w * x_t[col]`` over its kept weights only, so both levels of HP are exploited (level 1 by
+  skipping blocks, level 2 by skipping weights inside them); the rows of one block row read
+  the same few stripes of ``x_t``, which stay in the L1 cache.
+- **GEMV** (fewer tokens, e.g. one decoder step): outputs in the SIMD lanes. Every group of
+  16 output rows lists the input columns in which any of its rows keeps a weight, with the
+  16 weights of each; a listed column costs one broadcast input per token. Kept blocks run
+  dense, so level 1 of HP is exploited (the CPU exploits ``d1``, design.md §3). This layout is
+  built on the first few-token call.
+
+Each path is compiled for three instruction sets (:data:`ISAS`: ``generic`` vectors of the
+compiler's baseline, ``avx2`` and ``avx512``) and the best one this CPU supports runs, found
+at run time; ``FITFORMER_CPU_ISA=avx2`` (or ``generic``) forces a narrower one, so that one
+machine tests every path. Work is split across torch's intra-op threads
+(``torch.set_num_threads``).
 
 Any mask works (rows of one block row are padded to the block row's largest count, with
 zero weights); HP masks need no padding. Inference only: with gradients enabled, or when the
@@ -34,11 +46,18 @@ from torch import nn
 from fitformer.errors import FitformerError
 
 _SOURCE = Path(__file__).with_name("hp_linear.cpp")
+_SOURCES = (_SOURCE, Path(__file__).with_name("hp_linear_body.h"))
 _DTYPES = (torch.float32, torch.bfloat16)
-#: Below this many tokens the kernel's 128-token tiles are mostly empty and the dense
-#: matrix-vector product is faster (benchmarks/cpu_spmm.py --tokens 1 / 16 / 64: 0.2-0.4x,
-#: 0.9-1.4x, 2.3-3.2x at sparsity 0.9), so the layer runs dense there.
+#: From this many tokens per call the tile path runs, below it the GEMV path
+#: (benchmarks/cpu_spmm.py --tokens: the tile path's 128-token tiles are mostly empty below
+#: 16 tokens).
 MIN_TOKENS = 16
+#: Output rows per GEMV row group (one AVX-512 vector, two AVX2 vectors).
+GEMV_GROUP = 16
+#: The kernel's code paths, narrowest first (codes 0, 1, 2 of the C++ op).
+ISAS = ("generic", "avx2", "avx512")
+#: Environment switch: ``auto`` (default, the widest path the CPU runs) or one of ISAS.
+ISA_ENV = "FITFORMER_CPU_ISA"
 
 
 def _cpu_model() -> str:
@@ -54,7 +73,8 @@ def _cpu_model() -> str:
 @functools.cache
 def kernel_digest() -> str:
     """Digest of what the compiled kernel depends on (source, torch, CPU model)."""
-    return hashlib.sha256(_SOURCE.read_bytes() + torch.__version__.encode()
+    return hashlib.sha256(b"".join(p.read_bytes() for p in _SOURCES)
+                          + torch.__version__.encode()
                           + _cpu_model().encode() + platform.machine().encode()
                           ).hexdigest()[:16]
 
@@ -71,7 +91,9 @@ def load_kernel() -> str | None:
         (no compiler, build error, unwritable cache, or ``FITFORMER_CPU_KERNEL=off``);
         callers fall back to dense kernels. The build is cached under
         ``$FITFORMER_HOME/kernels/<hash>`` keyed by the source, torch version and CPU model
-        (the code is compiled with ``-march=native``); a cached library is loaded directly.
+        (tuned with ``-mtune=native``; on x86 the AVX2 and AVX-512 paths are compiled with
+        their own target options and chosen at run time, elsewhere the code is compiled
+        with ``-march=native``); a cached library is loaded directly.
         Builds are serialised by an OS file lock (released if a process dies), so a build
         killed half-way does not leave later commands waiting on torch's own lock file.
     """
@@ -115,7 +137,7 @@ def load_kernel() -> str | None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 load(name=name, sources=[str(_SOURCE)],
-                     extra_cflags=["-O3", "-march=native", "-fopenmp"],
+                     extra_cflags=["-O3", *_arch_flags(), "-fopenmp"],
                      extra_ldflags=["-fopenmp"], build_directory=str(build_dir),
                      is_python_module=False, verbose=False)
         except Exception as exc:  # noqa: BLE001 - compiler and linker errors come in many kinds
@@ -126,15 +148,60 @@ def load_kernel() -> str | None:
     return None
 
 
+def _arch_flags() -> list[str]:
+    """x86: the baseline ISA plus per-path target regions (an AVX2 path must not use
+    AVX-512 registers, so nothing is compiled for the whole native ISA); elsewhere native."""
+    if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686"):
+        return ["-mtune=native"]
+    return ["-march=native"]
+
+
+def supported_isas() -> tuple[str, ...]:
+    """The kernel's code paths this CPU runs, narrowest first (``()`` without the kernel)."""
+    if load_kernel() is not None:
+        return ()
+    return _isas_of_cpu()
+
+
+@functools.cache
+def _isas_of_cpu() -> tuple[str, ...]:
+    mask = int(torch.ops.fitformer.cpu_isas())
+    return tuple(name for i, name in enumerate(ISAS) if mask >> i & 1)
+
+
+def isa_path() -> str | None:
+    """The code path the kernel runs now: ``FITFORMER_CPU_ISA`` if set (``auto`` or empty:
+    the widest this CPU runs); ``None`` without the kernel.
+
+    Raises:
+        FitformerError: ``FITFORMER_CPU_ISA`` names an unknown path or one this CPU lacks.
+    """
+    supported = supported_isas()
+    if not supported:
+        return None
+    want = os.environ.get(ISA_ENV, "").strip().lower()
+    if want in ("", "auto"):
+        return supported[-1]
+    if want not in supported:
+        known = "unknown" if want not in ISAS else "not supported by this CPU"
+        raise FitformerError(f"{ISA_ENV}={want} is {known}; use auto or one of "
+                             f"{', '.join(supported)}.")
+    return want
+
+
 def _give_up(reason: str) -> str:
     warnings.warn(f"fitformer: {reason}. Pruned layers run with dense kernels.", stacklevel=3)
     return reason
 
 
 def kernel_status() -> dict:
-    """``{"available": bool, "reason": str | None}`` of the C++ kernel (builds it)."""
+    """``{"available": bool, "reason": str | None, "isa": str | None, "supported_isas":
+    [...], "cpu": model name}`` of the C++ kernel (builds it); ``isa`` is the code path that
+    runs (:func:`isa_path`)."""
     reason = load_kernel()
-    return {"available": reason is None, "reason": reason}
+    return {"available": reason is None, "reason": reason,
+            "isa": isa_path() if reason is None else None,
+            "supported_isas": list(supported_isas()), "cpu": _cpu_model()}
 
 
 def _layout(weight: np.ndarray, mask: np.ndarray, r: int):
@@ -166,6 +233,24 @@ def _layout(weight: np.ndarray, mask: np.ndarray, r: int):
         block = out_cols[row_base[lo]: row_base[lo] + n * (hi - lo)].reshape(hi - lo, n)
         shared[j] = bool((block == block[:1]).all()) and bool((counts[lo:hi] == n).all())
     return group_ptr.astype(np.int64), shared, row_base, out_cols, out_vals
+
+
+def _gemv_layout(weight: torch.Tensor):
+    """The GEMV path's layout of a masked ``(M, N)`` fp32 weight: ``(gptr[Mg + 1] int64,
+    gcols[E] int32, gvals[E, 16] fp32)``; row group ``g`` (rows ``16 g .. 16 g + 15``) lists
+    the columns in which any of its rows has a non-zero weight, with its 16 rows' weights
+    there (zeros where pruned or beyond ``M``)."""
+    M, N = weight.shape
+    Mg = -(-M // GEMV_GROUP)
+    w = torch.zeros(Mg * GEMV_GROUP, N)
+    w[:M] = weight
+    w = w.reshape(Mg, GEMV_GROUP, N)
+    listed = (w != 0).any(dim=1)                    # [Mg, N]
+    g, c = torch.nonzero(listed, as_tuple=True)     # group-major, columns ascending
+    gptr = torch.zeros(Mg + 1, dtype=torch.int64)
+    gptr[1:] = torch.cumsum(listed.sum(dim=1), 0)
+    gvals = w[g, :, c].contiguous()                 # [E, 16]
+    return gptr, c.to(torch.int32), gvals
 
 
 class HPLinear(nn.Module):
@@ -215,6 +300,7 @@ class HPLinear(nn.Module):
                              else bias.detach().to("cpu", dtype).to(torch.float32).clone())
         self.nnz = int(mask_np.sum())
         self._dense: torch.Tensor | None = None
+        self._gemv: tuple | None = None             # the GEMV layout, built on first use
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, mask: torch.Tensor | None = None, *,
@@ -243,8 +329,8 @@ class HPLinear(nn.Module):
     @property
     def backend(self) -> str:
         """``"hp-cpu"`` (the C++ kernel is available) or ``"dense-fallback"`` with the
-        reason. Calls with gradients enabled or fewer than :data:`MIN_TOKENS` tokens run the
-        masked dense layer either way."""
+        reason. Calls with gradients enabled run the masked dense layer either way; calls
+        with fewer than :data:`MIN_TOKENS` tokens run the kernel's GEMV path."""
         reason = load_kernel()
         return "hp-cpu" if reason is None else f"dense-fallback: {reason}"
 
@@ -255,7 +341,7 @@ class HPLinear(nn.Module):
             torch.arange(self.out_features),
             (self.group_ptr[1:] - self.group_ptr[:-1]).repeat_interleave(self.r)
             [: self.out_features])
-        w.index_put_((rows, self.cols.long()), self.values, accumulate=True)
+        w.index_put_((rows, self.cols.long()), self.values.float(), accumulate=True)
         return w
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -267,22 +353,39 @@ class HPLinear(nn.Module):
                                  "float32 or bfloat16.")
         tokens = x.numel() // max(1, self.in_features)
         if x.device.type != "cpu" or (torch.is_grad_enabled() and x.requires_grad) \
-                or tokens < MIN_TOKENS or 0 in (self.in_features, self.out_features) \
-                or load_kernel() is not None:
+                or 0 in (self.in_features, self.out_features) or load_kernel() is not None:
             return self._masked_dense(x)
-        values = self.values if self.values.dtype == torch.float32 else self.values.float()
-        bias = self.bias if self.bias is None or self.bias.dtype == torch.float32 \
-            else self.bias.float()
+        isa = ISAS.index(isa_path())
         lead = x.shape[:-1]
-        y = torch.ops.fitformer.hp_linear(x.reshape(-1, self.in_features).contiguous(),
-                                          self.group_ptr, self.shared, self.r,
-                                          self.row_base, self.cols, values, bias,
-                                          self.out_features)
+        x2 = x.reshape(-1, self.in_features).contiguous()
+        if tokens < MIN_TOKENS:
+            gptr, gcols, gvals, gbias = self._gemv_buffers()
+            y = torch.ops.fitformer.hp_gemv(x2, gptr, gcols, gvals, gbias,
+                                            self.out_features, isa)
+        else:
+            values = self.values if self.values.dtype == torch.float32 \
+                else self.values.float()
+            bias = self.bias if self.bias is None or self.bias.dtype == torch.float32 \
+                else self.bias.float()
+            y = torch.ops.fitformer.hp_linear(x2, self.group_ptr, self.shared, self.r,
+                                              self.row_base, self.cols, values, bias,
+                                              self.out_features, isa)
         return y.reshape(*lead, self.out_features)
 
+    def _gemv_buffers(self):
+        """The GEMV path's layout (:func:`_gemv_layout`) and padded bias, built once."""
+        if self._gemv is None:
+            gptr, gcols, gvals = _gemv_layout(self.dense_weight())
+            gbias = None
+            if self.bias is not None:
+                gbias = torch.zeros((len(gptr) - 1) * GEMV_GROUP)
+                gbias[: self.out_features] = self.bias.float()
+            self._gemv = (gptr, gcols, gvals, gbias)
+        return self._gemv
+
     def _masked_dense(self, x: torch.Tensor) -> torch.Tensor:
-        """``F.linear`` on the masked weight (rebuilt once): gradients, other devices,
-        fewer than :data:`MIN_TOKENS` tokens, or no kernel."""
+        """``F.linear`` on the masked weight (rebuilt once): gradients, other devices, or no
+        kernel."""
         if self._dense is None:
             self._dense = self.dense_weight()
         b = None if self.bias is None else self.bias.to(x.device, x.dtype)
