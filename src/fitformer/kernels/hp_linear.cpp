@@ -97,7 +97,9 @@ struct GemvArgs {
 
 // ---- generic path: the compiler's baseline vectors, scalar transposes.
 namespace isa_generic {
-constexpr int64_t LANES = 4, VECS = 12, ROW_CV = 12, PAIR_CV = 6, BLOCK = 1;
+constexpr int64_t LANES = 4, VECS = 12, ROW_CV = 12, PAIR_CV = 4, BLOCK = 1;
+constexpr int SHARED_R = 6, SHARED_CV = 2;
+#define KEEP_IN_REGISTER(v) ((void)0)
 constexpr int GEMV_TT = 2;
 typedef float vfloat __attribute__((vector_size(LANES * sizeof(float))));
 typedef float vfloat_u __attribute__((vector_size(LANES * sizeof(float)), aligned(4)));
@@ -113,7 +115,10 @@ inline void transpose_out(const float*, int64_t, scalar_t*, int64_t) {}
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c,bmi,bmi2,no-avx512f")
 namespace isa_avx2 {
-constexpr int64_t LANES = 8, VECS = 12, ROW_CV = 12, PAIR_CV = 6, BLOCK = 8;
+constexpr int64_t LANES = 8, VECS = 12, ROW_CV = 12, PAIR_CV = 4, BLOCK = 8;
+constexpr int SHARED_R = 6, SHARED_CV = 2;   // 12 accumulators + 2 loads + 1 broadcast
+#undef KEEP_IN_REGISTER
+#define KEEP_IN_REGISTER(v) __asm__("" : "+x"(v))
 constexpr int GEMV_TT = 6;
 typedef float vfloat __attribute__((vector_size(LANES * sizeof(float))));
 typedef float vfloat_u __attribute__((vector_size(LANES * sizeof(float)), aligned(4)));
@@ -179,6 +184,9 @@ inline void transpose_out(const float* src, int64_t ldd, scalar_t* dst, int64_t 
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,bmi,bmi2")
 namespace isa_avx512 {
 constexpr int64_t LANES = 16, VECS = 8, ROW_CV = 8, PAIR_CV = 8, BLOCK = 16;
+constexpr int SHARED_R = 2, SHARED_CV = 8;   // 16 accumulators + 8 loads + 1 broadcast
+#undef KEEP_IN_REGISTER
+#define KEEP_IN_REGISTER(v) __asm__("" : "+v"(v))
 constexpr int GEMV_TT = 15;
 typedef float vfloat __attribute__((vector_size(LANES * sizeof(float))));
 typedef float vfloat_u __attribute__((vector_size(LANES * sizeof(float)), aligned(4)));

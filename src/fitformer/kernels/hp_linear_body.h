@@ -5,9 +5,11 @@
 //   LANES    floats per vector;  vfloat / vfloat_u  a float vector of LANES (GCC vector
 //            extension) and its unaligned twin (for stores into y);
 //   VECS     vectors per token tile (TILE = LANES * VECS tokens);
-//   ROW_CV   vectors per pass of one row; PAIR_CV  per pass of two rows sharing columns
-//            (sized so that accumulators, the broadcast weights and one load fit the
+//   ROW_CV   vectors per pass of one row; PAIR_CV  per pass of two rows sharing columns;
+//            SHARED_R x SHARED_CV  rows x vectors per pass of rows sharing columns (sized
+//            so that accumulators, the broadcast weight and the loads of x_t fit the
 //            register file: 32 registers with AVX-512, 16 with AVX2);
+//   KEEP_IN_REGISTER(v)  makes the compiler hold v in a register (one load reused);
 //   GEMV_TT  tokens per pass of the token-per-row path (its accumulators fit the registers);
 //   BLOCK    side of the in-register transposes, with transpose_in(src, ld, dst, ldd) and
 //            transpose_out(src, ldd, dst, ld) (BLOCK = 1: scalar copies only).
@@ -17,7 +19,8 @@
 
 constexpr int64_t TILE = LANES * VECS;
 constexpr int64_t GV = GROUP / LANES;       // vectors per GEMV row group
-static_assert(VECS % ROW_CV == 0 && VECS % PAIR_CV == 0 && GROUP % LANES == 0, "layout");
+static_assert(VECS % ROW_CV == 0 && VECS % PAIR_CV == 0 && VECS % SHARED_CV == 0 &&
+                  GROUP % LANES == 0, "layout");
 
 // xt[n][t] = x[t0 + t][n] for t < nt (rows of x have stride N); lanes t >= nt are zero.
 template <typename scalar_t>
@@ -53,26 +56,32 @@ void store_tile(const float* yt, int64_t M, int64_t o0, int64_t o1, int64_t t0, 
   }
 }
 
-// Output rows o, o + 1 (same columns c[0..count)) over the tile's vectors [p0, p1).
-inline void pair_rows(const vfloat* xv, vfloat* yv, const int32_t* c, const float* v0,
-                      const float* v1, int64_t count, float b0, float b1, int64_t o,
-                      int64_t p1) {
-  for (int64_t p = 0; p < p1; p += PAIR_CV) {
-    vfloat a[PAIR_CV], d[PAIR_CV];
-    for (int64_t q = 0; q < PAIR_CV; ++q) { a[q] = vfloat{} + b0; d[q] = vfloat{} + b1; }
+// Output rows o .. o + R - 1, which keep the same columns c[0..count) (their weights are
+// v[i * count + e]), over the tile's vectors [0, p1), CV vectors per pass: a register-blocked
+// dense micro-kernel (R x CV accumulators; each load of x_t feeds R multiply-adds).
+template <int R, int CV>
+inline void shared_rows(const vfloat* xv, vfloat* yv, const int32_t* c, const float* v,
+                        int64_t count, const float* bias, int64_t o, int64_t p1) {
+  for (int64_t p = 0; p < p1; p += CV) {
+    vfloat acc[R][CV];
+    for (int i = 0; i < R; ++i) {
+      const float b = bias ? bias[o + i] : 0.0f;
+      for (int q = 0; q < CV; ++q) acc[i][q] = vfloat{} + b;
+    }
     for (int64_t e = 0; e < count; ++e) {
       const vfloat* xc = xv + static_cast<int64_t>(c[e]) * VECS + p;
-      const float w0 = v0[e], w1 = v1[e];
-      for (int64_t q = 0; q < PAIR_CV; ++q) {
-        const vfloat xq = xc[q];
-        a[q] += w0 * xq;
-        d[q] += w1 * xq;
+      vfloat xq[CV];
+      for (int q = 0; q < CV; ++q) {
+        xq[q] = xc[q];
+        KEEP_IN_REGISTER(xq[q]);                    // one load of x_t for R rows
+      }
+      for (int i = 0; i < R; ++i) {
+        const float w = v[i * count + e];
+        for (int q = 0; q < CV; ++q) acc[i][q] += w * xq[q];
       }
     }
-    for (int64_t q = 0; q < PAIR_CV; ++q) {
-      yv[o * VECS + p + q] = a[q];
-      yv[(o + 1) * VECS + p + q] = d[q];
-    }
+    for (int i = 0; i < R; ++i)
+      for (int q = 0; q < CV; ++q) yv[(o + i) * VECS + p + q] = acc[i][q];
   }
 }
 
@@ -108,6 +117,7 @@ void tile_items(const TileArgs<scalar_t>& a, int64_t item_begin, int64_t item_en
     load_tile(a.x, a.N, t0, nt, xt);
     const int64_t used = (nt + LANES - 1) / LANES;            // vectors holding tokens
     const int64_t pair_p1 = (used + PAIR_CV - 1) / PAIR_CV * PAIR_CV;
+    const int64_t shared_p1 = (used + SHARED_CV - 1) / SHARED_CV * SHARED_CV;
     const int64_t row_p1 = (used + ROW_CV - 1) / ROW_CV * ROW_CV;
     for (int64_t j = j0; j < j1; ++j) {
       const int64_t count = a.group_ptr[j + 1] - a.group_ptr[j];
@@ -115,11 +125,14 @@ void tile_items(const TileArgs<scalar_t>& a, int64_t item_begin, int64_t item_en
       int64_t o = j * a.r;
       if (a.shared[j]) {
         // Every row of this block row keeps the same columns (HP with d2 = 1, cbb,
-        // block): two rows per pass share each load of x_t.
-        for (; o + 1 < row_end; o += 2)
-          pair_rows(xv, yv, a.cols + a.row_base[o], a.values + a.row_base[o],
-                    a.values + a.row_base[o + 1], count, a.bias ? a.bias[o] : 0.0f,
-                    a.bias ? a.bias[o + 1] : 0.0f, o, pair_p1);
+        // block): a dense block, SHARED_R rows per pass (then pairs) share each x_t load.
+        const int32_t* c = a.cols + a.row_base[o];
+        for (; o + SHARED_R <= row_end; o += SHARED_R)
+          shared_rows<SHARED_R, SHARED_CV>(xv, yv, c, a.values + a.row_base[o], count,
+                                           a.bias, o, shared_p1);
+        for (; o + 2 <= row_end; o += 2)
+          shared_rows<2, PAIR_CV>(xv, yv, c, a.values + a.row_base[o], count, a.bias, o,
+                                  pair_p1);
       }
       for (; o < row_end; ++o)
         one_row(xv, yv, a.cols + a.row_base[o], a.values + a.row_base[o], count,
