@@ -819,7 +819,20 @@ ProfileBudgetOpt = Annotated[BudgetName, typer.Option(
          "the plan line says what is cached and what will be trained.")]
 DenseOpt = Annotated[str | None, typer.Option(
     "--dense", help="An existing dense run directory (made by `fitformer finetune`) to "
-                    "use as the dense reference instead of the budget's own.")]
+                    "use as the dense reference instead of the budget's own; it decides "
+                    "the model (no --model beside it).")]
+
+
+class MetricName(StrEnum):
+    accuracy = "accuracy"
+    macro_f1 = "macro_f1"
+
+
+MetricOpt = Annotated[MetricName | None, typer.Option(
+    help="The dev score AC (--min-accuracy / --max-accuracy-drop) applies to: accuracy "
+         "(default) or macro_f1 (macro-averaged F1, for imbalanced data; the majority-class "
+         "baseline is then the macro-F1 of always answering the most frequent class). "
+         "Classification only.")]
 
 
 def _dense_dir(dense: str | None) -> Path | None:
@@ -876,19 +889,26 @@ def profile_cmd(model: ModelOpt = "default",
                 budget: ProfileBudgetOpt = BudgetName.default,
                 task: TaskOpt = Task.classification, dense: DenseOpt = None,
                 text_column: TextCol = "text", label_column: LabelCol = "label",
-                as_json: JsonOpt = False) -> None:
-    """The accuracy profile select uses: dev and test accuracy at fp32, fx16 and fx8 for the
-    dense model and sparsities 0.5, 0.7, 0.8, 0.9, 0.95 (trains what is not cached;
-    resumable). With --task translation: greedy dev and test BLEU (0-100)."""
+                metric: MetricOpt = None, as_json: JsonOpt = False) -> None:
+    """The accuracy profile select uses: dev and test accuracy (or macro-F1 with --metric
+    macro_f1) at fp32, fx16 and fx8 for the dense model and sparsities 0.5, 0.7, 0.8, 0.9,
+    0.95 (trains what is not cached; resumable). With --task translation: greedy dev and
+    test BLEU (0-100)."""
     from fitformer.select.profile import Profile
+    from fitformer.training.evaluation import METRIC_LABELS
 
     if task == Task.translation and dataset == "rotten-tomatoes":
         dataset = "tatoeba-en-fr"
+    if task == Task.translation and metric is not None:
+        raise FitformerError(f"--metric {metric.value} is for classification; --task "
+                             "translation measures BLEU: drop --metric.")
     prof = Profile(model=model, dataset=dataset, pattern=pattern.value,
                    level2_density=level2_density, budget=budget.value,
                    log=_log, task=task.value, dense_dir=_dense_dir(dense),
-                   text_column=text_column, label_column=label_column)
+                   text_column=text_column, label_column=label_column,
+                   metric=metric.value if metric else "accuracy")
     prof.check()
+    prof.check_data()
     _log(prof.plan().text())
     points = prof.compute()
     if as_json:
@@ -896,8 +916,11 @@ def profile_cmd(model: ModelOpt = "default",
         return
     table = Table("sparsity", "achieved", "d1, d2", "dev fp32", "dev fx16", "dev fx8",
                   "test fp32", "test fx16", "test fx8", "run",
-                  title=f"{pattern.value} profile, {budget.value} budget"
-                        + (" (greedy BLEU, 0-100)" if task == Task.translation else ""))
+                  title=f"{pattern.value} profile, {budget.value} budget: "
+                        + ("greedy BLEU, 0-100" if task == Task.translation else
+                           f"{METRIC_LABELS[prof.metric]}"
+                           + ("" if prof.majority_baseline_dev() is None else
+                              f" (majority class {prof.majority_baseline_dev():.4f} dev)")))
     for p in points:
         hs = p.hp_split
         split = (f"{hs['d1']:.3g}, {hs['d2']:.3g}" if isinstance(hs, dict) else (hs or "-"))
@@ -916,10 +939,11 @@ def select_cmd(model: ModelOpt = "default",
                    help="LC: latency budget in ms for one inference of batch-size x "
                         "seq-len tokens.")] = 10.0,
                min_accuracy: Annotated[float | None, typer.Option(
-                   help="AC: minimum dev accuracy (0-1).")] = None,
+                   help="AC: minimum dev accuracy (0-1; macro-F1 with --metric "
+                        "macro_f1).")] = None,
                max_accuracy_drop: Annotated[float | None, typer.Option(
-                   help="AC: maximum drop below the dense dev accuracy (0-1; default 0.05 "
-                        "when no AC is given).")] = None,
+                   help="AC: maximum drop below the dense dev accuracy (0-1; macro-F1 with "
+                        "--metric macro_f1; default 0.05 when no AC is given).")] = None,
                task: TaskOpt = Task.classification,
                min_bleu: Annotated[float | None, typer.Option(
                    help="AC for --task translation: minimum dev BLEU (greedy, 0-100).")]
@@ -939,6 +963,7 @@ def select_cmd(model: ModelOpt = "default",
                level2_density: ProfileSplitOpt = None,
                budget: ProfileBudgetOpt = BudgetName.default, dense: DenseOpt = None,
                text_column: TextCol = "text", label_column: LabelCol = "label",
+               metric: MetricOpt = None,
                clock_mhz: ClockOpt = None, gpu_engine: GpuEngineOpt = None,
                out_dir: Annotated[str, typer.Option(
                    "--out", help="Folder for report.json, report.html, plots, the chosen "
@@ -957,14 +982,17 @@ def select_cmd(model: ModelOpt = "default",
                  level2_density=level2_density, budget=budget.value, clock_mhz=clock_mhz,
                  out=out_dir, task=task.value, min_bleu=min_bleu, max_bleu_drop=max_bleu_drop,
                  tgt_len=tgt_len, gpu_engine=gpu_engine, dense_dir=_dense_dir(dense),
-                 text_column=text_column, label_column=label_column, log=_log)
+                 text_column=text_column, label_column=label_column,
+                 metric=metric.value if metric else None, log=_log)
     rep = res.report
     if as_json:
         _print_json(rep)
     else:
+        from fitformer.select.report import measurement_text, metric_label
+
         c = rep["constraints"]
-        metric = "BLEU" if rep["metric"]["name"] == "bleu" else "acc"
-        maj = rep.get("majority_rate_dev")
+        metric = metric_label(rep)
+        maj = rep.get("majority_baseline_dev", rep.get("majority_rate_dev"))
         dev_col = f"dev {metric}" + ("" if maj is None else f" (majority class {maj:.4f})")
         table = Table("device", "kind", "price USD", "power W", "feasible", "reason",
                       "precision", "sparsity", "latency ms", dev_col,
@@ -976,8 +1004,6 @@ def select_cmd(model: ModelOpt = "default",
 
         def f(v, spec="{:.4g}"):
             return "-" if v is None else spec.format(v)
-
-        from fitformer.select.report import measurement_text
 
         for d in rep["devices"]:
             lat = f(d["latency_ms"])

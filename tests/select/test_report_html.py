@@ -181,7 +181,7 @@ def test_not_trained_hint_names_the_command_that_trains_it(written):
     assert rows["rtx-4090"]["would_pass_with"] == (
         f"give price_usd in a --devices file; then also: {NOT_TRAINED} "
         "(train them: fitformer profile --budget tiny)")
-    assert rows["rtx-4090"]["accuracy_dev"] == "-"
+    assert rows["rtx-4090"]["dev accuracy"] == "-"
     assert "fitformer profile" not in rows["ultra96-v2"]["would_pass_with"]
     # A hint select already gave is shown once, as given.
     assert rows["jetson-orin-nano"]["would_pass_with"] == (

@@ -48,8 +48,10 @@ class Constraints:
             into ``tgt_len`` tokens).
         min_accuracy: absolute dev floor, in (0, ``scale_max``], or
         max_accuracy_drop: allowed drop below the dense fp32 dev score, [0, ``scale_max``).
-        metric: ``accuracy`` (fractions, ``scale_max`` 1) or ``bleu`` (sacrebleu's 0-100,
-            ``scale_max`` 100; the flags are then ``--min-bleu`` / ``--max-bleu-drop``).
+        metric: the dev score AC applies to: ``accuracy`` or ``macro_f1`` (fractions,
+            ``scale_max`` 1; the flags stay ``--min-accuracy`` / ``--max-accuracy-drop``)
+            or ``bleu`` (sacrebleu's 0-100, ``scale_max`` 100; the flags are then
+            ``--min-bleu`` / ``--max-bleu-drop``).
     """
 
     latency_ms: float = DEFAULT_LATENCY_MS
@@ -63,6 +65,13 @@ class Constraints:
     @property
     def scale_max(self) -> float:
         return 100.0 if self.metric == "bleu" else 1.0
+
+    @property
+    def label(self) -> str:
+        """How messages and reports name the metric: ``accuracy``, ``macro-F1``, ``BLEU``."""
+        from fitformer.training.evaluation import METRIC_LABELS
+
+        return METRIC_LABELS[self.metric]
 
     def check(self) -> Constraints:
         """The constraints with the default AC filled in.
@@ -80,17 +89,18 @@ class Constraints:
             raise FitformerError(f"--latency-ms {lc} must be a positive number of ms.")
         if self.min_accuracy is not None and self.max_accuracy_drop is not None:
             raise FitformerError(f"give {lo} or {drop}, not both.")
+        of = "" if self.metric in ("accuracy", "bleu") else f" of dev {self.label}"
         if self.min_accuracy is not None and not 0 < self.min_accuracy <= self.scale_max:
             raise FitformerError(
                 f"{lo} {self.min_accuracy} must be in (0, {self.scale_max:g}] "
                 + ("(sacrebleu's 0-100 scale, e.g. 25)." if bleu
-                   else "(a fraction, e.g. 0.80)."))
+                   else f"(a fraction{of}, e.g. 0.80)."))
         if self.max_accuracy_drop is not None and \
                 not 0 <= self.max_accuracy_drop < self.scale_max:
             raise FitformerError(
                 f"{drop} {self.max_accuracy_drop} must be in [0, {self.scale_max:g}) "
                 + ("(BLEU points, e.g. 2)." if bleu
-                   else "(a fraction, e.g. 0.02 for two points)."))
+                   else f"(a fraction{of}, e.g. 0.02 for two points)."))
         seq = "--src-len" if bleu else "--seq-len"
         if self.batch_size < 1 or self.seq_len < 1:
             raise FitformerError(f"--batch-size {self.batch_size} and {seq} "
@@ -201,50 +211,35 @@ class _Latency:
         return True
 
 
-def _check_writable(out_dir: Path) -> None:
-    """Refuse an ``--out`` that cannot be written, without creating it.
-
-    Raises:
-        FitformerError: it is a file, or neither it nor its nearest existing parent is
-            writable.
-    """
-    import tempfile
-
-    if out_dir.exists() and not out_dir.is_dir():
-        raise FitformerError(f"--out {out_dir} is a file; give a folder.")
-    probe = out_dir
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    try:        # a probe folder made and removed at once (access() says yes to root)
-        with tempfile.TemporaryDirectory(dir=probe, prefix=".fitformer-probe-"):
-            pass
-    except OSError as exc:
-        raise FitformerError(f"--out {out_dir}: cannot write there ({probe}: "
-                             f"{exc.strerror}); give a writable folder.") from None
-
-
 def _check_above_majority(target: float, majority: float | None, cons: Constraints,
                           dense_dev: float | None = None) -> None:
-    """Refuse an accuracy floor at or below the dev split's majority-class rate: a model
-    that always answers the most frequent class meets it (the majority-class rule,
-    design.md §9).
+    """Refuse an accuracy floor at or below the dev split's majority-class baseline in the
+    metric (the majority-class rate for accuracy; for macro-F1 the macro-F1 of always
+    answering the most frequent class): a model that always answers that class meets it
+    (the majority-class rule, design.md §9).
 
     Raises:
-        FitformerError: ``target <= majority``; the message names the rate and a floor
+        FitformerError: ``target <= majority``; the message names the baseline and a floor
             that means something.
     """
-    if cons.metric != "accuracy" or majority is None or target > majority + 1e-12:
+    if cons.metric == "bleu" or majority is None or target > majority + 1e-12:
         return
     how = (f"--min-accuracy {cons.min_accuracy:g}" if cons.min_accuracy is not None else
            f"--max-accuracy-drop {cons.max_accuracy_drop:g} below the dense model's "
            f"{dense_dev:.4f}")
-    hint = (f"--max-accuracy-drop {max(0.0, dense_dev - majority - 0.01):.2f} or less"
-            if dense_dev is not None and dense_dev > majority + 0.01 else
-            f"--min-accuracy above {majority:.4f}")
+    what = ("the majority-class rate" if cons.metric == "accuracy" else
+            f"the majority-class baseline (the {cons.label} of always answering the most "
+            "frequent class)")
+    if dense_dev is not None and dense_dev > majority + 0.01:
+        hint = f"--max-accuracy-drop {max(0.0, dense_dev - majority - 0.01):.2f} or less"
+    elif majority < 1 - 0.0001:
+        hint = f"--min-accuracy above {majority:.4f}"
+    else:           # a dev split of one class: no floor can mean anything
+        hint = "a dataset whose dev split has more than one class"
     raise FitformerError(
-        f"AC: {how} asks for dev accuracy >= {target:.4f}, at or below the majority-class "
-        f"rate {majority:.4f} of the dev split: a model that always answers the most "
-        f"frequent class would meet it. Ask for more, e.g. {hint}.")
+        f"AC: {how} asks for dev {cons.label} >= {target:.4f}, at or below {what} "
+        f"{majority:.4f} of the dev split: a model that always answers the most frequent "
+        f"class would meet it. Ask for more, e.g. {hint}.")
 
 
 def _unmeasured_host_row(device, objective_field: str) -> dict:
@@ -324,7 +319,9 @@ def evaluate_device(device, lat: _Latency, profile: Profile, cons: Constraints,
                 found = True
             points.append({"sparsity": s, "estimate": est, "accuracy": acc,
                            "collapsed": collapsed,
-                           "majority_rate_dev": None if point is None else point.majority_rate})
+                           "majority_rate_dev": None if point is None else point.majority_rate,
+                           "majority_baseline_dev": None if point is None
+                           else point.majority_baseline})
         rows.append((prec, points))
     return _decide(device, rows, cons, target, priced, objective_field, pinned,
                    train_hint=f"`{profile.train_command()}` trains them")
@@ -349,6 +346,7 @@ def _decide(device, rows, cons: Constraints, target: float, priced: bool,
     curve = {prec: [{"sparsity": p["sparsity"], "latency_ms": p["estimate"].latency_ms,
                      "fits": p["estimate"].fits, "accuracy_dev": _dev(p["accuracy"], prec),
                      "majority_rate_dev": p.get("majority_rate_dev"),
+                     "majority_baseline_dev": p.get("majority_baseline_dev"),
                      "collapsed": p.get("collapsed")}
                     for p in points] for prec, points in rows}
     if best is not None:
@@ -457,7 +455,7 @@ def _nearest_miss(rows, cons: Constraints, target: float, device=None,
         return "accuracy", prec, p, f"accuracy at its LC-meeting points not trained yet{hint}"
     prec, p = max(known, key=lambda t: _dev(t[1]["accuracy"], t[0]))
     a = _dev(p["accuracy"], prec)
-    name = "dev BLEU" if cons.metric == "bleu" else "dev accuracy"
+    name = f"dev {cons.label}"
     return ("accuracy", prec, p, f"AC <= {a:.4f} {name} (best LC-meeting point: "
             f"sparsity {p['sparsity']:g}, {prec}; needs {target:.4f})")
 
@@ -484,11 +482,16 @@ def select(model: str = "default", dataset: str = "rotten-tomatoes", *,
            min_bleu: float | None = None, max_bleu_drop: float | None = None,
            tgt_len: int | None = None, gpu_engine: str | None = None,
            text_column: str = "text", label_column: str = "label",
+           metric: str | None = None,
            log: Callable[[str], None] = print) -> SelectResult:
     """The best device for ``model`` on ``dataset`` under LC and AC (module docstring).
 
     Args:
-        latency_ms: LC; min_accuracy / max_accuracy_drop: AC (default: drop 0.05).
+        latency_ms: LC; min_accuracy / max_accuracy_drop: AC (default: drop 0.05), on
+            the dev score in ``metric``.
+        metric: ``accuracy`` (default) or ``macro_f1`` (macro-averaged F1, for imbalanced
+            data; the majority-class baseline is then the macro-F1 of always answering the
+            most frequent class); translation uses BLEU and takes no metric.
         batch_size, seq_len: the inference LC applies to (accuracy is measured at 64 tokens).
         precision: pin fp32, fx16 or fx8 (devices without it are skipped).
         objective: ``price`` or ``power``.
@@ -498,8 +501,11 @@ def select(model: str = "default", dataset: str = "rotten-tomatoes", *,
         pattern, level2_density, block, banks: the pruning pattern of the profile.
         budget: ``tiny``, ``quick`` or ``default`` for the pruned points.
         out: folder for ``report.json``, the HTML report, plots and artifacts (default
-            ``./fitformer-select``); ``None`` with ``out=False`` writes nothing.
-        dense_dir: the dense run (default: the budget's own dense fine-tune, design.md §9).
+            ``./fitformer-select``; ``out=False`` writes nothing). Files of an earlier
+            report there are removed first; a ``model/`` folder that select did not write
+            is refused (:mod:`fitformer.select.outdir`).
+        dense_dir: the dense run (default: the budget's own dense fine-tune, design.md §9);
+            it decides the model, so ``model`` must stay ``default`` beside it.
         text_column, label_column: columns of a local dataset file.
         task: ``classification`` or ``translation`` (Tatoeba en-fr, the from-scratch
             encoder-decoder; AC in BLEU: ``min_bleu`` or ``max_bleu_drop``, default drop 2
@@ -511,21 +517,27 @@ def select(model: str = "default", dataset: str = "rotten-tomatoes", *,
         :class:`SelectResult`.
 
     Raises:
-        FitformerError: impossible inputs, before any training.
+        FitformerError: impossible inputs, before any training and before anything is
+            written.
     """
     from fitformer.hardware.catalog import load_catalog, order_by_objective
+    from fitformer.select.outdir import check_out_dir
 
     if task not in ("classification", "translation"):
         raise FitformerError(f"--task {task}: choose classification or translation.")
     translation = task == "translation"
+    if translation and metric is not None:
+        raise FitformerError(f"--metric {metric} is for classification; --task translation "
+                             "measures dev BLEU (--min-bleu / --max-bleu-drop): drop --metric.")
+    metric = metric or "accuracy"
     if translation:
         if min_accuracy is not None or max_accuracy_drop is not None:
             raise FitformerError("--task translation takes --min-bleu / --max-bleu-drop "
                                  "(BLEU 0-100), not --min-accuracy / --max-accuracy-drop.")
-        if model != "default":
+        if model != "default" and dense_dir is None:
             raise FitformerError("--task translation trains its own encoder-decoder from "
-                                 "scratch; leave --model at default (in Python, "
-                                 "select(dense_dir=...) takes another trained run).")
+                                 "scratch; leave --model at default (--dense DIR takes "
+                                 "another trained translation run).")
         if dataset == "rotten-tomatoes":
             dataset = "tatoeba-en-fr"
         min_accuracy, max_accuracy_drop = min_bleu, max_bleu_drop
@@ -534,16 +546,17 @@ def select(model: str = "default", dataset: str = "rotten-tomatoes", *,
         raise FitformerError("--min-bleu, --max-bleu-drop and --tgt-len are for "
                              "--task translation.")
     default_ac = min_accuracy is None and max_accuracy_drop is None
+    profile = Profile(model=model, dataset=dataset, pattern=pattern,
+                      level2_density=level2_density, block=tuple(block), banks=banks,
+                      budget=budget, dense_dir=Path(dense_dir) if dense_dir else None, log=log,
+                      task=task, text_column=text_column, label_column=label_column,
+                      metric=metric)
     cons = Constraints(latency_ms, batch_size, seq_len, min_accuracy, max_accuracy_drop,
-                       tgt_len or 0, "bleu" if translation else "accuracy").check()
+                       tgt_len or 0, profile.metric_name).check()
     if precision not in (None, "fp32", "fx16", "fx8"):
         raise FitformerError(f"--precision {precision}: choose fp32, fx16 or fx8.")
     devices = order_by_objective(load_catalog(devices_file, only), objective)
     objective_field = "price_usd" if objective == "price" else "power_w"
-    profile = Profile(model=model, dataset=dataset, pattern=pattern,
-                      level2_density=level2_density, block=tuple(block), banks=banks,
-                      budget=budget, dense_dir=Path(dense_dir) if dense_dir else None, log=log,
-                      task=task, text_column=text_column, label_column=label_column)
     profile.check()
     if clock_mhz is not None and (not math.isfinite(clock_mhz) or clock_mhz <= 0):
         raise FitformerError(f"--clock-mhz {clock_mhz} must be a positive number of MHz.")
@@ -553,7 +566,7 @@ def select(model: str = "default", dataset: str = "rotten-tomatoes", *,
     out_dir = None
     if out is not False:
         out_dir = Path(out) if out else Path("fitformer-select")
-        _check_writable(out_dir)        # created only when the report is written
+        check_out_dir(out_dir)          # created only when the report is written
     from fitformer.hardware.frontends import load_dims
     from fitformer.hardware.workload import ModelDims
 
@@ -570,7 +583,8 @@ def select(model: str = "default", dataset: str = "rotten-tomatoes", *,
         from fitformer.hardware.gpu import get_engine
 
         get_engine(gpu_engine)          # an unknown engine fails before any work
-    majority = profile.majority_rate_dev()
+    profile.check_data()
+    majority = profile.majority_baseline_dev()
     if cons.min_accuracy is not None:
         _check_above_majority(cons.min_accuracy, majority, cons)
     log(profile.plan().text(" (only the points the answer needs)"))
@@ -592,8 +606,10 @@ def select(model: str = "default", dataset: str = "rotten-tomatoes", *,
     if default_ac and majority is not None and target <= majority and not translation:
         # The default AC (not the user's) fell to the majority-class rate: a weak dense
         # model (a smoke budget). Points must then beat the majority class, and no more.
-        target_note = (f"the default AC (dense {dense_dev:.4f} - "
-                       f"{cons.max_accuracy_drop:g}) is at or below the majority-class rate "
+        base = ("majority-class rate" if cons.metric == "accuracy" else
+                "majority-class baseline")
+        target_note = (f"the default AC (dense dev {cons.label} {dense_dev:.4f} - "
+                       f"{cons.max_accuracy_drop:g}) is at or below the {base} "
                        f"{majority:.4f}: points must beat the majority class instead")
         log(f"note: {target_note}.")
         target = majority
@@ -630,8 +646,9 @@ def select(model: str = "default", dataset: str = "rotten-tomatoes", *,
         "constraints": cons.as_dict(),
         "target_accuracy_dev": target,
         "target_note": target_note,
-        "majority_rate_dev": majority,
-        "metric": {"name": cons.metric, "scale_max": cons.scale_max},
+        "majority_rate_dev": profile.majority_rate_dev(),
+        "majority_baseline_dev": majority,
+        "metric": {"name": cons.metric, "scale_max": cons.scale_max, "label": cons.label},
         "task": task,
         "objective": objective, "model": model, "dataset": dataset,
         "pattern": pattern, "budget": budget, "max_length": 64,

@@ -1,6 +1,10 @@
 """The accuracy profile: dev and test accuracy vs sparsity for one pattern, at every
 precision (design.md §9).
 
+The score is the run's dev/test accuracy, or macro-F1 with ``metric="macro_f1"`` (for
+imbalanced data; filled into a cached run's ``metrics.json`` when missing, see
+:func:`fitformer.training.finetune.complete_macro_f1`), or greedy BLEU for translation.
+
 The grid is the dense model (sparsity 0.0, the dense fine-tune of the same budget, or a
 dense run the user names) and sparsities 0.5, 0.7, 0.8, 0.9, 0.95, each point pruned and
 fine-tuned from the previous one on the budget (:func:`fitformer.sparsity.prune.prune`,
@@ -24,6 +28,12 @@ PRECISIONS = ("fp32", "fx16", "fx8")
 #: distils the dense teacher's logits (Hinton et al. 2015; T = 2, alpha = 0.9), chained
 #: through the grid (docs/pruning-recipe.md compares it with the chain without it).
 PROFILE_DISTILL = ("logits", 2.0, 0.9)
+#: The fewest dev sentences select and profile accept: with fewer, one sentence moves dev
+#: accuracy by more than 0.05 (the default AC drop), and a split of one sentence has a
+#: majority-class rate of 1.0 that no floor can beat.
+MIN_DEV_SENTENCES = 20
+#: The metrics AC can apply to for classification (:data:`fitformer.training.evaluation.METRICS`).
+CLASSIFICATION_METRICS = ("accuracy", "macro_f1")
 
 
 @dataclass(frozen=True)
@@ -34,12 +44,16 @@ class ProfilePoint:
         sparsity: requested sparsity (0.0 = the dense fine-tune).
         achieved_sparsity: over the prunable matrices.
         hp_split: ``{"d1", "d2"}`` requested (HP) or ``None``.
-        accuracy: ``{"dev": {"fp32", "fx16", "fx8"}, "test": {...}}`` (fractions 0-1; for
-            translation greedy BLEU 0-100, ``metrics.json``'s ``"bleu"``).
+        accuracy: ``{"dev": {"fp32", "fx16", "fx8"}, "test": {...}}``, the profile's
+            metric: accuracy or macro-F1 (fractions 0-1), or for translation greedy BLEU
+            0-100 (``metrics.json``'s ``"bleu"``).
         run_dir: the run directory.
         majority_rate: the dev split's majority-class rate (classification), if recorded.
         collapsed: per precision, why the run counts as collapsed (the majority-class rule,
-            :func:`fitformer.training.evaluation.collapse_reason`), or ``None``.
+            :func:`fitformer.training.evaluation.collapse_reason`, in the metric), or
+            ``None``.
+        majority_baseline: the metric's score of always answering the dev split's most
+            frequent class (the majority rate for accuracy), if recorded.
     """
 
     sparsity: float
@@ -49,29 +63,34 @@ class ProfilePoint:
     run_dir: Path
     majority_rate: float | None = None
     collapsed: dict = field(default_factory=dict)
+    majority_baseline: float | None = None
 
     def as_dict(self) -> dict:
         return {"sparsity": self.sparsity, "achieved_sparsity": self.achieved_sparsity,
                 "hp_split": self.hp_split, "accuracy": self.accuracy,
-                "majority_rate_dev": self.majority_rate, "collapsed": self.collapsed,
+                "majority_rate_dev": self.majority_rate,
+                "majority_baseline_dev": self.majority_baseline, "collapsed": self.collapsed,
                 "run_dir": str(self.run_dir)}
 
     @classmethod
-    def from_metrics(cls, sparsity: float, metrics: dict, scores: dict, run_dir: Path
-                     ) -> ProfilePoint:
-        """A point from a run's ``metrics.json``; the majority-class rule is applied to
-        runs that recorded predictions or the majority rate."""
-        from fitformer.training.evaluation import collapse_reason
+    def from_metrics(cls, sparsity: float, metrics: dict, scores: dict, run_dir: Path,
+                     metric: str = "accuracy") -> ProfilePoint:
+        """A point from a run's ``metrics.json`` and its ``scores`` in ``metric``
+        (``accuracy`` or ``macro_f1``); the majority-class rule is applied, in that metric,
+        to runs that recorded predictions or the majority baseline."""
+        from fitformer.training.evaluation import METRICS, collapse_reason
 
         maj = (metrics.get("majority_rate") or {}).get("dev")
+        base = (metrics.get(METRICS[metric][1]) or {}).get("dev") if metric in METRICS \
+            else None
         classes = (metrics.get("predicted_classes") or {}).get("dev", {})
         collapsed = {}
         if metrics.get("task", "classification") == "classification":
-            collapsed = {p: collapse_reason(a, maj, classes.get(p))
-                         for p, a in metrics["accuracy"]["dev"].items()}
+            collapsed = {p: collapse_reason(a, base, classes.get(p), metric)
+                         for p, a in scores["dev"].items()}
         achieved = metrics.get("sparsity", {}).get("overall", sparsity)
         return cls(sparsity, achieved, metrics.get("hp_split"), scores, run_dir, maj,
-                   collapsed)
+                   collapsed, base)
 
 
 #: Seconds per optimiser step (batch 32, 64 tokens, MiniLM-L6 on 2 cores) and per run outside
@@ -169,6 +188,8 @@ class Profile:
         text_column, label_column: columns of a local dataset file.
         log: progress lines.
         task: ``classification`` or ``translation``.
+        metric: what AC applies to for classification: ``accuracy`` or ``macro_f1``
+            (translation: BLEU, whatever this says).
         distill: ``(mode, temperature, alpha)`` of the distillation from the dense run
             (classification only; ``("none", 2.0, 0.5)`` turns it off).
     """
@@ -186,14 +207,32 @@ class Profile:
     distill: tuple[str, float, float] = PROFILE_DISTILL
     text_column: str = "text"
     label_column: str = "label"
+    metric: str = "accuracy"
     _points: dict[float, ProfilePoint] = field(default_factory=dict)
 
     def __post_init__(self):
         #: The dense run was named by the user (``--dense``), not the budget's own.
         self.dense_given = self.dense_dir is not None
 
-    def _scores(self, metrics: dict) -> dict:
-        return metrics["bleu"] if self.task == "translation" else metrics["accuracy"]
+    @property
+    def metric_name(self) -> str:
+        """``bleu`` for translation, else :attr:`metric`."""
+        return "bleu" if self.task == "translation" else self.metric
+
+    def _point_from(self, sparsity: float, metrics: dict, run_dir: Path) -> ProfilePoint:
+        """The grid point of a finished run, scored in :attr:`metric_name` (macro-F1 filled
+        into a run's ``metrics.json`` when missing)."""
+        if self.task == "translation":
+            return ProfilePoint.from_metrics(sparsity, metrics, metrics["bleu"], run_dir,
+                                             "bleu")
+        if self.metric == "macro_f1":
+            from fitformer.data import load_dataset
+            from fitformer.training.finetune import complete_macro_f1
+
+            data = load_dataset(self.dataset, task=self.task, **self._columns())
+            metrics = complete_macro_f1(Path(run_dir), metrics, data)
+        return ProfilePoint.from_metrics(sparsity, metrics, metrics[self.metric], run_dir,
+                                         self.metric)
 
     def _spec(self, sparsity: float):
         from fitformer.sparsity.prune import PruneSpec
@@ -225,18 +264,88 @@ class Profile:
         return DistillConfig(*self.distill)
 
     def check(self) -> None:
-        """Validate the pattern parameters before any work.
+        """Validate the metric, the pattern parameters and a named dense run's task before
+        any work (without loading the dataset: :meth:`check_data` does that).
 
         Raises:
-            FitformerError: bad pattern, block, banks, split, or budget.
+            FitformerError: a metric that does not fit the task, a bad pattern, block,
+                banks, split or budget, ``--model`` together with ``--dense``, or a
+                ``--dense`` run of the other task.
         """
         from fitformer.training.budgets import get_budget
 
+        if self.task == "translation" and self.metric != "accuracy":
+            raise FitformerError(f"--metric {self.metric} is for classification; "
+                                 "--task translation measures dev BLEU (--min-bleu / "
+                                 "--max-bleu-drop): drop --metric.")
+        if self.task == "classification" and self.metric not in CLASSIFICATION_METRICS:
+            raise FitformerError(f"--metric {self.metric}: choose "
+                                 f"{' or '.join(CLASSIFICATION_METRICS)}.")
         get_budget(self.budget)
         self._distill()
         pat = self._spec(GRID[-1]).make_pattern()
         for s in GRID[1:]:
             pat.plan((384, 384), s)
+        if self.dense_given:
+            self._check_dense_run()
+
+    def _dense_run(self) -> dict:
+        """The ``run.json`` (run key) of the ``--dense`` run."""
+        from fitformer.training.runs import read_json
+
+        return read_json(Path(self.dense_dir) / "run.json",
+                         "give a run directory made by `fitformer finetune`")
+
+    def _check_dense_run(self) -> None:
+        """``--dense``: no ``--model`` beside it (the run decides the model, as ``prune
+        --from`` does), and a run of this task."""
+        d = self.dense_dir
+        if self.model != "default":
+            raise FitformerError(f"--model {self.model} and --dense {d} both given: the run "
+                                 "in --dense decides the model; drop --model.")
+        run = self._dense_run()
+        task = run.get("task", "classification")
+        if task != self.task:
+            raise FitformerError(
+                f"--dense {d} is a {task} run (trained on {run.get('dataset')!r}); with "
+                f"--task {self.task} give a {self.task} run (made by `fitformer finetune "
+                f"--task {self.task}`), or drop --dense.")
+
+    def check_data(self) -> None:
+        """Validate what needs the dataset, before any training: a ``--dense`` run trained
+        on this dataset and split, and a dev split (capped by the budget) of at least
+        :data:`MIN_DEV_SENTENCES` sentences and two classes.
+
+        Raises:
+            FitformerError: the dataset cannot be loaded, the ``--dense`` run was trained
+                on other data, or the dev split is too small to decide on.
+        """
+        from fitformer.data import load_dataset
+        from fitformer.training.budgets import get_budget
+
+        data = load_dataset(self.dataset, task=self.task, **self._columns())
+        if self.dense_given:
+            run = self._dense_run()
+            if run.get("dataset") != data.name or run.get("data_split") != data.data_split:
+                raise FitformerError(
+                    f"--dense {self.dense_dir} was trained on {run.get('dataset')!r}, not "
+                    f"{data.name!r} (or with another split); give the --dataset it was "
+                    f"trained on, a dense run fine-tuned on {data.name!r}, or drop --dense.")
+        if self.task != "classification":
+            return
+        dev = data.dev.subset(get_budget(self.budget).dev_examples)
+        classes = len(set(dev.labels))
+        if len(dev) < MIN_DEV_SENTENCES or classes < 2:
+            n_all = len(data.train) + len(data.dev) + len(data.test)
+            raise FitformerError(
+                f"--dataset {self.dataset}: its dev split has {len(dev)} sentence"
+                f"{'' if len(dev) == 1 else 's'} of {classes} class"
+                f"{'' if classes == 1 else 'es'} ({n_all} usable rows in all); select and "
+                "profile decide on dev scores and need at least "
+                f"{MIN_DEV_SENTENCES} dev sentences of two or more classes. Give a larger "
+                f"file (a file without a split column puts min(1000, n // 10) rows in dev: "
+                f"{10 * MIN_DEV_SENTENCES} rows or more) or a 'split' column with at least "
+                f"{MIN_DEV_SENTENCES} 'dev' rows.")
 
     def dense(self) -> ProfilePoint:
         """The dense point (trained if missing: the full dense fine-tune)."""
@@ -250,8 +359,7 @@ class Profile:
                 self.dense_dir = finetune(self.model, self.dataset, budget=self.dense_budget,
                                           task=self.task, **self._columns()).path
             _, metrics = load_run_info(Path(self.dense_dir))
-            self._points[0.0] = ProfilePoint.from_metrics(0.0, metrics, self._scores(metrics),
-                                                          Path(self.dense_dir))
+            self._points[0.0] = self._point_from(0.0, metrics, Path(self.dense_dir))
         return self._points[0.0]
 
     def point(self, sparsity: float, *, train: bool = True) -> ProfilePoint | None:
@@ -286,8 +394,7 @@ class Profile:
                 self.log(f"pruning and fine-tuning {self.pattern} at sparsity {s:g} "
                          f"({self.budget} budget) ...")
                 result = prune("default", self.dataset, **kwargs)
-            m = result.metrics
-            self._points[s] = ProfilePoint.from_metrics(s, m, self._scores(m), result.path)
+            self._points[s] = self._point_from(s, result.metrics, result.path)
             previous = result.path
         return self._points[sparsity]
 
@@ -298,14 +405,29 @@ class Profile:
         Raises:
             FitformerError: the dataset cannot be loaded.
         """
+        return self._majority_dev("accuracy")
+
+    def majority_baseline_dev(self) -> float | None:
+        """The score, in :attr:`metric`, of always answering the most frequent class of
+        the dev split the points are evaluated on (capped by the budget;
+        :func:`fitformer.training.evaluation.majority_baseline`), 0-1; ``None`` for
+        translation.
+
+        Raises:
+            FitformerError: the dataset cannot be loaded.
+        """
+        return self._majority_dev(self.metric)
+
+    def _majority_dev(self, metric: str) -> float | None:
         from fitformer.data import load_dataset
         from fitformer.training.budgets import get_budget
-        from fitformer.training.evaluation import majority_rate
+        from fitformer.training.evaluation import majority_baseline
 
         if self.task != "classification":
             return None
         data = load_dataset(self.dataset, task=self.task, **self._columns())
-        return majority_rate(data.dev.subset(get_budget(self.budget).dev_examples).labels)
+        return majority_baseline(data.dev.subset(get_budget(self.budget).dev_examples).labels,
+                                 metric)
 
     def plan(self, upto: float = GRID[-1]) -> Plan:
         """What :meth:`point` (``upto``) would train, without training anything: the dense
@@ -367,6 +489,7 @@ class Profile:
                                      ("--pattern", self.pattern, "hp"),
                                      ("--level2-density", self.level2_density, None),
                                      ("--task", self.task, "classification"),
+                                     ("--metric", self.metric, "accuracy"),
                                      ("--dense", self.dense_dir if self.dense_given
                                       else None, None),
                                      ("--text-column", self.text_column, "text"),

@@ -13,11 +13,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from fitformer.select.outdir import MODEL_DIR, clear_owned, mark_model_dir
 from fitformer.select.profile import Profile
 
 
 class DeviceRow(BaseModel):
-    """One device of ``report.json`` (issue 7)."""
+    """One device of ``report.json`` (issue 7); ``accuracy_dev`` and ``accuracy_test`` are
+    scores in the report's ``metric`` (accuracy, macro-F1 or BLEU)."""
 
     model_config = ConfigDict(extra="allow")
     id: str
@@ -77,7 +79,9 @@ class Report(BaseModel):
 
 def write_outputs(report: dict, out_dir: Path, profile: Profile) -> None:
     """Write the artifacts, plots (PNG), ``report.json`` and ``report.html`` into ``out_dir``
-    (created; files of an earlier report there are replaced).
+    (created). Every file select owns there is removed first, so no file of an earlier
+    answer (a ``model.fitf``, ``design.json`` or ``model/``) stays beside the new report;
+    ``model/`` gets select's marker (:mod:`fitformer.select.outdir`).
 
     ``report["artifacts"]`` is filled with paths relative to ``out_dir`` (:class:`Report`);
     ``report.html`` embeds the plots as base64 ``data:`` URIs, so it renders on its own, and
@@ -85,24 +89,27 @@ def write_outputs(report: dict, out_dir: Path, profile: Profile) -> None:
 
     Raises:
         pydantic.ValidationError: ``report`` does not follow :class:`Report`.
+        FitformerError: ``out_dir`` holds something select must not replace
+            (:func:`fitformer.select.outdir.check_out_dir`).
         OSError: ``out_dir`` cannot be written.
     """
+    Report.model_validate(report)
+    clear_owned(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     art: dict[str, str] = {}
     best = next((d for d in report["devices"] if d["id"] == report["best_device"]), None)
     if best is not None:
         point = next(p for p in report["profile"] if abs(p["sparsity"] - best["sparsity"])
                      < 1e-9)
-        model_dir = out_dir / "model"
-        if model_dir.exists():
-            shutil.rmtree(model_dir)
+        model_dir = out_dir / MODEL_DIR
         shutil.copytree(point["run_dir"], model_dir,
-                         ignore=shutil.ignore_patterns("checkpoint*", "*.partial"))
+                        ignore=shutil.ignore_patterns("checkpoint*", "*.partial"))
+        mark_model_dir(model_dir, point["run_dir"], best["id"])
         art["model_dir"] = model_dir.name
         # The HP container rebuilds encoder classifiers; a translation model ships as its
         # save_pretrained folder (masks included) only.
         if report["pattern"] == "hp" and best["sparsity"] > 0 \
-                and report["metric"]["name"] == "accuracy":
+                and report["metric"]["name"] != "bleu":
             from fitformer.formats.export import export_run
 
             container = out_dir / "model.fitf"
@@ -134,7 +141,7 @@ def _plots(report: dict, out_dir: Path) -> dict[str, str]:
 
     out = {}
     target = report["target_accuracy_dev"]
-    metric = "BLEU" if report["metric"]["name"] == "bleu" else "accuracy"
+    metric = metric_label(report)
     # Accuracy vs sparsity, dev, per precision, with the AC line.
     fig, ax = plt.subplots(figsize=(6, 4))
     prof = report["profile"]
@@ -183,6 +190,14 @@ def _plots(report: dict, out_dir: Path) -> dict[str, str]:
     return out
 
 
+def metric_label(report: dict) -> str:
+    """How the report names its metric: ``accuracy``, ``macro-F1`` or ``BLEU``."""
+    from fitformer.training.evaluation import METRIC_LABELS
+
+    name = report["metric"]["name"]
+    return report["metric"].get("label") or METRIC_LABELS.get(name, name)
+
+
 def _latency_ms(row: dict) -> float | None:
     """A row's latency, ``None`` when its design does not fit the device (``fits`` false:
     the figure of a design that cannot be built is no latency)."""
@@ -224,7 +239,7 @@ def _data_uri(png: Path) -> str:
 def _html(report: dict, plots: dict[str, str], out_dir: Path, profile: Profile) -> str:
     e = html.escape
     c = report["constraints"]
-    metric = "BLEU" if report["metric"]["name"] == "bleu" else "accuracy"
+    metric = metric_label(report)
     ac = (f"dev {metric} >= {c['min_accuracy']}" if c.get("min_accuracy") is not None
           else f"dev {metric} drop <= {c['max_accuracy_drop']} (target "
                f"{report['target_accuracy_dev']:.4f})")
@@ -237,11 +252,15 @@ def _html(report: dict, plots: dict[str, str], out_dir: Path, profile: Profile) 
             f"{e(report['pattern'])}, budget {e(report['budget'])}. LC {c['latency_ms']} ms for "
             f"{e(shape)}; AC: {e(ac)}; objective "
             f"{e(report['objective'])}. Dense dev {metric} "
-            f"{report['dense_accuracy']['dev']:.4f}. {metric} measured at "
-            f"{report['max_length']} tokens.</p>")
+            f"{report['dense_accuracy']['dev']:.4f}"
+            + ("" if report.get("majority_baseline_dev") is None else
+               f" (always answering the majority class: "
+               f"{report['majority_baseline_dev']:.4f})")
+            + f". {metric} measured at {report['max_length']} tokens.</p>")
     cols = ("id", "kind", "price_usd", "power_w", "feasible", "reason", "precision",
             "sparsity", "latency_ms", "accuracy_dev", "accuracy_test", "fits",
             "would_pass_with")
+    heads = {"accuracy_dev": f"dev {metric}", "accuracy_test": f"test {metric}"}
 
     def cell(d, k):
         if k == "latency_ms":
@@ -258,7 +277,8 @@ def _html(report: dict, plots: dict[str, str], out_dir: Path, profile: Profile) 
 
     rows = "".join("<tr>" + "".join(cell(d, k) for k in cols) + "</tr>"
                    for d in report["devices"])
-    table = ("<table border=1 cellpadding=3><tr>" + "".join(f"<th>{k}</th>" for k in cols)
+    table = ("<table border=1 cellpadding=3><tr>"
+             + "".join(f"<th>{e(heads.get(k, k))}</th>" for k in cols)
              + "</tr>" + rows + "</table>")
     imgs = "".join(f'<p><img src="{_data_uri(out_dir / name)}" alt="{e(k)}"></p>'
                    for k, name in plots.items())

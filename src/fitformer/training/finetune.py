@@ -96,7 +96,10 @@ def _collapse_fields(table: dict) -> dict:
                                     table["predicted_classes"]["dev"].get(p))
                  for p, a in table["accuracy"]["dev"].items()}
     return {"majority_rate": maj, "predicted_classes": table["predicted_classes"],
-            "collapsed": collapsed, "per_example_correct": table["correct"]}
+            "collapsed": collapsed, "per_example_correct": table["correct"],
+            **{k: table[k] for k in ("macro_f1", "majority_macro_f1") if k in table},
+            **({"per_example_prediction": table["predictions"]} if "predictions" in table
+               else {})}
 
 
 def run_metrics(task: str, table: dict, trained, started: float, splits: tuple, budget,
@@ -185,6 +188,72 @@ def complete_precisions(path: Path, metrics: dict, data: ClassificationDataset,
     table = accuracy_at_precisions(net, {"dev": dev, "test": test}, train, missing)
     for s in ("dev", "test"):
         metrics["accuracy"][s].update(table["accuracy"][s])
+    write_json(path / "metrics.json", metrics)
+    return metrics
+
+
+def complete_macro_f1(path: Path, metrics: dict, data: ClassificationDataset) -> dict:
+    """``metrics`` with ``macro_f1`` (``{split: {precision: f1}}``, 0-1) and
+    ``majority_macro_f1`` (``{split: f1}``) for dev and test at every precision its
+    ``accuracy`` has, filled in for a cached classification run that lacks them and
+    written back to its ``metrics.json`` (atomically).
+
+    Computed from what the run stored: its ``per_example_prediction``; else, on a
+    two-class dataset, its ``per_example_correct`` (a wrong answer is the other class);
+    else by evaluating the run again on its own budget's dev and test splits at its
+    ``max_length`` (evaluation only, a pass per split and precision).
+
+    Args:
+        path: the run directory; ``data``: the dataset it was trained on.
+
+    Raises:
+        FitformerError: the run cannot be read or evaluated.
+    """
+    from fitformer.training.evaluation import macro_f1, majority_baseline
+
+    splits = ("dev", "test")
+    precisions = sorted({p for s in splits for p, a in metrics["accuracy"][s].items()
+                         if a is not None})
+    have = metrics.get("macro_f1") or {}
+    if all(have.get(s, {}).get(p) is not None for s in splits for p in precisions) \
+            and all((metrics.get("majority_macro_f1") or {}).get(s) is not None
+                    for s in splits):
+        return metrics
+    run, _ = load_run_info(path)
+    b = get_budget(run.get("budget", "default"))
+    labels = {s: list(data.split(s).subset(getattr(b, f"{s}_examples")).labels)
+              for s in splits}
+    stored = metrics.get("per_example_prediction") or {}
+    correct = metrics.get("per_example_correct") or {}
+    f1: dict[str, dict] = {s: {} for s in splits}
+    missing = []
+    for p in precisions:
+        for s in splits:
+            pred = stored.get(s, {}).get(p)
+            if pred is not None:
+                pred = [int(x) for x in pred.split(",")] if pred else []
+            elif len(data.label_names) == 2 and correct.get(s, {}).get(p) is not None:
+                pred = [y if c == "1" else 1 - y for y, c in zip(labels[s], correct[s][p],
+                                                                 strict=False)]
+            if pred is None or len(pred) != len(labels[s]):
+                missing.append(p)
+                break
+            f1[s][p] = macro_f1(labels[s], pred)
+    if missing:
+        ref = resolve_model(str(path))
+        net = load_classifier(ref)
+        train, dev, test = encode_splits(load_tokenizer(ref), data, b,
+                                         run.get("max_length", 64))
+        table = accuracy_at_precisions(net, {"dev": dev, "test": test}, train,
+                                       sorted(set(missing)))
+        for s in splits:
+            f1[s].update(table["macro_f1"][s])
+        metrics.setdefault("per_example_prediction", {})
+        for s in splits:
+            metrics["per_example_prediction"].setdefault(s, {}).update(table["predictions"][s])
+    metrics["macro_f1"] = f1
+    metrics["majority_macro_f1"] = {s: majority_baseline(labels[s], "macro_f1")
+                                    for s in splits}
     write_json(path / "metrics.json", metrics)
     return metrics
 
