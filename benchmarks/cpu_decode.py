@@ -17,7 +17,7 @@ not depend on the values), HP masks on every prunable linear (default: sparsity 
 Repeats are interleaved; medians; the machine load and the CPU model are printed.
 
     .venv/bin/python benchmarks/cpu_decode.py [--sparsity 0.8] [--level2-density 1]
-        [--repeats 21] [--isas avx2,avx512] [--json]
+        [--repeats 21] [--isas avx2,avx512] [--threads N] [--json]
 """
 
 from __future__ import annotations
@@ -26,9 +26,7 @@ import argparse
 import copy
 import json
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -56,8 +54,12 @@ def main() -> None:
     ap.add_argument("--src-len", type=int, default=32)
     ap.add_argument("--tgt-len", type=int, default=32)
     ap.add_argument("--isas", default=None)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch (and ONNX Runtime) threads; default: torch's")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from fitformer.kernels.cpu import HPLinear, convert, kernel_status, supported_isas
     from fitformer.models.layers import linear_layers
@@ -85,12 +87,12 @@ def main() -> None:
     step = [n for n in masks if ".decoder." in n and "encoder_attn.k_proj" not in n
             and "encoder_attn.v_proj" not in n]
     dense = [model.get_submodule(n) for n in step]
-    hp = [HPLinear.from_linear(m, masks[n]) for n, m in zip(step, dense)]
+    hp = [HPLinear.from_linear(m, masks[n]) for n, m in zip(step, dense, strict=True)]
     gen = torch.Generator().manual_seed(0)
     xs = [torch.randn(1, m.in_features, generator=gen) for m in dense]
 
     def run_all(layers, isa=None):
-        for layer, x in zip(layers, xs):
+        for layer, x in zip(layers, xs, strict=True):
             if isa is None:
                 layer(x)
             else:
@@ -144,7 +146,7 @@ def main() -> None:
           + "; ".join(f"hp[{i}] {g[f'hp[{i}]']:.3f} ms/token "
                       f"({out['generate_speedup'][i]:.2f}x)" for i in isas))
     print(f"  unpruned lm_head (8000 x 256) alone: {t_head:.3f} ms per step")
-    print(f"target (issue 20): decoder's pruned linears >= 1.8x dense: "
+    print("target (issue 20): decoder's pruned linears >= 1.8x dense: "
           + ", ".join(f"{i} {'met' if out['linears_speedup'][i] >= 1.8 else 'MISSED'}"
                       for i in isas))
 

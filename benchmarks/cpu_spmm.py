@@ -23,7 +23,8 @@ on every path (sparsity 0.9, d2 = 1: >= 4x dense; 0.5, d2 = 1: >= 1.2x dense; fa
 BSR and CSR at every sparsity >= 0.7).
 
     .venv/bin/python benchmarks/cpu_spmm.py [--repeats 11] [--tokens 4096] [--isas avx2,avx512]
-        [--shapes 1536x384] [--sparsities 0.5,0.9] [--no-bf16] [--json]
+        [--shapes 1536x384] [--sparsities 0.5,0.9] [--splits 1,0.5] [--no-bf16] [--threads N]
+        [--json]
 """
 
 from __future__ import annotations
@@ -108,8 +109,12 @@ def main() -> None:
     ap.add_argument("--sparsities", default=None, help="e.g. 0.5,0.9")
     ap.add_argument("--splits", default=None, help="d2 values, e.g. 1,0.5")
     ap.add_argument("--no-bf16", action="store_true", help="fp32 rows only")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch (and ONNX Runtime) threads; default: torch's")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.tokens < 1 or args.repeats < 1:
         ap.error("--tokens and --repeats must be >= 1")
 
