@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cpu_spmm import keep_freed_memory, measure, on_isa  # noqa: E402
+from cpu_spmm import keep_freed_memory, measure, on_isa, parse_with_threads  # noqa: E402
 
 
 class _Vocab:
@@ -54,12 +54,8 @@ def main() -> None:
     ap.add_argument("--src-len", type=int, default=32)
     ap.add_argument("--tgt-len", type=int, default=32)
     ap.add_argument("--isas", default=None)
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch (and ONNX Runtime) threads; default: torch's")
     ap.add_argument("--json", action="store_true")
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_with_threads(ap)
 
     from fitformer.kernels.cpu import HPLinear, convert, kernel_status, supported_isas
     from fitformer.models.layers import linear_layers

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cpu_spmm import keep_freed_memory, measure  # noqa: E402
+from cpu_spmm import keep_freed_memory, measure, parse_with_threads  # noqa: E402
 
 
 def _models(pruned: list[str]):
@@ -87,12 +87,8 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--no-compile", action="store_true")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch (and ONNX Runtime) threads; default: torch's")
     ap.add_argument("--json", action="store_true")
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_with_threads(ap)
     try:
         import onnxruntime  # noqa: F401
     except ImportError:

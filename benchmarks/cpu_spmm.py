@@ -60,6 +60,17 @@ def keep_freed_memory() -> bool:
         return False
 
 
+def parse_with_threads(ap: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse ``ap``'s arguments plus ``--threads N`` (torch's intra-op threads, and ONNX
+    Runtime's where used), applied before anything runs."""
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch (and ONNX Runtime) threads; default: torch's")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args
+
+
 def _timer(fn):
     def run() -> float:
         t0 = time.perf_counter()
@@ -109,12 +120,8 @@ def main() -> None:
     ap.add_argument("--sparsities", default=None, help="e.g. 0.5,0.9")
     ap.add_argument("--splits", default=None, help="d2 values, e.g. 1,0.5")
     ap.add_argument("--no-bf16", action="store_true", help="fp32 rows only")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch (and ONNX Runtime) threads; default: torch's")
     ap.add_argument("--json", action="store_true")
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_with_threads(ap)
     if args.tokens < 1 or args.repeats < 1:
         ap.error("--tokens and --repeats must be >= 1")
 
