@@ -55,7 +55,8 @@ def test_pragma_factors_are_the_design_points(linear_project):
     # The pipelined COMPUTE loop runs the analytical model's PE cycles per pass.
     lin = rec["linears"][QUERY]
     assert lin["compute_trips"] == lin["S"] // P * lin["K1"] * 16 * lin["KB"]
-    assert f"e < {lin['compute_trips']}" in src
+    assert f"g < {lin['G']}; g++" in src and f"e < {lin['KB'] * lin['SEGS']}; e++" in src
+    assert lin["G"] * lin["KB"] * lin["SEGS"] == lin["compute_trips"]
     from fitformer.hardware.accelerator import _pe_cycles
     from fitformer.hardware.frontends import workload_from_run
 
