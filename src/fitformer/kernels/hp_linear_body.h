@@ -142,57 +142,78 @@ void tile_items(const TileArgs<scalar_t>& a, int64_t item_begin, int64_t item_en
   }
 }
 
-// GEMV path, one pass of TT tokens [t0, t0 + TT) over row groups [g0, g1): outputs in the
-// lanes (GROUP rows per group), one broadcast input value per listed column and token.
+// GEMV path, row group g for the TT tokens [t0, t0 + TT): outputs in the lanes (GROUP rows),
+// one broadcast input value per listed column and token. With fewer than 4 tokens, CH
+// independent chains of accumulators (columns e, e + 1, ...) hide the multiply-add latency.
 template <typename scalar_t, int TT>
-void gemv_pass(const GemvArgs<scalar_t>& a, int64_t t0, int64_t g0, int64_t g1) {
-  for (int64_t g = g0; g < g1; ++g) {
-    vfloat acc[TT][GV];
-    for (int64_t v = 0; v < GV; ++v) {
-      const vfloat b = a.bias ? *reinterpret_cast<const vfloat*>(a.bias + g * GROUP + v * LANES)
-                              : vfloat{};
-      for (int t = 0; t < TT; ++t) acc[t][v] = b;
-    }
-    const float* xp = a.xp + t0;                                // xp[col * T + t]
-    for (int64_t e = a.gptr[g]; e < a.gptr[g + 1]; ++e) {
-      const vfloat* w = reinterpret_cast<const vfloat*>(a.gvals + e * GROUP);
-      const float* xc = xp + static_cast<int64_t>(a.gcols[e]) * a.T;
-      vfloat wv[GV];
-      for (int64_t v = 0; v < GV; ++v) wv[v] = w[v];
+void gemv_pass(const GemvArgs<scalar_t>& a, int64_t t0, int64_t g) {
+  constexpr int CH_WANT = TT >= 4 ? 1 : 4 / TT;
+  constexpr int CH_FIT = GEMV_TT / TT > 0 ? GEMV_TT / TT : 1;   // accumulators must fit
+  constexpr int CH = CH_WANT < CH_FIT ? CH_WANT : CH_FIT;
+  vfloat acc[CH][TT][GV];
+  for (int64_t v = 0; v < GV; ++v) {
+    const vfloat b = a.bias ? *reinterpret_cast<const vfloat*>(a.bias + g * GROUP + v * LANES)
+                            : vfloat{};
+    for (int t = 0; t < TT; ++t) acc[0][t][v] = b;
+    for (int ch = 1; ch < CH; ++ch)
+      for (int t = 0; t < TT; ++t) acc[ch][t][v] = vfloat{};
+  }
+  const float* xp = a.xp + t0;                                  // xp[col * T + t]
+  const int64_t e1 = a.gptr[g + 1];
+  int64_t e = a.gptr[g];
+  for (; e + CH <= e1; e += CH) {
+    for (int ch = 0; ch < CH; ++ch) {
+      const vfloat* w = reinterpret_cast<const vfloat*>(a.gvals + (e + ch) * GROUP);
+      const float* xc = xp + static_cast<int64_t>(a.gcols[e + ch]) * a.T;
       for (int t = 0; t < TT; ++t) {
         const float xs = xc[t];
-        for (int64_t v = 0; v < GV; ++v) acc[t][v] += wv[v] * xs;
+        for (int64_t v = 0; v < GV; ++v) acc[ch][t][v] += w[v] * xs;
       }
     }
-    const int64_t o0 = g * GROUP, rows = std::min<int64_t>(GROUP, a.M - o0);
+  }
+  for (; e < e1; ++e) {
+    const vfloat* w = reinterpret_cast<const vfloat*>(a.gvals + e * GROUP);
+    const float* xc = xp + static_cast<int64_t>(a.gcols[e]) * a.T;
     for (int t = 0; t < TT; ++t) {
-      scalar_t* yr = a.y + (t0 + t) * a.M + o0;
-      if (std::is_same<scalar_t, float>::value && rows == GROUP) {   // straight to y
-        for (int64_t v = 0; v < GV; ++v)
-          *reinterpret_cast<vfloat_u*>(reinterpret_cast<float*>(yr) + v * LANES) = acc[t][v];
-      } else {
-        alignas(64) float out[GROUP];
-        for (int64_t v = 0; v < GV; ++v) *reinterpret_cast<vfloat*>(out + v * LANES) = acc[t][v];
-        for (int64_t i = 0; i < rows; ++i) yr[i] = static_cast<scalar_t>(out[i]);
-      }
+      const float xs = xc[t];
+      for (int64_t v = 0; v < GV; ++v) acc[0][t][v] += w[v] * xs;
+    }
+  }
+  for (int ch = 1; ch < CH; ++ch)
+    for (int t = 0; t < TT; ++t)
+      for (int64_t v = 0; v < GV; ++v) acc[0][t][v] += acc[ch][t][v];
+  const int64_t o0 = g * GROUP, rows = std::min<int64_t>(GROUP, a.M - o0);
+  for (int t = 0; t < TT; ++t) {
+    scalar_t* yr = a.y + (t0 + t) * a.M + o0;
+    if (std::is_same<scalar_t, float>::value && rows == GROUP) {   // straight to y
+      for (int64_t v = 0; v < GV; ++v)
+        *reinterpret_cast<vfloat_u*>(reinterpret_cast<float*>(yr) + v * LANES) = acc[0][t][v];
+    } else {
+      alignas(64) float out[GROUP];
+      for (int64_t v = 0; v < GV; ++v)
+        *reinterpret_cast<vfloat*>(out + v * LANES) = acc[0][t][v];
+      for (int64_t i = 0; i < rows; ++i) yr[i] = static_cast<scalar_t>(out[i]);
     }
   }
 }
 
 template <typename scalar_t, int TT>
-void gemv_tail(const GemvArgs<scalar_t>& a, int64_t t0, int64_t tt, int64_t g0, int64_t g1) {
+void gemv_tail(const GemvArgs<scalar_t>& a, int64_t t0, int64_t tt, int64_t g) {
   if constexpr (TT >= 1) {
-    if (tt == TT) gemv_pass<scalar_t, TT>(a, t0, g0, g1);
-    else gemv_tail<scalar_t, TT - 1>(a, t0, tt, g0, g1);
+    if (tt == TT) gemv_pass<scalar_t, TT>(a, t0, g);
+    else gemv_tail<scalar_t, TT - 1>(a, t0, tt, g);
   }
 }
 
-// Row groups [g0, g1) for every token, GEMV_TT tokens per pass.
+// Row groups [g0, g1) for every token, GEMV_TT tokens per pass; the passes of one group run
+// back to back, so its weights are read from memory once and then from the cache.
 template <typename scalar_t>
 void gemv_groups(const GemvArgs<scalar_t>& a, int64_t g0, int64_t g1) {
-  int64_t t0 = 0;
-  for (; t0 + GEMV_TT <= a.T; t0 += GEMV_TT) gemv_pass<scalar_t, GEMV_TT>(a, t0, g0, g1);
-  if (t0 < a.T) gemv_tail<scalar_t, GEMV_TT - 1>(a, t0, a.T - t0, g0, g1);
+  for (int64_t g = g0; g < g1; ++g) {
+    int64_t t0 = 0;
+    for (; t0 + GEMV_TT <= a.T; t0 += GEMV_TT) gemv_pass<scalar_t, GEMV_TT>(a, t0, g);
+    if (t0 < a.T) gemv_tail<scalar_t, GEMV_TT - 1>(a, t0, a.T - t0, g);
+  }
 }
 
 template void tile_items<float>(const TileArgs<float>&, int64_t, int64_t);
