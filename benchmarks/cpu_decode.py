@@ -131,7 +131,7 @@ def main() -> None:
         return
     print(f"CPU {out['cpu']}; code paths {', '.join(isas)}; machine load (1 min) {load:.2f} "
           f"-> {out['load_avg_1min_end']:.2f} on {os.cpu_count()} CPUs; torch threads "
-          f"{out['threads']}; median of {args.repeats}, interleaved")
+          f"{out['threads']}; {args.stat} of {args.repeats}, interleaved")
     print(f"HP {args.sparsity} (d2 = {args.level2_density}), batch 1, one token per step")
     print(f"  {len(step)} pruned linears of one decoder step: dense {t_lin['dense']:.3f} ms; "
           + "; ".join(f"hp[{i}] {t_lin[f'hp[{i}]']:.3f} ms ({out['linears_speedup'][i]:.2f}x)"

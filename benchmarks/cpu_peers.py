@@ -137,7 +137,7 @@ def main() -> None:
     print(f"CPU {meta['cpu']}; HP kernel path {meta['isa']}; machine load (1 min) {load:.2f} "
           f"-> {meta['load_avg_1min_end']:.2f} on {meta['cpus']} CPUs; threads {threads}; "
           f"onnxruntime {meta['onnxruntime']}, torch {meta['torch']}; {args.seq_len} tokens; "
-          f"median of {args.repeats}, interleaved; ms (fitformer's speed-up over each)")
+          f"{args.stat} of {args.repeats}, interleaved; ms (fitformer's speed-up over each)")
     for r in rows:
         cells = "  ".join(f"{k} {v:.1f} ({r['fitformer_speedup'][k]:.2f}x)"
                           for k, v in r["ms"].items())

@@ -525,6 +525,11 @@ DevicesFileOpt = Annotated[str | None, typer.Option(
     "--devices", help="YAML/JSON file merged into the catalog by id.")]
 NoCacheOpt = Annotated[bool, typer.Option(
     "--no-cache", help="Explore (and measure) again instead of reading the caches.")]
+MeasureOpt = Annotated[bool, typer.Option(
+    "--measure", help="GPUs: also time the real model on this machine's CUDA GPU (eager "
+                      "PyTorch, fp32 or fp16 autocast as the engine's precision) and print "
+                      "it beside the estimate with the ratio. The host CPU is always "
+                      "measured.")]
 
 
 def _hardware_inputs(device, devices_file, pruned, sparsity, model, pattern, block, banks,
@@ -599,12 +604,12 @@ def estimate(device: DeviceOpt, model: ModelOpt = "default", pruned: PrunedOpt =
              precision: HwPrecisionOpt = None, clock_mhz: ClockOpt = None,
              block: HwBlockOpt = "16x16", banks: HwBanksOpt = 4,
              level2_density: HwSplitOpt = None, devices_file: DevicesFileOpt = None,
-             gpu_engine: GpuEngineOpt = None,
+             gpu_engine: GpuEngineOpt = None, measure: MeasureOpt = False,
              no_cache: NoCacheOpt = False, as_json: JsonOpt = False) -> None:
     """Latency and resources of a model on one device: for FPGAs the fastest design point
     that fits (analytical model + design-space exploration over the design family), for
-    GPUs an engine model (roofline + kernel launches, calibrated), for the host CPU a
-    measured run."""
+    GPUs an engine model (roofline + kernel launches, calibrated; with --measure also the
+    model timed on this machine's CUDA GPU), for the host CPU a measured run."""
     from fitformer.hardware.estimate import estimate as do_estimate
     from fitformer.hardware.estimate import unit_summary
 
@@ -615,7 +620,7 @@ def estimate(device: DeviceOpt, model: ModelOpt = "default", pruned: PrunedOpt =
     rep = do_estimate(dev, wl, batch=batch_size, seq_len=seq_len,
                       precision=precision.value if precision else None, clock_mhz=clock_mhz,
                       model=model, pruned=pruned, use_cache=not no_cache, tgt_len=tgt_len,
-                      gpu_engine=gpu_engine).to_json()
+                      gpu_engine=gpu_engine, measure=measure).to_json()
     if as_json:
         _print_json(rep)
         return
@@ -666,9 +671,26 @@ def estimate(device: DeviceOpt, model: ModelOpt = "default", pruned: PrunedOpt =
         if not rep["fits"]:
             out.print("DOES NOT FIT: even the smallest design exceeds the device; the latency "
                       "above is that of the smallest design, not a deployable one.")
+    if rep.get("measured"):
+        _print_gpu_measurement(rep)
     out.print(f"workload: {rep['workload']}; sparsity {rep['sparsity']:.4f}"
               + (f"; hp_split d1 {rep['hp_split']['d1']:.3f} d2 {rep['hp_split']['d2']:.3f}"
                  if rep["hp_split"] else ""))
+
+
+def _print_gpu_measurement(rep: dict) -> None:
+    """The CUDA measurement of ``estimate --measure`` beside the engine model's figure."""
+    m = rep["measured"]
+    out.print(f"measured on {m['gpu']}: {m['latency_ms']:.3f} ms ({m['engine']}, median of "
+              f"{m['repeats']} runs after {m['warmup']} warm-up; {m['timed']}); measured / "
+              f"estimate {rep['measured_over_estimate']:.2f}x")
+    if m["engine"] != rep["engine"]:
+        out.print(f"note: the estimate models {rep['engine']}, the measurement runs "
+                  f"{m['engine']}; --gpu-engine pytorch-eager-fp32 compares like with like.")
+    if not m["same_gpu"]:
+        out.print(f"note: {rep['device']} is not the GPU measured ({m['gpu']}): the ratio "
+                  "compares two GPUs. Give this GPU an entry of its own in a --devices file "
+                  "(kind: gpu) to compare its estimate with its measurement.")
 
 
 class IssueOrder(StrEnum):

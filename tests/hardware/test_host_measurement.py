@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import fitformer.hardware.estimate as E
+import fitformer.hardware.backends.host_cpu as E
 from fitformer.hardware.catalog import host_cpu
 
 # The stored measurement of the issue: samples from 136 to 928 ms, marked steady by the old

@@ -168,7 +168,7 @@ def test_host_is_measured_before_training_and_its_load_and_spread_shown(
     (here: the dense reference), and the table and report.json show load and spread."""
     import importlib
 
-    import fitformer.hardware.estimate as E
+    import fitformer.hardware.backends.host_cpu as E
 
     F = importlib.import_module("fitformer.training.finetune")   # the module, not the function
 

@@ -24,6 +24,7 @@ Two kinds of problem, both reported for every entry in one pass:
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import platform
@@ -56,7 +57,7 @@ HOST_CPU_ID = "host-cpu"
 #: GB/s, 450 W, devices.yaml), the lower ones far below the smallest (PYNQ-Z2: 220 DSP,
 #: 53,200 LUT, 100 MHz). A figure outside them is a typo or a unit slip (bits for blocks,
 #: kHz for MHz, W for mW), not a device. 0 counts as missing where a latency model needs the
-#: figure (:data:`NEEDED`); ``price_usd`` 0 is a device already owned.
+#: figure (:func:`kind_needs`); ``price_usd`` 0 is a device already owned.
 SANITY_BOUNDS: dict[str, tuple[float, float, str]] = {
     "dsp": (1, 200_000, "DSP slices"),
     "bram_18k": (1, 100_000, "BRAM_18K blocks"),
@@ -73,14 +74,41 @@ SANITY_BOUNDS: dict[str, tuple[float, float, str]] = {
     "power_w": (0.1, 10_000, "W"),
 }
 
-#: The figures each latency back-end cannot do without (missing or 0 is a problem): the
-#: FPGA accelerator model's (:func:`fitformer.hardware.dse.platform_of`), a catalog CPU's
-#: roofline, a GPU's engine model (one of the two peaks; the engine picks which).
-NEEDED: dict[str, tuple[str, ...]] = {
-    "fpga": ("clock_mhz", "dram_gbytes_per_s", "dsp", "bram_18k", "lut", "ff"),
-    "cpu": ("peak_tflops", "dram_gbytes_per_s"),
-    "gpu": ("dram_gbytes_per_s",),
-}
+
+def kind_needs() -> dict[str, tuple[str, ...]]:
+    """The device kinds of the shipped catalog (its ``kinds`` table) and the figures each
+    kind's latency back-end cannot do without (missing or 0 is a problem): the FPGA
+    accelerator model's (:func:`fitformer.hardware.dse.platform_of`), a catalog CPU's
+    roofline, a GPU's engine model (one of the two peaks as well; the engine picks which).
+    A ``kind`` outside this table is refused when the catalog loads; every kind has a
+    back-end in :mod:`fitformer.hardware.backends` (tested).
+
+    Raises:
+        FitformerError: the shipped ``kinds`` table is malformed (a packaging error).
+    """
+    return dict(_kind_needs())
+
+
+@functools.cache
+def _kind_needs() -> tuple[tuple[str, tuple[str, ...]], ...]:
+    table = _load_yaml(_shipped_text(), "the shipped catalog").get("kinds")
+    if not isinstance(table, dict) or not table:
+        raise FitformerError("the shipped catalog has no 'kinds' table; reinstall fitformer.")
+    out = []
+    for kind, entry in table.items():
+        entry = {} if entry is None else entry
+        needs = entry.get("needs", []) if isinstance(entry, dict) else None
+        if not isinstance(needs, list) or any(f not in _FIGURE_FIELDS for f in needs):
+            raise FitformerError(f"the shipped catalog's kinds.{kind}.needs must list "
+                                 f"figures of {', '.join(_FIGURE_FIELDS)}; got {needs!r}.")
+        out.append((str(kind), tuple(needs)))
+    return tuple(out)
+
+
+def _shipped_text() -> str:
+    return resources.files("fitformer.hardware").joinpath("devices.yaml").read_text()
+
+
 FPGA_PRECISIONS = ("fx16", "fx8")
 #: Required figures that may be null, and what null means (said when one is left out).
 NULLABLE = {"price_usd": "an unpriced device is shown but never selected",
@@ -133,7 +161,7 @@ class Device(BaseModel):
 
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     name: str
-    kind: Literal["fpga", "gpu", "cpu"]
+    kind: str
     part: Figure | None = None
     dsp_type: Figure | None = None
     dsp: Figure | None = None
@@ -154,6 +182,16 @@ class Device(BaseModel):
     #: price from a shop, or a ``used``-market ask; ``None`` with no price.
     price_kind: Literal["list", "street", "used"] | None = None
     power_w: Figure
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, kind: str) -> str:
+        kinds = kind_needs()
+        if kind not in kinds:
+            raise ValueError(f"unknown kind {kind!r}; known kinds: {', '.join(sorted(kinds))} "
+                             "(a new kind needs a latency back-end in fitformer/hardware/"
+                             "backends/ and an entry under 'kinds' in devices.yaml)")
+        return kind
 
     @field_validator("dsp", "bram_18k", "uram", "lut", "ff", "threads")
     @classmethod
@@ -180,12 +218,12 @@ class Device(BaseModel):
     def problems(self, ignore: tuple[str, ...] = ()) -> list[dict]:
         """What keeps this entry from being estimated or trusted, each as ``{"field",
         "problem": "missing" | "out_of_bounds" | "no_precision" | "shell", "message"}``:
-        a figure its latency model needs (:data:`NEEDED`) missing or 0, a figure outside
+        a figure its latency model needs (:func:`kind_needs`) missing or 0, a figure outside
         :data:`SANITY_BOUNDS` (the bound is in the message), an FPGA listing neither fx16
         nor fx8, a shell larger than the part. ``ignore``: fields given another way (e.g.
         ``clock_mhz`` by ``--clock-mhz``). Empty for a complete entry."""
         out = []
-        needed = () if self.id == HOST_CPU_ID else NEEDED.get(self.kind, ())
+        needed = () if self.id == HOST_CPU_ID else kind_needs().get(self.kind, ())
         for f in needed:
             if f not in ignore and not self.num(f):
                 out.append({"field": f, "problem": "missing", "message":
@@ -335,8 +373,7 @@ def load_catalog(devices_file: str | Path | None = None, only: list[str] | None 
         FitformerError: unreadable file, or malformed entries: every malformed entry and
             field of the file in one message; or an unknown id in ``only``.
     """
-    text = resources.files("fitformer.hardware").joinpath("devices.yaml").read_text()
-    base = _load_yaml(text, "the shipped catalog")
+    base = _load_yaml(_shipped_text(), "the shipped catalog")
     problems: list[str] = []
     entries: dict[str, dict] = {e["id"]: e for e in _parse(base["devices"], "catalog",
                                                            problems)}

@@ -14,6 +14,18 @@ import torch
 from fitformer.errors import FitformerError
 
 
+def infer(model: torch.nn.Module, input_ids: torch.Tensor, tgt_len: int = 0):
+    """One inference, as every latency measurement times it: a forward pass on
+    ``input_ids`` (``(batch, seq)`` int64) or, with ``tgt_len`` (encoder-decoders), a greedy
+    translation of exactly ``tgt_len`` new tokens (``generate`` with the key/value cache,
+    end-of-sentence ignored until then). Call it under ``torch.inference_mode()``."""
+    if not tgt_len:
+        return model(input_ids=input_ids)
+    return model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                          max_new_tokens=tgt_len, min_new_tokens=tgt_len, num_beams=1,
+                          do_sample=False)
+
+
 def median_latency_ms(models: dict[str, torch.nn.Module], input_ids: torch.Tensor,
                       repeats: int = 10, tgt_len: int = 0) -> dict[str, list[float]]:
     """Wall-clock ms of one forward pass of each model on ``input_ids`` (``(batch, seq)``
@@ -28,21 +40,13 @@ def median_latency_ms(models: dict[str, torch.nn.Module], input_ids: torch.Tenso
     if repeats < 1:
         raise FitformerError(f"--repeats {repeats} must be >= 1.")
     samples: dict[str, list[float]] = {k: [] for k in models}
-
-    def infer(m):
-        if not tgt_len:
-            return m(input_ids=input_ids)
-        return m.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                          max_new_tokens=tgt_len, min_new_tokens=tgt_len, num_beams=1,
-                          do_sample=False)
-
     with torch.inference_mode():
         for m in models.values():
-            infer(m.eval())
+            infer(m.eval(), input_ids, tgt_len)
         for _ in range(repeats):
             for name, m in models.items():
                 t0 = time.perf_counter()
-                infer(m)
+                infer(m, input_ids, tgt_len)
                 samples[name].append((time.perf_counter() - t0) * 1e3)
     return samples
 

@@ -279,15 +279,18 @@ def _is_host(device) -> bool:
 
 
 def _sparse_aware(device) -> bool:
-    """Whether ``device``'s latency depends on sparsity: FPGAs (the accelerator model) and
-    the host CPU (measured with the HP kernel)."""
-    from fitformer.hardware.catalog import HOST_CPU_ID
+    """Whether ``device``'s latency depends on sparsity, as its latency back-end says
+    (``exploits_sparsity``): FPGAs (the accelerator model) and the host CPU (measured with
+    the HP kernel)."""
+    from fitformer.hardware.backends import backend_for
 
-    return device.kind == "fpga" or device.id == HOST_CPU_ID
+    return backend_for(device).exploits_sparsity
 
 
 def _precisions(device, pinned: str | None) -> list[str]:
-    if device.kind != "fpga":
+    from fitformer.hardware.backends import backend_for
+
+    if not backend_for(device).pins_precision:
         return ["fp32"] if pinned in (None, "fp32") else []
     offered = [p for p in device.precisions if p in ("fx16", "fx8")]
     return [p for p in offered if pinned in (None, p)]

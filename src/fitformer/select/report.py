@@ -24,7 +24,7 @@ class DeviceRow(BaseModel):
     model_config = ConfigDict(extra="allow")
     id: str
     name: str
-    kind: Literal["fpga", "gpu", "cpu"]
+    kind: str
     price_usd: float | None
     power_w: float | None
     precision: str | None
