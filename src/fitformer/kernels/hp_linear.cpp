@@ -115,7 +115,7 @@ inline void transpose_out(const float*, int64_t, scalar_t*, int64_t) {}
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c,bmi,bmi2,no-avx512f")
 namespace isa_avx2 {
-constexpr int64_t LANES = 8, VECS = 12, ROW_CV = 12, PAIR_CV = 4, BLOCK = 8;
+constexpr int64_t LANES = 8, VECS = 16, ROW_CV = 8, PAIR_CV = 4, BLOCK = 8;
 constexpr int SHARED_R = 6, SHARED_CV = 2;   // 12 accumulators + 2 loads + 1 broadcast
 #undef KEEP_IN_REGISTER
 #define KEEP_IN_REGISTER(v) __asm__("" : "+x"(v))
