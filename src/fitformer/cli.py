@@ -19,6 +19,7 @@ from rich.table import Table
 
 from fitformer._version import __version__
 from fitformer.errors import FitformerError
+from fitformer.sparsity.patterns import pattern_class, pattern_names
 
 app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
                   pretty_exceptions_enable=False, add_completion=False,
@@ -198,13 +199,11 @@ def finetune(model: Annotated[str, typer.Option(help="default, a folder or a hub
               f" (budget {m['budget']}{', smoke run' if m['smoke'] else ''})")
 
 
-class PatternName(StrEnum):
-    hp = "hp"
-    unstructured = "unstructured"
-    block = "block"
-    cbb = "cbb"
-    bank = "bank"
-    nm = "nm"
+#: ``--pattern`` choices: the registered patterns (:mod:`fitformer.sparsity.patterns`), the
+#: default first.
+PatternName = StrEnum("PatternName", [(n, n) for n in sorted(pattern_names(),
+                                                             key=lambda n: n != "hp")])
+PATTERN_HELP = "; ".join(f"{n} ({pattern_class(n).help})" for n in PatternName)
 
 
 class PrunerName(StrEnum):
@@ -229,9 +228,8 @@ def prune(model: Annotated[str, typer.Option(help="Base model: default, a folder
           = "default",
           dataset: Annotated[str, typer.Option(help="rotten-tomatoes or a file.")]
           = "rotten-tomatoes",
-          pattern: Annotated[PatternName, typer.Option(
-              help="hp (hierarchical), unstructured, block, cbb (column-balanced block), "
-                   "bank (bank-balanced) or nm (N:M).")] = PatternName.hp,
+          pattern: Annotated[PatternName, typer.Option(help=PATTERN_HELP + ".")]
+          = PatternName.hp,
           sparsity: Annotated[float, typer.Option(
               help="Fraction of pruned weights in every prunable matrix (0-1).")] = 0.8,
           from_dir: Annotated[str | None, typer.Option(

@@ -2,25 +2,12 @@
 
 The bound is the value bits of the kept weights plus ``log2`` of the number of masks the
 pattern allows at that density: any encoding that distinguishes all those masks needs at
-least that many bits on average.
-
-============== =========================================================================
-pattern        number of masks (``C`` = binomial coefficient)
-============== =========================================================================
-unstructured   ``C(M * N, nnz)``
-block          ``C(Mb * Nb, nblocks)``
-cbb            ``C(Mb, K1) ** S``
-bank           ``C(N / B, k) ** (M * B)``
-nm             ``C(m, n) ** (M * N / m)``
-hp             ``C(Mb, K1) ** S * C(c / B, k) ** (S * K1 * r * B)``
-============== =========================================================================
-
-with ``Mb = M / r`` and ``S = Nb = N / c`` (rounded up: the padded shape).
+least that many bits on average. Each pattern declares that number
+(:meth:`fitformer.sparsity.patterns.Pattern.mask_count_factors`, tabulated in
+docs/design.md §5); this module reads it from the pattern registry.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
@@ -32,31 +19,22 @@ def mask_log2_count(pattern: str, shape: tuple[int, int], counts: dict, *,
     """``log2`` of the number of masks ``pattern`` allows with the given counts.
 
     Args:
-        pattern: pattern name (``fitformer.sparsity.patterns.PATTERNS``).
+        pattern: a registered pattern name
+            (:func:`fitformer.sparsity.patterns.pattern_names`).
         shape: ``(M, N)``.
         counts: the pattern's counts (``{"K1", "k"}`` for hp, ``{"kept"}`` for unstructured,
             ``{"blocks"}``, ``{"K1"}``, ``{"k"}``, ``{"n"}``).
+        r, c, banks, m: the pattern's parameters (block ``r x c``, ``B``, N:M's ``m``).
 
     Raises:
-        ValueError: unknown pattern.
+        FitformerError: unknown pattern (the message lists the registered ones) or invalid
+            parameters.
     """
-    M, N = shape
-    Mb, S = math.ceil(M / r), math.ceil(N / c)
-    if pattern == "unstructured":
-        return log2_binomial(M * N, counts["kept"])
-    if pattern == "block":
-        return log2_binomial(Mb * S, counts["blocks"])
-    if pattern == "cbb":
-        return S * log2_binomial(Mb, counts["K1"])
-    if pattern == "bank":
-        width = math.ceil(N / banks)
-        return M * banks * log2_binomial(width, counts["k"])
-    if pattern == "nm":
-        return M * math.ceil(N / m) * log2_binomial(m, counts["n"])
-    if pattern == "hp":
-        K1, k = counts["K1"], counts["k"]
-        return S * log2_binomial(Mb, K1) + S * K1 * r * banks * log2_binomial(c // banks, k)
-    raise ValueError(f"no bound for pattern {pattern!r}")
+    from fitformer.sparsity.patterns import make_pattern
+
+    pat = make_pattern(pattern, block=(r, c), banks=banks, nm_m=m)
+    return sum(times * log2_binomial(n, k)
+               for n, k, times in pat.mask_count_factors(tuple(shape), counts))
 
 
 def lower_bound_bits(mask: np.ndarray, value_bits: int, pattern: str, counts: dict,

@@ -15,6 +15,7 @@ from fitformer.formats.container import (
     write_container,
 )
 from fitformer.models.fixed_point import int_bits, quantize_fixed, width_of
+from fitformer.sparsity.patterns import Hierarchical
 
 
 def load_pruned_run(run_dir: str | Path):
@@ -50,7 +51,7 @@ def load_pruned_run(run_dir: str | Path):
 
 def _load_run(run_dir: Path):
     net, masks, pruning = load_pruned_run(run_dir)
-    if pruning.get("pattern") != "hp":
+    if pruning.get("pattern") != Hierarchical.name:
         raise FitformerError(f"{run_dir} was pruned with {pruning.get('pattern')!r}; the HP "
                              "container stores HP-pruned runs (`fitformer prune --pattern hp`).")
     return net, masks, pruning

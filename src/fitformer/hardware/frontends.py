@@ -23,7 +23,6 @@ import numpy as np
 
 from fitformer.errors import FitformerError
 from fitformer.hardware.workload import (
-    BALANCED_PATTERNS,
     MatrixWork,
     ModelDims,
     Workload,
@@ -33,6 +32,7 @@ from fitformer.hardware.workload import (
     _mark_balanced,
     balanced_work,
     dims_from_config,
+    structure_from_counts,
     work_from_mask,
 )
 
@@ -113,7 +113,7 @@ def workload_from_pattern(model: str = "default", *, pattern: str = "hp",
     key = {"model": ref.key(), "pattern": pattern, "sparsity": sparsity, "block": block,
            "banks": banks, "params": pat.params() if pat else {}, "dims": dims.__dict__}
     matrices: list[MatrixWork] = []
-    if pattern in BALANCED_PATTERNS:
+    if structure_from_counts(pattern):
         for role, layer, stack in dims.prunable_slots():
             shape = dims.shape(role)
             if pat is None:

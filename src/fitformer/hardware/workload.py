@@ -35,11 +35,26 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fitformer.errors import FitformerError
+from fitformer.sparsity.patterns import pattern_class
 
-BALANCED_PATTERNS = ("hp", "cbb", "dense")
 LINEAR_ROLES = ("q", "k", "v", "attn_out", "ffn_in", "ffn_out", "pooler", "classifier",
                 "lm_head")
 HEAD_ROLES = ("pooler", "classifier", "lm_head")
+
+
+def structure_from_counts(pattern: str) -> bool:
+    """Whether the workload of ``pattern`` follows from its counts alone: ``dense``, or a
+    pattern the registry declares stripe-balanced
+    (:attr:`fitformer.sparsity.patterns.Pattern.stripe_balanced`: every stripe keeps
+    ``K1`` blocks, every bank of a kept row segment ``k`` weights). Any other pattern's
+    stripe profile depends on the weights and is measured on masks.
+
+    Raises:
+        FitformerError: an unknown pattern (the message lists the registered ones).
+    """
+    if pattern == "dense":
+        return True
+    return pattern_class(pattern).stripe_balanced
 
 
 @dataclass(frozen=True)

@@ -148,10 +148,11 @@ class _Latency:
 
     def workload(self, sparsity: float, train: bool):
         from fitformer.hardware.frontends import workload_from_pattern, workload_from_run
+        from fitformer.hardware.workload import structure_from_counts
 
         if sparsity not in self._wl:
             p = self.profile
-            if sparsity == 0.0 or p.pattern in ("hp", "cbb"):
+            if sparsity == 0.0 or structure_from_counts(p.pattern):
                 self._wl[sparsity] = workload_from_pattern(
                     self.model,
                     pattern=p.pattern, sparsity=sparsity, block=p.block, banks=p.banks,
@@ -186,19 +187,21 @@ class _Latency:
 
     def premeasure_host(self, device) -> bool:
         """Measure the host CPU at every grid point whose structure is known without
-        training (all points for HP and cbb, the dense point otherwise), so that the
-        figures are not taken on a machine just loaded by training. Before the dense run
-        exists a classifier is measured on its base model (the same architecture); a
-        translation model only once its dense run exists. Returns whether it measured."""
+        training (all points for stripe-balanced patterns such as HP and cbb, the dense
+        point otherwise), so that the figures are not taken on a machine just loaded by
+        training. Before the dense run exists a classifier is measured on its base model
+        (the same architecture); a translation model only once its dense run exists.
+        Returns whether it measured."""
         from fitformer.hardware.estimate import estimate
         from fitformer.hardware.frontends import workload_from_pattern
+        from fitformer.hardware.workload import structure_from_counts
 
         p = self.profile
         if p.dense_dir is None and p.task == "translation":
             return False
         model = self.model
         for s in GRID:
-            if s > 0 and p.pattern not in ("hp", "cbb"):
+            if s > 0 and not structure_from_counts(p.pattern):
                 break
             key = (device.id, "fp32", s)
             if key in self._memo:

@@ -106,9 +106,11 @@ def write_outputs(report: dict, out_dir: Path, profile: Profile) -> None:
                         ignore=shutil.ignore_patterns("checkpoint*", "*.partial"))
         mark_model_dir(model_dir, point["run_dir"], best["id"])
         art["model_dir"] = model_dir.name
-        # The HP container rebuilds encoder classifiers; a translation model ships as its
-        # save_pretrained folder (masks included) only.
-        if report["pattern"] == "hp" and best["sparsity"] > 0 \
+        # The HP container rebuilds encoder classifiers of HP runs; a translation model ships
+        # as its save_pretrained folder (masks included) only.
+        from fitformer.sparsity.patterns import Hierarchical
+
+        if report["pattern"] == Hierarchical.name and best["sparsity"] > 0 \
                 and report["metric"]["name"] != "bleu":
             from fitformer.formats.export import export_run
 

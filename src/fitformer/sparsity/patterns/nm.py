@@ -1,0 +1,53 @@
+"""N:M pruning: every ``m`` consecutive weights of a row keep ``n`` (2:4 at sparsity 0.5)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from fitformer.errors import FitformerError
+from fitformer.sparsity.patterns.base import Pattern, _check_density, _floor, _row_groups_mask
+from fitformer.sparsity.patterns.registry import register
+
+
+@register
+@dataclass
+class NM(Pattern):
+    """N:M: every ``m`` consecutive weights along a row keep ``n = floor(d * m)``; a partial
+    last group of ``g < m`` real weights keeps ``floor(d * g)``."""
+
+    m: int = 4
+    name = "nm"
+    help = "N:M: every m (--nm-m) consecutive weights of a row keep n"
+    balanced = True
+
+    def __post_init__(self):
+        if self.m < 1:
+            raise FitformerError(f"N:M needs m >= 1, got {self.m}")
+
+    @classmethod
+    def from_options(cls, *, block=(16, 16), banks=4, level2_density=None, nm_m=4):
+        return cls(nm_m)
+
+    def params(self):
+        return {"m": self.m}
+
+    def counts(self, shape, levels):
+        return {"n": _floor(levels[0] * self.m), "m": self.m}
+
+    def mask_count_factors(self, shape, counts):
+        """``C(m, n) ** (M * ceil(N / m))``."""
+        return ((self.m, counts["n"], shape[0] * math.ceil(shape[1] / self.m)),)
+
+    def plan(self, shape, sparsity):
+        d = _check_density(sparsity)
+        if d > 0 and _floor(d * self.m) == 0:
+            raise FitformerError(
+                f"N:M with m={self.m} cannot reach sparsity {sparsity} without pruning "
+                f"everything (n = floor({d:.3g} * {self.m}) = 0); use a larger m."
+            )
+        return (d,)
+
+    def mask_from_levels(self, weight, levels, previous=None):
+        groups = math.ceil(weight.shape[1] / self.m)
+        return _row_groups_mask(weight, previous, levels[0], self.m, groups)
