@@ -80,3 +80,20 @@ def test_design_that_does_not_fit_is_refused(tiny_hp_run, tmp_path):
     with pytest.raises(FitformerError, match="holds no FPGA design point"):
         design.write_text(json.dumps({"precision": "fp32", "design": None}))
         generate(hp.path, "zcu104", tmp_path / "prj", design=design, log=lambda m: None)
+
+
+def test_csim_project_paths_and_corrupt_json(tmp_path, monkeypatch):
+    """A relative project path resolves (g++ runs inside the project); a corrupt
+    project.json is a clear error, not a traceback."""
+    from fitformer.errors import FitformerError
+    from fitformer.hls.csim import _project
+
+    prj = tmp_path / "prj"
+    prj.mkdir()
+    (prj / "project.json").write_text('{"scope": "linear"}')
+    monkeypatch.chdir(tmp_path)
+    path, rec = _project("prj")
+    assert path == prj.resolve() and path.is_absolute() and rec == {"scope": "linear"}
+    (prj / "project.json").write_text("{")
+    with pytest.raises(FitformerError, match="not valid JSON"):
+        _project("prj")

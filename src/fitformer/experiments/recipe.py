@@ -36,6 +36,8 @@ RECIPE = {"distill": DistillConfig("logits", temperature=2.0, alpha=0.9),
 #: 1e-4): the 36 pruned matrices lose most of their weights at once and move further than a
 #: fine-tune does.
 RECIPE_LR = {**RECIPE, "learning_rate": 2e-4}
+#: The learning-rate scan's upper point (HP 0.8 only).
+RECIPE_LR_HIGH = {**RECIPE, "learning_rate": 4e-4}
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ SERIES = (
            split_mode="per-layer"),
     Series("jump + logit KD, 2 epochs, lr 2e-4", "hp", (0.8, 0.9), RECIPE_LR),
     Series("jump + logit KD, 2 epochs, lr 2e-4", "unstructured", (0.8, 0.9), RECIPE_LR),
+    Series("jump + logit KD, 2 epochs, lr 4e-4", "hp", (0.8,), RECIPE_LR_HIGH),
     Series("chain 0.5-0.95 + logit KD, 1 epoch (select's profile)", "hp", GRID[1:], _PROFILE),
 )
 BOOTSTRAP_RESAMPLES = 10_000
@@ -140,6 +143,8 @@ def run(*, train: bool = True, out_dir: Path = Path("docs"),
             src = res.path
     old = {}
     prev = Path(out_dir) / "pattern-comparison.json"
+    if not prev.is_file():
+        prev = Path("docs") / "pattern-comparison.json"
     if prev.is_file():
         for r in json.loads(prev.read_text()).get("rows", []):
             if r["series"] in ("hp", "unstructured"):

@@ -29,12 +29,17 @@ def _gxx() -> str:
 
 
 def _project(prj: str | Path) -> tuple[Path, dict]:
-    prj = Path(prj)
+    # Absolute: g++ and the testbench run with the project as working directory.
+    prj = Path(prj).expanduser().resolve()
     if not (prj / "project.json").is_file():
         raise FitformerError(f"{prj} is not a generated HLS project (no project.json); "
                              "create one with `fitformer hls --pruned DIR --device ID --out "
                              f"{prj}`.")
-    return prj, json.loads((prj / "project.json").read_text())
+    try:
+        return prj, json.loads((prj / "project.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise FitformerError(f"{prj / 'project.json'} is not valid JSON ({e}); generate the "
+                             "project again with `fitformer hls`.") from None
 
 
 def syntax_check(prj: str | Path) -> list[str]:
