@@ -127,7 +127,7 @@ def test_tiny_translation_run_trains_and_scores(home):
                  out=out, log=lambda m: None)
     rep = json.loads((out / "report.json").read_text())
     Report.model_validate(rep)
-    assert rep["metric"] == {"name": "bleu", "scale_max": 100.0}
+    assert rep["metric"] == {"name": "bleu", "scale_max": 100.0, "label": "BLEU"}
     assert rep["constraints"]["tgt_len"] == 4 and rep["dataset"] == "tatoeba-en-fr"
     assert rep["target_accuracy_dev"] == pytest.approx(m["bleu"]["dev"]["fp32"] - 2.0)
     assert sel.exit_code == 0 and rep["best_device"] == "ultra96-v2"   # $249 < $1,599
