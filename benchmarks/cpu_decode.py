@@ -32,7 +32,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cpu_spmm import keep_freed_memory, measure, on_isa, parse_with_threads  # noqa: E402
+from cpu_spmm import (  # noqa: E402
+    keep_freed_memory,
+    kernel_paths,
+    measure,
+    on_isa,
+    parse_with_threads,
+)
 
 
 class _Vocab:
@@ -57,18 +63,13 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = parse_with_threads(ap)
 
-    from fitformer.kernels.cpu import HPLinear, convert, kernel_status, supported_isas
+    from fitformer.kernels.cpu import HPLinear, convert
     from fitformer.models.layers import linear_layers
     from fitformer.models.seq2seq import new_translation_model
     from fitformer.sparsity.patterns import make_pattern
 
     keep_freed_memory()
-    status = kernel_status()
-    if not status["available"]:
-        raise SystemExit(f"the HP kernel is not available: {status['reason']}")
-    runs = supported_isas()
-    isas = args.isas.split(",") if args.isas else \
-        [i for i in ("avx2", "avx512") if i in runs] or [runs[-1]]
+    status, _, isas = kernel_paths(ap, args.isas)
     load = os.getloadavg()[0]
     model = new_translation_model(_Vocab()).eval()
     pattern = make_pattern("hp", level2_density=args.level2_density)

@@ -52,20 +52,15 @@ def main() -> None:
     if not all(0 < s < 1 for s in args.sparsity):
         ap.error("--sparsity values must be in (0, 1)")
 
-    from cpu_spmm import keep_freed_memory
+    from cpu_spmm import keep_freed_memory, kernel_paths
 
     from fitformer.hardware.frontends import one_shot_masks
-    from fitformer.kernels.cpu import convert, kernel_status, supported_isas
+    from fitformer.kernels.cpu import convert
     from fitformer.kernels.run import median_latency_ms
     from fitformer.models.loading import load_classifier, quiet_transformers, resolve_model
 
     keep_freed_memory()
-    status = kernel_status()
-    if not status["available"]:
-        raise SystemExit(f"the HP kernel is not available: {status['reason']}")
-    runs = supported_isas()
-    isas = args.isas.split(",") if args.isas else \
-        [i for i in ("avx2", "avx512") if i in runs] or [runs[-1]]
+    status, _, isas = kernel_paths(ap, args.isas)
     load = os.getloadavg()[0]
     with quiet_transformers():
         dense = load_classifier(resolve_model("default")).eval()

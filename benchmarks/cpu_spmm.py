@@ -76,6 +76,30 @@ def parse_with_threads(ap: argparse.ArgumentParser) -> argparse.Namespace:
     return args
 
 
+def kernel_paths(ap: argparse.ArgumentParser, isas_arg: str | None
+                 ) -> tuple[dict, list[str], list[str]]:
+    """``(kernel_status(), the code paths this CPU runs, the paths to time)``: ``--isas``
+    when given (each checked against this CPU), else AVX2 and AVX-512 where they run, else
+    the widest path. Exits with a message when the kernel cannot build or
+    ``FITFORMER_CPU_ISA`` is invalid."""
+    from fitformer.errors import FitformerError
+    from fitformer.kernels.cpu import kernel_status, supported_isas
+
+    try:
+        status = kernel_status()
+    except FitformerError as e:
+        ap.error(str(e))
+    if not status["available"]:
+        raise SystemExit(f"the HP kernel is not available: {status['reason']}")
+    runs = supported_isas()
+    isas = (isas_arg.split(",") if isas_arg
+            else [i for i in ("avx2", "avx512") if i in runs] or [runs[-1]])
+    for isa in isas:
+        if isa not in runs:
+            ap.error(f"--isas {isa}: this CPU runs {', '.join(runs)}")
+    return status, list(runs), isas
+
+
 def _timer(fn):
     def run() -> float:
         t0 = time.perf_counter()
@@ -139,20 +163,12 @@ def main() -> None:
 
     import scipy.sparse
 
-    from fitformer.kernels.cpu import HPLinear, kernel_status, supported_isas
+    from fitformer.kernels.cpu import HPLinear
     from fitformer.sparsity.patterns import make_pattern
 
     linear = torch.nn.functional.linear
     heap_kept = keep_freed_memory()
-    status = kernel_status()
-    if not status["available"]:
-        raise SystemExit(f"the HP kernel is not available: {status['reason']}")
-    runs = supported_isas()
-    isas = (args.isas.split(",") if args.isas
-            else [i for i in ("avx2", "avx512") if i in runs] or [runs[-1]])
-    for isa in isas:
-        if isa not in runs:
-            ap.error(f"--isas {isa}: this CPU runs {', '.join(runs)}")
+    status, runs, isas = kernel_paths(ap, args.isas)
     shapes = _parse_shapes(args.shapes) if args.shapes else SHAPES
     sparsities = tuple(float(v) for v in args.sparsities.split(",")) if args.sparsities \
         else SPARSITIES
