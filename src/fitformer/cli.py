@@ -988,6 +988,13 @@ def select_cmd(model: ModelOpt = "default",
                out_dir: Annotated[str, typer.Option(
                    "--out", help="Folder for report.json, report.html, plots, the chosen "
                                  "model and design.")] = "fitformer-select",
+               hls: Annotated[bool, typer.Option(
+                   "--hls", help="Also write the Vitis HLS project of the answer into "
+                                 "OUT/hls (as `fitformer hls` at the chosen design), when the "
+                                 "chosen device is an FPGA running an HP point; check it "
+                                 "with `fitformer csim OUT/hls`.")] = False,
+               hls_sentences: Annotated[int, typer.Option(
+                   help="Real dev sentences in the --hls project's testbench.")] = 200,
                as_json: JsonOpt = False) -> None:
     """The main job: the cheapest device (or least power) whose latency meets LC and whose
     pruned model meets AC, with the pruned model and accelerator design that achieve it.
@@ -1003,7 +1010,8 @@ def select_cmd(model: ModelOpt = "default",
                  out=out_dir, task=task.value, min_bleu=min_bleu, max_bleu_drop=max_bleu_drop,
                  tgt_len=tgt_len, gpu_engine=gpu_engine, dense_dir=_dense_dir(dense),
                  text_column=text_column, label_column=label_column,
-                 metric=metric.value if metric else None, log=_log)
+                 metric=metric.value if metric else None,
+                 hls_sentences=hls_sentences if hls else None, log=_log)
     rep = res.report
     if as_json:
         _print_json(rep)
@@ -1042,6 +1050,13 @@ def select_cmd(model: ModelOpt = "default",
                   "no device meets both constraints (see 'what would make it pass').")
         out.print(f"report: {res.out_dir / 'report.html'} (and report.json"
                   + (", the chosen model and design)" if best else ")"))
+        if "hls_project" in rep["artifacts"]:
+            prj = res.out_dir / rep["artifacts"]["hls_project"]
+            out.print(f"HLS project: {prj} (next: fitformer csim {prj})", highlight=False,
+                      soft_wrap=True)
+        elif rep.get("hls_not_written"):
+            out.print(f"--hls: no project written: {rep['hls_not_written']}.",
+                      highlight=False, soft_wrap=True)
     if res.exit_code:
         raise typer.Exit(res.exit_code)
 
@@ -1192,20 +1207,27 @@ def csim_cmd(project: Annotated[str, typer.Argument(help="A project made by fitf
              as_json: JsonOpt = False) -> None:
     """Compile a generated HLS project with g++ and the open ap_types headers, run its
     testbench on the real sentences it holds and compare every output with fitformer's
-    exact fixed-point path."""
+    exact fixed-point path. Exit status 1 when any output is not bit-exact."""
     from fitformer.hls import csim
 
     res = csim(project, log=_log)
+    exact = res["bit_exact"] == res["values"]
     if as_json:
         _print_json(res)
-        return
-    line = (f"csim {project}: {res['bit_exact']}/{res['values']} values bit-exact "
-            f"(max |diff| {res['max_abs_diff']:.3g}) on {res['sentences']} sentences")
-    if res["scope"] == "model":
-        line += (f"; same class {res['same_class']}/{res['sentences']}; accuracy "
-                 f"{res['accuracy']:.3f} (exact path {res['reference_accuracy']:.3f})")
-    line += f"; compile {res['compile_s']:.1f} s, run {res['run_s']:.1f} s"
-    out.print(line, highlight=False, soft_wrap=True)
+    else:
+        line = (f"csim {project}: {res['bit_exact']}/{res['values']} values bit-exact "
+                f"(max |diff| {res['max_abs_diff']:.3g}) on {res['sentences']} sentences")
+        if res["scope"] == "model":
+            line += (f"; same class {res['same_class']}/{res['sentences']}; accuracy "
+                     f"{res['accuracy']:.3f} (exact path {res['reference_accuracy']:.3f})")
+        line += f"; compile {res['compile_s']:.1f} s, run {res['run_s']:.1f} s"
+        out.print(line, highlight=False, soft_wrap=True)
+    if not exact:
+        err.print(f"csim {project}: {res['values'] - res['bit_exact']} of {res['values']} "
+                  "values differ from fitformer's exact fixed-point path: the generated C++ "
+                  "is wrong (or its sources were edited); exit status 1.", highlight=False,
+                  soft_wrap=True, style="red")
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -50,6 +50,7 @@ def fake_host(empty_home, monkeypatch):
                         (torch.nn.Identity(), "dense", "dense"))
     monkeypatch.setattr(K, "load_kernel", lambda: None)
     monkeypatch.setattr(K, "kernel_digest", lambda: "k")
+    monkeypatch.setattr(K, "isa_path", lambda: None)
     wl = SimpleNamespace(dims=SimpleNamespace(is_seq2seq=False, vocab=100), digest="d",
                          pattern="dense", overall_sparsity=0.0, hp_split=None, source="test")
     dev = host_cpu()
@@ -115,3 +116,28 @@ def test_agreeing_samples_on_a_busy_machine_are_not_steady():
     assert edge["busy"] and edge["steady"] is False           # 0.75 x 2 CPUs
     unknown = E._judged({"samples_ms": IDLE})                 # old records without a load
     assert unknown["steady"] is True
+
+
+def test_kernel_code_path_is_part_of_the_key_and_named_in_the_row(fake_host, monkeypatch):
+    """A figure timed on the AVX2 path is not reused for the AVX-512 one (FITFORMER_CPU_ISA
+    or another CPU), and select's host row says which path ran."""
+    import fitformer.kernels.cpu as K
+    from fitformer.select.report import measurement_text
+
+    measure, queue, cache = fake_host
+    monkeypatch.setattr(E, "_host_model", lambda wl, model, pruned:
+                        (torch.nn.Identity(), "hp-cpu", "hp 0.8"))
+    monkeypatch.setattr(K, "isa_path", lambda: "avx2")
+    queue.append(IDLE)
+    rep = measure()
+    assert rep["kernel_isa"] == "avx2" and rep["backend"] == "hp-cpu"
+    assert measure()["latency_ms"] == 23.7 and not queue        # cached for avx2
+    monkeypatch.setattr(K, "isa_path", lambda: "generic")
+    queue.append([x * 3 for x in IDLE])
+    assert measure()["latency_ms"] == pytest.approx(71.1)       # measured for generic
+    assert len(list(cache.glob("*.json"))) == 2
+    text = measurement_text({"backend": "hp-cpu", "kernel_isa": "generic",
+                             "load_avg_1min": 0.2, "cpus": 2, "spread": 0.01})
+    assert text == "HP kernel generic, load 0.2/2 CPUs, spread 1.0%"
+    assert measurement_text({"backend": "dense-fallback: no compiler", "cpus": 2,
+                             "load_avg_1min": 0.2}).startswith("dense PyTorch, load 0.2")

@@ -97,3 +97,87 @@ def test_csim_project_paths_and_corrupt_json(tmp_path, monkeypatch):
     (prj / "project.json").write_text("{")
     with pytest.raises(FitformerError, match="not valid JSON"):
         _project("prj")
+
+
+def test_damaged_binaries_are_refused_by_csim_and_by_the_testbench(linear_project):
+    """A truncated weights file is a clear error (csim checks project.json's sizes and
+    SHA-256 before compiling) and the testbench alone refuses it too (exit status 3),
+    instead of reading past the end."""
+    import subprocess
+
+    from fitformer.hls import csim
+    from fitformer.hls.csim import build
+
+    prj, rec = linear_project
+    vals = prj / "weights" / "hp_values.bin"
+    size = vals.stat().st_size
+    assert rec["files"]["weights/hp_values.bin"]["bytes"] == size
+    data = vals.read_bytes()
+    vals.write_bytes(data[: size // 2])
+    with pytest.raises(FitformerError, match=rf"hp_values.bin holds {size // 2:,} bytes, "
+                                             rf"project.json says {size:,}.*generate it again"):
+        csim(prj, log=lambda m: None)
+    exe, _ = build(prj)
+    res = subprocess.run([str(exe)], cwd=prj, capture_output=True, text=True)
+    assert res.returncode == 3 and f"holds {size // 2} bytes" in res.stderr
+    vals.write_bytes(bytes([data[0] ^ 1]) + data[1:])     # same size, one bit flipped
+    with pytest.raises(FitformerError, match="differs from the file fitformer hls wrote"):
+        csim(prj, log=lambda m: None)
+
+
+def test_out_folder_checks_and_stale_files(tiny_hp_run, linear_project, tmp_path):
+    from fitformer.hls import generate
+
+    _, hp = tiny_hp_run
+    prj, _ = linear_project
+    quiet = {"sentences": 1, "linear": QUERY, "log": lambda m: None}
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    with pytest.raises(FitformerError, match="is a file; give a new or empty folder"):
+        generate(hp.path, "zcu104", a_file, **quiet)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(FitformerError, match="not empty and holds no generated project"):
+        generate(hp.path, "zcu104", other, **quiet)
+    assert (other / "notes.txt").read_text() == "mine"
+    # A reused project: files of the earlier project are removed, the user's are kept.
+    (prj / "weights" / "stale.bin").write_bytes(b"old")
+    (prj / "README.mine").write_text("kept")
+    rec = generate(hp.path, "zcu104", prj, **quiet)
+    assert not (prj / "weights" / "stale.bin").exists()
+    assert (prj / "README.mine").read_text() == "kept"
+    assert rec["sentences"] == 1 and "weights/stale.bin" not in rec["files"]
+
+
+def test_design_for_another_device_and_a_cpu_are_refused(tiny_hp_run, tmp_path):
+    from fitformer.hls import generate
+
+    _, hp = tiny_hp_run
+    design = tmp_path / "design.json"
+    design.write_text(json.dumps({
+        "id": "u200", "precision": "fx16", "weights_on_chip": True,
+        "design": {"array": {"P": 2, "T": 4, "R": 16}, "nonlinear": {"lanes": 4},
+                   "add_norm": {"lanes": 4}}}))
+    with pytest.raises(FitformerError, match="was made for u200, not zcu104; pass --device "
+                                             "u200"):
+        generate(hp.path, "zcu104", tmp_path / "prj", design=design, log=lambda m: None)
+    with pytest.raises(FitformerError, match=r"host-cpu is a cpu; .*choose one of .*zcu104"):
+        generate(hp.path, "host-cpu", tmp_path / "prj", log=lambda m: None)
+    assert not (tmp_path / "prj").exists()              # refused before writing anything
+
+
+def test_csim_cli_exits_1_when_not_bit_exact(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    import fitformer.hls
+    from fitformer.cli import app
+
+    res = {"scope": "linear", "device": "zcu104", "precision": "fx16", "compile_s": 1.0,
+           "run_s": 1.0, "sentences": 2, "values": 10, "bit_exact": 9, "max_abs_diff": 0.5}
+    monkeypatch.setattr(fitformer.hls, "csim", lambda prj, log: dict(res))
+    out = CliRunner().invoke(app, ["csim", str(tmp_path)])
+    assert out.exit_code == 1 and "9/10 values bit-exact" in out.output
+    assert "1 of 10 values differ" in out.output
+    res["bit_exact"] = 10
+    assert CliRunner().invoke(app, ["csim", str(tmp_path)]).exit_code == 0

@@ -203,3 +203,29 @@ def test_host_is_measured_before_training_and_its_load_and_spread_shown(
                                                          24.0]))
     table = " ".join(res.output.replace("│", " ").split())     # cells wrap in the table
     assert "(load" in table and "0.9/2" in table and "spread" in table, res.output
+
+
+def test_select_hls_writes_the_project_of_the_chosen_design(in_tiny_home, prices, tmp_path):
+    """select --hls (issue 19, item 4): the answer's project at the very design select
+    chose (knobs, family and non-linear units of design.json); a GPU answer gets none,
+    with the reason; a later answer without --hls removes the stale project."""
+    _, dense = in_tiny_home
+    out = tmp_path / "sel"
+    res = _select(dense, prices, out, latency_ms=10.0, hls_sentences=2)
+    rep = res.report
+    assert rep["best_device"] == "ultra96-v2" and rep["artifacts"]["hls_project"] == "hls"
+    design = json.loads((out / "design.json").read_text())
+    prj = json.loads((out / "hls" / "project.json").read_text())
+    assert prj["device"] == "ultra96-v2" and prj["sentences"] == 2
+    assert prj["design"]["knobs"] == design["design"]
+    assert prj["design"]["family"] == design["design_family"]
+    assert prj["design"]["nonlinear"] == design["nonlinear"]
+    best = next(d for d in rep["devices"] if d["id"] == "ultra96-v2")
+    assert prj["precision"] == design["precision"] == best["precision"]
+    assert (out / "hls" / "firmware" / "fitformer.cpp").is_file()
+    gpu = select(dense_dir=dense.path, budget="tiny", only=["rtx-4090"], latency_ms=10.0,
+                 out=out, hls_sentences=2, log=lambda m: None)
+    assert gpu.report["best_device"] == "rtx-4090"
+    assert "is a gpu; HLS projects are for FPGAs" in gpu.report["hls_not_written"]
+    assert not (out / "hls").exists()                   # the earlier answer's project
+    assert "hls_not_written" in json.loads((out / "report.json").read_text())

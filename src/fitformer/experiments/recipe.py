@@ -38,6 +38,12 @@ RECIPE = {"distill": DistillConfig("logits", temperature=2.0, alpha=0.9),
 RECIPE_LR = {**RECIPE, "learning_rate": 2e-4}
 #: The learning-rate scan's upper point (HP 0.8 only).
 RECIPE_LR_HIGH = {**RECIPE, "learning_rate": 4e-4}
+#: Longer recovery: four epochs per point at 2e-4 (the pruning window and the recovery
+#: with fixed masks both twice as long).
+RECIPE_LONG = {**RECIPE_LR, "epochs_per_point": 4.0}
+#: TinyBERT-style intermediate-layer distillation (hidden states and attention
+#: probabilities, Jiao et al. 2020) on top of the logit term, at 2e-4.
+RECIPE_LAYERS = {**RECIPE_LR, "distill": DistillConfig("layers", temperature=2.0, alpha=0.9)}
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,8 @@ SERIES = (
     Series("jump + logit KD, 2 epochs, lr 2e-4", "hp", (0.8, 0.9), RECIPE_LR),
     Series("jump + logit KD, 2 epochs, lr 2e-4", "unstructured", (0.8, 0.9), RECIPE_LR),
     Series("jump + logit KD, 2 epochs, lr 4e-4", "hp", (0.8,), RECIPE_LR_HIGH),
+    Series("jump + logit KD, 4 epochs, lr 2e-4", "hp", (0.8, 0.9), RECIPE_LONG),
+    Series("jump + layer KD, 2 epochs, lr 2e-4", "hp", (0.8,), RECIPE_LAYERS),
     Series("chain 0.5-0.95 + logit KD, 1 epoch (select's profile)", "hp", GRID[1:], _PROFILE),
 )
 BOOTSTRAP_RESAMPLES = 10_000

@@ -42,6 +42,33 @@ def _project(prj: str | Path) -> tuple[Path, dict]:
                              "project again with `fitformer hls`.") from None
 
 
+def check_files(prj: Path, rec: dict) -> None:
+    """Refuse a project whose binaries (``weights/``, ``tb_data/``) are missing or differ
+    from what ``fitformer hls`` wrote (size and SHA-256 in ``project.json``'s ``files``;
+    a project without that record is not checked). The C++ sources may be edited.
+
+    Raises:
+        FitformerError: naming the first damaged file and the fix.
+    """
+    import hashlib
+
+    for rel, want in (rec.get("files") or {}).items():
+        if not rel.startswith(("weights/", "tb_data/")):
+            continue
+        path = prj / rel
+        fix = (f"; the project is damaged: generate it again with `fitformer hls --pruned "
+               f"{rec.get('run', 'RUN')} --device {rec.get('device', 'ID')} --out {prj}`.")
+        if not path.is_file():
+            raise FitformerError(f"{path} is missing" + fix)
+        size = path.stat().st_size
+        if size != want["bytes"]:
+            raise FitformerError(f"{path} holds {size:,} bytes, project.json says "
+                                 f"{want['bytes']:,}" + fix)
+        if hashlib.sha256(path.read_bytes()).hexdigest() != want["sha256"]:
+            raise FitformerError(f"{path} differs from the file fitformer hls wrote "
+                                 "(SHA-256)" + fix)
+
+
 def syntax_check(prj: str | Path) -> list[str]:
     """``g++ -fsyntax-only -Wall`` on the project's C++ (firmware and testbench).
 
@@ -85,9 +112,12 @@ def csim(prj: str | Path, *, log=print) -> dict:
         project: the exact outputs instead of logits; no classes).
 
     Raises:
-        FitformerError: not a project, no g++, a compile error, a testbench failure.
+        FitformerError: not a project, a damaged binary (:func:`check_files`), no g++, a
+            compile error, a testbench failure. Outputs that are not bit-exact are not an
+            error here: the CLI exits with status 1 for them.
     """
     prj, rec = _project(prj)
+    check_files(prj, rec)
     exe, compile_s = build(prj)
     log(f"compiled in {compile_s:.1f} s; running the testbench ...")
     start = time.perf_counter()

@@ -94,7 +94,8 @@ def read_design(path: str | Path) -> dict:
         "shared" if "array" in knobs else "per_op")
     return {"precision": d["precision"], "knobs": knobs, "family": family,
             "weights_on_chip": bool(d.get("weights_on_chip", True)),
-            "nonlinear": d.get("nonlinear") or "fp32"}
+            "nonlinear": d.get("nonlinear") or "fp32",
+            "device": d.get("id") or d.get("device")}
 
 
 def choose_design(run_dir: Path, device, design_file: str | Path | None, *, seq_len: int,
@@ -114,6 +115,11 @@ def choose_design(run_dir: Path, device, design_file: str | Path | None, *, seq_
     wl = workload_from_run(run_dir)
     if design_file is not None:
         d = read_design(design_file)
+        if d["device"] is not None and d["device"] != device.id:
+            raise FitformerError(f"--design {design_file} was made for {d['device']}, not "
+                                 f"{device.id}; pass --device {d['device']}, or make a design "
+                                 f"for {device.id} with `fitformer select --only "
+                                 f"{device.id}` (or omit --design to run the DSE).")
         point = DesignPoint(d["precision"], d["weights_on_chip"], d["knobs"], d["family"],
                             d["nonlinear"])
         try:
@@ -142,6 +148,58 @@ def _unit_of(role: str, family: str) -> str:
     if family == "shared":
         return "array"
     return next(u for u, roles in LINEAR_UNITS.items() if role in roles)
+
+
+#: What ``fitformer hls`` writes in its ``--out`` folder (removed before a new project is
+#: written, so no file of an earlier project stays beside the new one).
+OWNED = ("firmware", "tb", "tb_data", "weights", "build", "build_prj.tcl", "project.json")
+
+
+def check_out(out: Path) -> None:
+    """Refuse an ``--out`` that ``fitformer hls`` cannot write a project into, before any
+    work: a file, a folder holding a file where the project has a folder (or the reverse),
+    or a non-empty folder that is not a generated project.
+
+    Raises:
+        FitformerError: naming the path and the fix.
+    """
+    if out.exists() and not out.is_dir():
+        raise FitformerError(f"--out {out} is a file; give a new or empty folder for the "
+                             "project.")
+    if not out.is_dir():
+        return
+    if not (out / "project.json").is_file() and any(out.iterdir()):
+        raise FitformerError(f"--out {out} is a folder that is not empty and holds no "
+                             "generated project (no project.json); give a new or empty "
+                             "folder, or a project that `fitformer hls` wrote.")
+    for name in OWNED:
+        path = out / name
+        want_dir = "." not in name
+        if path.is_symlink() or (path.exists() and path.is_dir() != want_dir):
+            what = "folder" if want_dir else "file"
+            raise FitformerError(f"--out {out}: {path} is not the {what} a generated project "
+                                 "has there; move it away or give another --out.")
+
+
+def clear_out(out: Path) -> None:
+    """Remove an earlier project's files (:data:`OWNED`) from ``out`` (checked by
+    :func:`check_out`)."""
+    import shutil
+
+    for name in OWNED:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.is_file():
+            path.unlink()
+
+
+def file_record(out: Path, rel: str) -> dict:
+    """``{"bytes", "sha256"}`` of the project file ``out / rel`` (checked by csim)."""
+    import hashlib
+
+    data = (out / rel).read_bytes()
+    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def _layout(name: str, lin, mask: np.ndarray, P: int, r: int, c: int, B: int) -> dict:
@@ -232,8 +290,14 @@ def generate(pruned: str | Path, device_id: str, out: str | Path, *,
         raise FitformerError(f"--pruned {run_dir} was pruned with {pruning.get('pattern')!r}; "
                              "the generated accelerator reads the HP format (prune with "
                              "`--pattern hp`).")
-    device = next(iter(load_catalog(devices_file, [device_id], include_host=False,
-                                    flag="--device")))
+    out = Path(out)
+    check_out(out)
+    device = next(iter(load_catalog(devices_file, [device_id], flag="--device")))
+    if device.kind != "fpga":
+        fpgas = [d.id for d in load_catalog(devices_file, include_host=False)
+                 if d.kind == "fpga"]
+        raise FitformerError(f"--device {device.id} is a {device.kind}; `fitformer hls` "
+                             f"generates an FPGA project: choose one of {', '.join(fpgas)}.")
     est, wl = choose_design(run_dir, device, design, seq_len=seq_len, precision=precision)
     point = est.design
     width = 16 if point.precision == "fx16" else 8
@@ -256,7 +320,7 @@ def generate(pruned: str | Path, device_id: str, out: str | Path, *,
     if linear is not None and linear not in ex.linears:
         raise FitformerError(f"--linear {linear}: no such linear layer; choose one of "
                              f"{', '.join(names[:3])}, ... (`fitformer model show`).")
-    out = Path(out)
+    clear_out(out)
     for sub in ("firmware", "tb", "tb_data", "weights"):
         (out / sub).mkdir(parents=True, exist_ok=True)
 
@@ -339,8 +403,16 @@ def generate(pruned: str | Path, device_id: str, out: str | Path, *,
         np.concatenate(xs).astype(np.float32).tofile(out / "tb_data" / "linear_inputs.bin")
         np.concatenate(ys).astype(np.float64).tofile(out / "tb_data" / "reference_outputs.bin")
 
+    # Element counts of the binaries the testbench reads: it refuses a file of another size
+    # (a truncated or swapped file would otherwise be read past its end).
+    item = {"weights/hp_values.bin": width // 8, "weights/hp_offsets.bin": 1,
+            "weights/hp_block_rows.bin": 4, "weights/bias_codes.bin": 8,
+            "weights/params.bin": 4, "tb_data/input_ids.bin": 4, "tb_data/lengths.bin": 4,
+            "tb_data/linear_inputs.bin": 4}
+    expect = {rel: (out / rel).stat().st_size // size for rel, size in item.items()
+              if (out / rel).is_file()}
     env = _env()
-    ctx = {"version": __version__, "run": str(run_dir), "device": device.id,
+    ctx = {"expect": expect, "version": __version__, "run": str(run_dir), "device": device.id,
            "part": device.num("part") or "unknown", "family": point.family,
            "precision": point.precision, "width": width, "seq_max": SEQ_MAX,
            "hidden": cfg.hidden_size, "heads": cfg.num_attention_heads,
@@ -371,7 +443,9 @@ def generate(pruned: str | Path, device_id: str, out: str | Path, *,
               "block": [r, c], "banks": B, "sentences": len(ids),
               "linears": {n: {k: v for k, v in rec.items() if k != "fn"}
                           for n, rec in linears.items()},
-              "generate_s": round(time.perf_counter() - started, 1)}
+              "generate_s": round(time.perf_counter() - started, 1),
+              "files": {str(f.relative_to(out)): file_record(out, str(f.relative_to(out)))
+                        for f in sorted(out.rglob("*")) if f.is_file()}}
     (out / "project.json").write_text(json.dumps(record, indent=2) + "\n")
     del torch
     return record

@@ -46,7 +46,9 @@ from torch import nn
 from fitformer.errors import FitformerError
 
 _SOURCE = Path(__file__).with_name("hp_linear.cpp")
-_SOURCES = (_SOURCE, Path(__file__).with_name("hp_linear_body.h"))
+_SOURCE_INT8 = Path(__file__).with_name("hp_linear_int8.cpp")
+_SOURCES = (_SOURCE, Path(__file__).with_name("hp_linear_body.h"), _SOURCE_INT8,
+            Path(__file__).with_name("hp_linear_int8_body.h"))
 _DTYPES = (torch.float32, torch.bfloat16)
 #: From this many tokens per call the tile path runs, below it the GEMV path
 #: (benchmarks/cpu_spmm.py --tokens: the tile path's 128-token tiles are mostly empty below
@@ -136,7 +138,7 @@ def load_kernel() -> str | None:
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                load(name=name, sources=[str(_SOURCE)],
+                load(name=name, sources=[str(_SOURCE), str(_SOURCE_INT8)],
                      extra_cflags=["-O3", *_arch_flags(), "-fopenmp"],
                      extra_ldflags=["-fopenmp"], build_directory=str(build_dir),
                      is_python_module=False, verbose=False)
@@ -253,6 +255,23 @@ def _gemv_layout(weight: torch.Tensor):
     return gptr, c.to(torch.int32), gvals
 
 
+def check_layer_args(who: str, weight: torch.Tensor, mask: torch.Tensor,
+                     bias: torch.Tensor | None, r: int) -> None:
+    """The shape checks of an HP layer's constructor (``who`` names it in the message).
+
+    Raises:
+        FitformerError: ``weight`` not 2-D or ``mask`` of another shape, ``bias`` not
+            ``(M,)``, or ``r < 1``.
+    """
+    if weight.dim() != 2 or tuple(mask.shape) != tuple(weight.shape):
+        raise FitformerError(f"{who}: mask {tuple(mask.shape)} must match weight "
+                             f"{tuple(weight.shape)} (M, N).")
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise FitformerError(f"{who}: bias {tuple(bias.shape)} must be ({weight.shape[0]},).")
+    if r < 1:
+        raise FitformerError(f"{who}: r = {r} must be >= 1.")
+
+
 class HPLinear(nn.Module):
     """A pruned ``nn.Linear`` run by the HP CPU kernel (inference).
 
@@ -274,17 +293,10 @@ class HPLinear(nn.Module):
                  bias: torch.Tensor | None = None, *, r: int = 16,
                  dtype: torch.dtype = torch.float32):
         super().__init__()
-        if weight.dim() != 2 or tuple(mask.shape) != tuple(weight.shape):
-            raise FitformerError(f"HPLinear: mask {tuple(mask.shape)} must match weight "
-                                 f"{tuple(weight.shape)} (M, N).")
-        if bias is not None and tuple(bias.shape) != (weight.shape[0],):
-            raise FitformerError(f"HPLinear: bias {tuple(bias.shape)} must be "
-                                 f"({weight.shape[0]},).")
+        check_layer_args("HPLinear", weight, mask, bias, r)
         if dtype not in _DTYPES:
             raise FitformerError(f"HPLinear: dtype {dtype} is not supported; use float32 or "
                                  "bfloat16.")
-        if r < 1:
-            raise FitformerError(f"HPLinear: r = {r} must be >= 1.")
         self.out_features, self.in_features = (int(s) for s in weight.shape)
         self.r, self.dtype = r, dtype
         mask_np = mask.detach().cpu().numpy().astype(bool)
@@ -407,7 +419,9 @@ def convert(model: nn.Module, masks: dict[str, torch.Tensor] | None = None, *,
             weights, each with the mask ``weight != 0``.
         r: rows per block (the run's block height). dtype: the layers' dtype (default:
             each linear's weight dtype; float32 or bfloat16; cast the model first, e.g.
-            ``model.bfloat16()``, so that activations match).
+            ``model.bfloat16()``, so that activations match), or ``torch.int8``: the
+            int8 layer :class:`fitformer.kernels.int8.HPLinearInt8` (float32 model;
+            weights per-row int8, activations quantised per token).
 
     Returns:
         ``{"converted": [names], "backend": "hp-cpu" | "dense-fallback: ..."}``.
@@ -434,14 +448,21 @@ def convert(model: nn.Module, masks: dict[str, torch.Tensor] | None = None, *,
         if tuple(mask.shape) != tuple(lin.weight.shape):
             raise FitformerError(f"convert: mask {name!r} is {tuple(mask.shape)}, the weight "
                                  f"is {tuple(lin.weight.shape)}; give masks of this model.")
-        if (dtype or lin.weight.dtype) not in _DTYPES:
+        if dtype != torch.int8 and (dtype or lin.weight.dtype) not in _DTYPES:
             raise FitformerError(f"convert: {name} is {lin.weight.dtype}; the HP CPU kernel "
                                  "runs float32 or bfloat16 models (cast with .float()).")
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, HPLinear.from_linear(lin, torch.as_tensor(mask), r=r,
-                                                    dtype=dtype))
+        if dtype == torch.int8:
+            from fitformer.kernels.int8 import HPLinearInt8
+
+            layer = HPLinearInt8.from_linear(lin, torch.as_tensor(mask), r=r)
+        else:
+            layer = HPLinear.from_linear(lin, torch.as_tensor(mask), r=r, dtype=dtype)
+        setattr(parent, child, layer)
         converted.append(name)
     reason = load_kernel()
+    name = "hp-cpu-int8" if dtype == torch.int8 else "hp-cpu"
+    fallback = "reference" if dtype == torch.int8 else "dense-fallback"
     return {"converted": converted,
-            "backend": "hp-cpu" if reason is None else f"dense-fallback: {reason}"}
+            "backend": name if reason is None else f"{fallback}: {reason}"}

@@ -379,7 +379,8 @@ def _decide(device, rows, cons: Constraints, target: float, priced: bool,
                     else point["accuracy"]["test"][prec],
                     "fits": e.fits, "weights_on_chip": e.get("weights_on_chip"),
                     "method": e.method, "utilization": e.get("utilization"),
-                    "design": e.get("design"), "measurement": _measurement(e)})
+                    "design": e.get("design"), "design_family": e.get("design_family"),
+                    "nonlinear": e.get("nonlinear"), "measurement": _measurement(e)})
     else:
         row.update(dict.fromkeys(_POINT_FIELDS))
     if not priced:
@@ -394,8 +395,9 @@ def _measurement(est) -> dict | None:
     """How steady a measured (host CPU) figure is, for the row: load, spread, attempts."""
     if est.get("method") != "measured":
         return None
-    return {k: est.get(k) for k in ("steady", "spread", "steady_rule", "load_avg_1min",
-                                    "cpus", "attempts", "remeasured_from")}
+    return {k: est.get(k) for k in ("backend", "kernel_isa", "steady", "spread",
+                                    "steady_rule", "load_avg_1min", "cpus", "attempts",
+                                    "remeasured_from")}
 
 
 def _figures_row(device, problems: list[dict], objective_field: str) -> dict:
@@ -488,7 +490,7 @@ def select(model: str = "default", dataset: str = "rotten-tomatoes", *,
            min_bleu: float | None = None, max_bleu_drop: float | None = None,
            tgt_len: int | None = None, gpu_engine: str | None = None,
            text_column: str = "text", label_column: str = "label",
-           metric: str | None = None,
+           metric: str | None = None, hls_sentences: int | None = None,
            log: Callable[[str], None] = print) -> SelectResult:
     """The best device for ``model`` on ``dataset`` under LC and AC (module docstring).
 
@@ -513,6 +515,10 @@ def select(model: str = "default", dataset: str = "rotten-tomatoes", *,
         dense_dir: the dense run (default: the budget's own dense fine-tune, design.md §9);
             it decides the model, so ``model`` must stay ``default`` beside it.
         text_column, label_column: columns of a local dataset file.
+        hls_sentences: also write the Vitis HLS project of the answer into ``out/hls``
+            (:func:`fitformer.hls.generate`, with this many real dev sentences in its
+            testbench) when the chosen device is an FPGA running an HP-pruned
+            classifier; otherwise the log says why none is written. ``None``: no project.
         task: ``classification`` or ``translation`` (Tatoeba en-fr, the from-scratch
             encoder-decoder; AC in BLEU: ``min_bleu`` or ``max_bleu_drop``, default drop 2
             points; ``seq_len`` is the source length, ``tgt_len`` the decoded tokens,
@@ -573,6 +579,12 @@ def select(model: str = "default", dataset: str = "rotten-tomatoes", *,
     if out is not False:
         out_dir = Path(out) if out else Path("fitformer-select")
         check_out_dir(out_dir)          # created only when the report is written
+        if hls_sentences is not None:
+            from fitformer.hls.project import check_out
+
+            if hls_sentences < 1:
+                raise FitformerError(f"--hls-sentences {hls_sentences} must be >= 1.")
+            check_out(out_dir / "hls")
     from fitformer.hardware.frontends import load_dims
     from fitformer.hardware.workload import ModelDims
 
@@ -665,5 +677,7 @@ def select(model: str = "default", dataset: str = "rotten-tomatoes", *,
     if out_dir is not None:
         from fitformer.select.report import write_outputs
 
-        write_outputs(report, out_dir, profile)
+        write_outputs(report, out_dir, profile,
+                      hls=None if hls_sentences is None else
+                      {"sentences": hls_sentences, "devices_file": devices_file})
     return SelectResult(report, out_dir, 0 if best else 3)

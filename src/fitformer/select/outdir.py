@@ -25,6 +25,9 @@ OWNED_FILES = ("report.json", "report.html", "accuracy.png", "latency.png",
                "utilization.png", "design.json", "model.fitf")
 #: The folder select writes in ``--out``: the chosen run's copy.
 MODEL_DIR = "model"
+#: The folder ``select --hls`` writes the answer's HLS project into (removed with the other
+#: files of an earlier answer when it holds a generated project's ``project.json``).
+HLS_DIR = "hls"
 #: The marker select writes into ``model/``: which query wrote it (JSON).
 MARKER = ".fitformer-select.json"
 
@@ -104,6 +107,10 @@ def clear_owned(out_dir: Path) -> list[str]:
     if model.is_dir():
         shutil.rmtree(model)
         removed.append(MODEL_DIR)
+    hls = out_dir / HLS_DIR      # select --hls's project (only when fitformer hls wrote it)
+    if hls.is_dir() and not hls.is_symlink() and (hls / "project.json").is_file():
+        shutil.rmtree(hls)
+        removed.append(HLS_DIR)
     return removed
 
 

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from fitformer.select.outdir import MODEL_DIR, clear_owned, mark_model_dir
+from fitformer.select.outdir import HLS_DIR, MODEL_DIR, clear_owned, mark_model_dir
 from fitformer.select.profile import Profile
 
 
@@ -41,8 +41,10 @@ class DeviceRow(BaseModel):
     reason: Literal["ok", "latency", "accuracy", "resources", "no_price", "no_power",
                     "precision",
                     "incomplete_figures", "implausible_figures"]
-    #: Host CPU rows: how steady the measured figure is (``steady``, ``spread`` = IQR /
-    #: median of the samples, ``load_avg_1min`` before timing, ``cpus``, ``attempts``).
+    #: Host CPU rows: what ran (``backend``: ``hp-cpu`` or ``dense...``; ``kernel_isa``:
+    #: the HP kernel's code path) and how steady the measured figure is (``steady``,
+    #: ``spread`` = IQR / median of the samples, ``load_avg_1min`` before timing, ``cpus``,
+    #: ``attempts``).
     measurement: dict | None = None
 
 
@@ -77,11 +79,43 @@ class Report(BaseModel):
     artifacts: dict
 
 
-def write_outputs(report: dict, out_dir: Path, profile: Profile) -> None:
+def hls_project(report: dict, best: dict, point: dict, out_dir: Path, hls: dict,
+                log) -> str | None:
+    """Write the Vitis HLS project of the answer (``best``, its profile ``point``) into
+    ``out_dir/hls`` with :func:`fitformer.hls.generate` at the chosen design
+    (``out_dir/design.json``).
+
+    Returns:
+        ``None`` when written, else why no project applies (the answer is not an FPGA, the
+        chosen point is dense or not HP, or the task is translation).
+    """
+    from fitformer.sparsity.patterns import Hierarchical
+
+    if best["kind"] != "fpga":
+        return f"the answer, {best['id']}, is a {best['kind']}; HLS projects are for FPGAs"
+    if report["metric"]["name"] == "bleu":
+        return "HLS generation supports encoder classifiers, not translation"
+    if report["pattern"] != Hierarchical.name or not best["sparsity"]:
+        what = "dense" if not best["sparsity"] else f"pruned with {report['pattern']}"
+        return (f"the chosen point is {what}; the generated accelerator reads the HP format "
+                "(an HP point with sparsity > 0)")
+    from fitformer.hls import generate
+
+    log(f"writing the HLS project of {best['id']} into {out_dir / HLS_DIR} ...")
+    generate(point["run_dir"], best["id"], out_dir / HLS_DIR, design=out_dir / "design.json",
+             devices_file=hls.get("devices_file"), sentences=int(hls["sentences"]), log=log)
+    return None
+
+
+def write_outputs(report: dict, out_dir: Path, profile: Profile,
+                  hls: dict | None = None) -> None:
     """Write the artifacts, plots (PNG), ``report.json`` and ``report.html`` into ``out_dir``
     (created). Every file select owns there is removed first, so no file of an earlier
     answer (a ``model.fitf``, ``design.json`` or ``model/``) stays beside the new report;
     ``model/`` gets select's marker (:mod:`fitformer.select.outdir`).
+
+    ``hls`` (``{"sentences", "devices_file"}``): also write the Vitis HLS project of the
+    answer into ``out_dir/hls`` (:func:`hls_project`).
 
     ``report["artifacts"]`` is filled with paths relative to ``out_dir`` (:class:`Report`);
     ``report.html`` embeds the plots as base64 ``data:`` URIs, so it renders on its own, and
@@ -121,9 +155,17 @@ def write_outputs(report: dict, out_dir: Path, profile: Profile) -> None:
         design = {k: best.get(k) for k in ("id", "precision", "latency_ms", "compute_ms",
                                            "call_overhead_ms", "sparsity", "hp_split",
                                            "weights_on_chip", "utilization", "design",
-                                           "method")}
+                                           "design_family", "nonlinear", "method")}
         (out_dir / "design.json").write_text(json.dumps(design, indent=2) + "\n")
         art["design_json"] = "design.json"
+        if hls is not None:
+            why_not = hls_project(report, best, point, out_dir, hls, profile.log)
+            if why_not is None:
+                art["hls_project"] = HLS_DIR
+            else:
+                report["hls_not_written"] = why_not
+    elif hls is not None:
+        report["hls_not_written"] = "no device meets both constraints"
     plots = _plots(report, out_dir)
     art.update(plots)
     art["report_json"] = "report.json"
@@ -212,12 +254,19 @@ def train_command(profile: Profile) -> str:
 
 
 def measurement_text(m: dict | None) -> str:
-    """``load 1.9/2 CPUs, spread 4%`` (and ``unsteady``) for a measured figure; ``""``
-    otherwise."""
+    """``HP kernel avx2, load 1.9/2 CPUs, spread 4%`` (and ``unsteady``) for a measured
+    figure: the code that ran (the HP CPU kernel and its ISA path, or dense PyTorch), the
+    load and the spread; ``""`` otherwise."""
     if not m:
         return ""
     load = m.get("load_avg_1min")
-    parts = [("load -" if load is None else f"load {load:.1f}")
+    backend = str(m.get("backend") or "")
+    parts = []
+    if backend.startswith("hp-cpu"):
+        parts.append("HP kernel" + (f" {m['kernel_isa']}" if m.get("kernel_isa") else ""))
+    elif backend:
+        parts.append("dense PyTorch")
+    parts += [("load -" if load is None else f"load {load:.1f}")
              + (f"/{m['cpus']} CPUs" if m.get("cpus") else "")]
     if m.get("spread") is not None:
         parts.append(f"spread {m['spread']:.1%}")

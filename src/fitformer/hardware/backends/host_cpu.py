@@ -121,26 +121,33 @@ def measured_report(device: Device, wl: Workload, batch: int, seq_len: int, *,
     :data:`STEADY_SPREAD`, on a machine that was not busy (:data:`BUSY_LOAD_FRACTION`). An
     unsteady attempt is repeated (up to :data:`MEASURE_ATTEMPTS`
     in all) and the steadiest kept. Measurements are cached in
-    ``$FITFORMER_HOME/measurements/`` by CPU, threads, torch version, model, structure,
-    backend, batch and sequence length, with the 1-minute load average before the timing
-    and the CPU count. A cached unsteady figure is measured again at the next call and the
-    steadier of the two is kept; a steady cached figure is never replaced by an unsteady one
-    (also not with ``use_cache=False``, which measures afresh). The report carries
-    ``steady``, ``spread``, ``load_avg_1min``, ``cpus``, ``attempts`` and, when an unsteady
-    cached figure was measured again, ``remeasured_from`` (its median and spread)."""
+    ``$FITFORMER_HOME/measurements/`` by CPU, the kernel's code path (``kernel_isa``:
+    ``avx512``, ``avx2`` or ``generic``, :func:`fitformer.kernels.cpu.isa_path`), threads,
+    torch version, model, structure, backend, batch and sequence length, with the 1-minute
+    load average before the timing and the CPU count. A cached unsteady figure is measured
+    again at the next call and the steadier of the two is kept; a steady cached figure is
+    never replaced by an unsteady one (also not with ``use_cache=False``, which measures
+    afresh). The report carries ``kernel_isa``, ``steady``, ``spread``, ``load_avg_1min``, ``cpus``,
+    ``attempts`` and, when an unsteady cached figure was measured again, ``remeasured_from``
+    (its median and spread)."""
     import hashlib
     import json
 
     import torch
 
-    from fitformer.kernels.cpu import kernel_digest, load_kernel
+    from fitformer.kernels.cpu import isa_path, kernel_digest, load_kernel
     from fitformer.models.loading import resolve_model
     from fitformer.paths import fitformer_home
 
-    key = {"cpu": device.name, "threads": torch.get_num_threads(), "torch": torch.__version__,
+    kernel = load_kernel() is None
+    # The code path (FITFORMER_CPU_ISA or the widest this CPU runs) is part of the key: a
+    # figure timed on the AVX2 path is not the AVX-512 one's.
+    isa = isa_path() if kernel else None
+    key = {"cpu": device.name, **({"isa": isa} if isa else {}),
+           "threads": torch.get_num_threads(), "torch": torch.__version__,
            "model": resolve_model(model).key() if pruned is None else str(pruned),
            "structure": wl.digest if pruned is None and wl.pattern != "dense" else None,
-           "kernel": kernel_digest() if load_kernel() is None else "dense-fallback",
+           "kernel": kernel_digest() if kernel else "dense-fallback",
            "batch": batch, "seq_len": seq_len,
            "repeats": repeats, **({"tgt_len": tgt_len} if wl.dims.is_seq2seq else {})}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
@@ -177,7 +184,9 @@ def measured_report(device: Device, wl: Workload, batch: int, seq_len: int, *,
         **report_header(device, wl, "measured", req),
         "latency_ms": ms, "compute_ms": ms, "call_overhead_ms": 0.0,
         "precision": "fp32", "clock_mhz": None, "threads": torch.get_num_threads(),
-        "backend": chosen["backend"], "steady": chosen["steady"],
+        "backend": chosen["backend"],
+        "kernel_isa": chosen.get("isa") if str(chosen["backend"]).startswith("hp-cpu")
+        else None, "steady": chosen["steady"],
         "spread": chosen["spread"],
         "steady_rule": f"IQR/median <= {STEADY_SPREAD} and 1-min load < "
                        f"{BUSY_LOAD_FRACTION} x CPUs",
