@@ -5,6 +5,9 @@ default the pretrained MiniLM with one-shot HP masks at sparsities 0.8 and 0.9, 
 split), 128 tokens, batch 1 and 32, all timed interleaved in one run:
 
 - ``fitformer``: :func:`fitformer.convert` (the HP kernel, code path printed);
+- ``fitformer_int8``: ``convert(..., dtype=torch.int8)`` (the int8 HP kernel: per-row int8
+  weights, inputs quantised per token; its code path printed), the equal-precision peer of
+  ``ort_int8``;
 - ``eager``: the masked dense model in PyTorch eager mode (the reference);
 - ``ort_fp32``: ONNX Runtime (CPU execution provider, all graph optimisations) on the
   masked dense model exported with ``torch.onnx.export`` (TorchScript exporter, opset 17);
@@ -95,6 +98,7 @@ def main() -> None:
         raise SystemExit("needs ONNX Runtime: pip install 'fitformer[peers]'") from None
 
     from fitformer.kernels.cpu import convert, kernel_status
+    from fitformer.kernels.int8 import int8_path
 
     keep_freed_memory()
     status = kernel_status()
@@ -104,6 +108,8 @@ def main() -> None:
     for label, masked, masks in _models(args.pruned):
         hp = copy.deepcopy(masked)
         convert(hp, masks)
+        hp8 = copy.deepcopy(masked)
+        convert(hp8, masks, dtype=torch.int8)
         compiled = None if args.no_compile else torch.compile(copy.deepcopy(masked))
         for batch in (int(b) for b in args.batch.split(",")):
             gen = torch.Generator().manual_seed(0)
@@ -114,6 +120,7 @@ def main() -> None:
                 sessions = _ort_sessions(masked, ids, att, Path(tmp), threads)
                 feed = {"input_ids": ids.numpy(), "attention_mask": att.numpy()}
                 fns = {"fitformer": partial(hp, input_ids=ids, attention_mask=att),
+                       "fitformer_int8": partial(hp8, input_ids=ids, attention_mask=att),
                        "eager": partial(masked, input_ids=ids, attention_mask=att),
                        **{k: partial(s.run, None, feed) for k, s in sessions.items()}}
                 if compiled is not None:
@@ -121,12 +128,15 @@ def main() -> None:
                 ref = masked(input_ids=ids, attention_mask=att).logits
                 diffs = {"fitformer": float((hp(input_ids=ids, attention_mask=att).logits
                                              - ref).abs().max()),
+                         "fitformer_int8": float((hp8(input_ids=ids, attention_mask=att)
+                                                  .logits - ref).abs().max()),
                          **{k: float((torch.from_numpy(s.run(None, feed)[0]) - ref)
                                      .abs().max()) for k, s in sessions.items()}}
                 t = measure(fns, args.repeats)
             rows.append({"model": label, "batch": batch, "ms": t, "max_abs_logit_diff": diffs,
                          "fitformer_speedup": {k: v / t["fitformer"] for k, v in t.items()}})
-    meta = {"cpu": status["cpu"], "isa": status["isa"], "threads": threads,
+    meta = {"cpu": status["cpu"], "isa": status["isa"], "int8_path": int8_path(),
+            "threads": threads,
             "cpus": os.cpu_count(), "load_avg_1min_start": load,
             "load_avg_1min_end": os.getloadavg()[0], "seq_len": args.seq_len,
             "repeats": args.repeats, "onnxruntime": __import__("onnxruntime").__version__,
@@ -134,7 +144,8 @@ def main() -> None:
     if args.json:
         print(json.dumps({"meta": meta, "rows": rows}, indent=1))
         return
-    print(f"CPU {meta['cpu']}; HP kernel path {meta['isa']}; machine load (1 min) {load:.2f} "
+    print(f"CPU {meta['cpu']}; HP kernel path {meta['isa']} (int8 {meta['int8_path']}); "
+          f"machine load (1 min) {load:.2f} "
           f"-> {meta['load_avg_1min_end']:.2f} on {meta['cpus']} CPUs; threads {threads}; "
           f"onnxruntime {meta['onnxruntime']}, torch {meta['torch']}; {args.seq_len} tokens; "
           f"{args.stat} of {args.repeats}, interleaved; ms (fitformer's speed-up over each)")
@@ -143,7 +154,12 @@ def main() -> None:
                           for k, v in r["ms"].items())
         print(f"{r['model']}, batch {r['batch']}: {cells}")
     print("targets (issue 20): HP 0.9 at least 1.5x ONNX Runtime fp32 at batch 1 and 32; at "
-          "least on par with ONNX Runtime int8 at equal precision (fitformer is fp32 here)")
+          "least on par with ONNX Runtime int8 at equal precision (fitformer_int8 vs "
+          "ort_int8 below)")
+    for r in rows:
+        if "fitformer_int8" in r["ms"]:
+            print(f"{r['model']}, batch {r['batch']}: fitformer_int8 vs ort_int8 "
+                  f"{r['ms']['ort_int8'] / r['ms']['fitformer_int8']:.2f}x")
 
 
 if __name__ == "__main__":
