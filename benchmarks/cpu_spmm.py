@@ -18,13 +18,16 @@ machine's noise hits all alike; each figure is the median after one warm-up. gli
 to keep freed memory (:func:`keep_freed_memory`) so that no method's output buffer pays
 page faults. Extra rows (``dtype`` = ``"bf16"``) time the kernel and dense in bfloat16, and
 one row per shape and sparsity compares the kernel at fp32 with the host's fastest dense
-dtype. Prints the CPU model, the code paths, the machine load and the targets of issue 20
-on every path (sparsity 0.9, d2 = 1: >= 4x dense; 0.5, d2 = 1: >= 1.2x dense; faster than
-BSR and CSR at every sparsity >= 0.7).
+dtype. ``--int8`` adds rows (``dtype`` = ``"int8"``) timing the int8 HP kernel
+(:class:`fitformer.kernels.int8.HPLinearInt8`) on each path against dense fp32 and against
+PyTorch's dynamic int8 linear (``torch.ao.quantization.quantize_dynamic``, the peer at equal
+precision: int8 weights, inputs quantised per call). Prints the CPU model, the code paths,
+the machine load and the targets of issue 20 on every path (sparsity 0.9, d2 = 1: >= 4x
+dense; 0.5, d2 = 1: >= 1.2x dense; faster than BSR and CSR at every sparsity >= 0.7).
 
     .venv/bin/python benchmarks/cpu_spmm.py [--repeats 11] [--tokens 4096] [--isas avx2,avx512]
-        [--shapes 1536x384] [--sparsities 0.5,0.9] [--splits 1,0.5] [--no-bf16] [--threads N]
-        [--json]
+        [--shapes 1536x384] [--sparsities 0.5,0.9] [--splits 1,0.5] [--no-bf16] [--int8]
+        [--threads N] [--json]
 """
 
 from __future__ import annotations
@@ -156,6 +159,8 @@ def main() -> None:
     ap.add_argument("--sparsities", default=None, help="e.g. 0.5,0.9")
     ap.add_argument("--splits", default=None, help="d2 values, e.g. 1,0.5")
     ap.add_argument("--no-bf16", action="store_true", help="fp32 rows only")
+    ap.add_argument("--int8", action="store_true",
+                    help="also time the int8 kernel against PyTorch's dynamic int8 linear")
     ap.add_argument("--json", action="store_true")
     args = parse_with_threads(ap)
     if args.tokens < 1 or args.repeats < 1:
@@ -164,6 +169,7 @@ def main() -> None:
     import scipy.sparse
 
     from fitformer.kernels.cpu import HPLinear
+    from fitformer.kernels.int8 import HPLinearInt8
     from fitformer.sparsity.patterns import make_pattern
 
     linear = torch.nn.functional.linear
@@ -218,6 +224,22 @@ def main() -> None:
                                  "scipy_csr": partial(operator.matmul, csr, xt_np),
                                  **hp_fns(hp, x)}, args.repeats)
                 rows.append({**row(M, N, s, d2, "fp32", hp, t), "max_rel_err": err})
+                if args.int8:
+                    q8 = HPLinearInt8(wm, mask, b)
+                    lin = torch.nn.Linear(N, M)
+                    with torch.no_grad():
+                        lin.weight.copy_(wm)
+                        lin.bias.copy_(b)
+                    dyn = torch.ao.quantization.quantize_dynamic(
+                        torch.nn.Sequential(lin), {torch.nn.Linear}, dtype=torch.qint8)
+                    with torch.inference_mode():
+                        t8 = measure({"dense": partial(linear, x, wm, b),
+                                      "torch_int8": partial(dyn, x), **hp_fns(q8, x)},
+                                     args.repeats)
+                    rows.append({**row(M, N, s, d2, "int8", hp, t8, baselines=False),
+                                 "torch_int8_ms": t8["torch_int8"],
+                                 "speedup_vs_torch_int8": {
+                                     i: t8["torch_int8"] / t8[f"hp[{i}]"] for i in isas}})
             if args.no_bf16:
                 continue
             # bf16 at the default split; and fp32 kernel vs the fastest dense dtype.
@@ -261,6 +283,13 @@ def main() -> None:
               f"{fmt(r['scipy_csr_ms'])}"
               + "".join(f" {r['hp_ms'][i]:12.3f}" for i in isas)
               + "".join(f" {r['speedup_vs_dense'][i]:15.2f}x" for i in isas))
+    for r in rows:
+        if r["dtype"] == "int8":
+            print(f"int8 {r['shape'][0]}x{r['shape'][1]} sp {r['sparsity']:.2f} d2 "
+                  f"{r['d2']:.2f}: torch dynamic int8 {r['torch_int8_ms']:.3f} ms; int8 HP "
+                  "kernel " + ", ".join(f"[{i}] {r['hp_ms'][i]:.3f} ms "
+                                        f"({r['speedup_vs_torch_int8'][i]:.2f}x torch int8)"
+                                        for i in isas))
     print("\ntargets (issue 20, fp32, on every code path):")
     for line in targets["lines"]:
         print("  " + line)

@@ -876,13 +876,17 @@ def run_cmd(pruned: Annotated[str, typer.Option(help="A run directory made by "
             repeats: Annotated[int, typer.Option(help="Timed runs per model (median).")] = 10,
             dev_examples: Annotated[int | None, typer.Option(
                 help="Evaluate on the first N dev sentences (default: all).")] = None,
+            int8: Annotated[bool, typer.Option(
+                "--int8", help="Run the int8 HP kernel (int8 weights per row, inputs "
+                               "quantised per token) instead of fp32; the recorded accuracy "
+                               "shown is the run's fx8.")] = False,
             as_json: JsonOpt = False) -> None:
     """Run a pruned model on this CPU with the HP kernel: dev accuracy, logits against the
     masked model, and median latency beside the masked dense model."""
     from fitformer.kernels.run import run_pruned
 
     res = run_pruned(pruned, batch_size=batch_size, seq_len=seq_len, repeats=repeats,
-                     dev_examples=dev_examples)
+                     dev_examples=dev_examples, int8=int8)
     if as_json:
         _print_json(res)
         return
@@ -890,10 +894,12 @@ def run_cmd(pruned: Annotated[str, typer.Option(help="A run directory made by "
     out.print(f"{pruned}: {res['pattern']} at sparsity {res['achieved_sparsity']:.3f}, "
               f"{res['converted_layers']} layers on {res['backend']}")
     out.print(f"dev accuracy {res['dev_accuracy']:.4f} on {res['dev_examples']} sentences"
-              + (f" (recorded at training: {rec:.4f})" if rec is not None else "")
+              + (f" (recorded at training, {res['recorded_precision']}: {rec:.4f})"
+                 if rec is not None else "")
               + f"; logits vs the masked model: max |diff| {res['max_abs_logit_diff']:.2e}")
     lat = res["latency_ms"]
-    label = "HP kernel" if res["backend"] == "hp-cpu" else "dense fallback"
+    label = {"hp-cpu": "HP kernel", "hp-cpu-int8": f"int8 HP kernel ({res['int8_path']})"
+             }.get(res["backend"], res["backend"])
     out.print(f"median latency, batch {batch_size} x {seq_len} tokens, threads: "
               f"{res['threads']} (load {res['load_avg_1min']:.2f}): {label} {lat['hp']:.2f} "
               f"ms, masked dense {lat['masked_dense']:.2f} ms "

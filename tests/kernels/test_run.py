@@ -34,6 +34,25 @@ def test_run_pruned_reports_accuracy_equality_and_latency(tiny_hp_run):
     assert "hp-cpu" in text.output and "median latency" in text.output
 
 
+def test_run_int8_names_its_kernel_and_compares_with_fx8(tiny_hp_run):
+    _, hp = tiny_hp_run
+    res = runner.invoke(app, ["run", "--pruned", str(hp.path), "--int8", "--repeats", "1",
+                              "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["backend"] == "hp-cpu-int8" and out["converted_layers"] == 36
+    assert out["recorded_precision"] == "fx8" and out["int8_path"] in (
+        "generic", "avx2", "avx512-vnni")
+    rec = json.loads((hp.path / "metrics.json").read_text())["accuracy"]["dev"]["fx8"]
+    assert out["recorded_dev_accuracy"] == rec
+    # int8 codes of both operands: the logits move, but stay near the fp32 ones.
+    assert 0 < out["max_abs_logit_diff"] <= 0.5
+    assert abs(out["dev_accuracy"] - rec) <= 0.1
+    text = runner.invoke(app, ["run", "--pruned", str(hp.path), "--int8",
+                               "--dev-examples", "16", "--repeats", "1"])
+    assert "int8 HP kernel" in text.output
+
+
 @pytest.mark.parametrize("args,msg", [
     (["--pruned", "/no/such/run"], "does not exist"),
     (["--pruned", "{dense}"], "not a pruned run"),

@@ -31,6 +31,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <vector>
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) && !defined(__clang__)
 #define FITFORMER_INT8_X86 1
 #include <immintrin.h>
@@ -65,48 +66,10 @@ struct Words {
   int32_t* p;
 };
 
-// Quantise tokens [t0, t0 + nt) of x: sx[t] (scale, 0 for an all-zero token) and xp[q][t]
-// = the 4 int8 codes of columns 4q .. 4q + 3 (beyond N: 0), plus `bias_code` per byte
-// (128 for VNNI's unsigned inputs, else 0). Lanes t >= nt are zero codes.
-void quantise_tile(const Int8Args& a, int64_t t0, int64_t nt, int64_t tile, int bias_code,
-                   int32_t* xp, float* sx) {
-  const int64_t N = a.N;
-  for (int64_t t = 0; t < tile; ++t) {
-    if (t >= nt) {
-      sx[t] = 0.0f;
-      const uint32_t zero = 0x01010101u * static_cast<uint32_t>(bias_code & 0xFF);
-      for (int64_t q = 0; q < a.Nq; ++q) xp[q * tile + t] = static_cast<int32_t>(zero);
-      continue;
-    }
-    const float* xr = a.x + (t0 + t) * N;
-    float amax = 0.0f;
-    for (int64_t n = 0; n < N; ++n) amax = std::max(amax, std::fabs(xr[n]));
-    const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-    sx[t] = amax / 127.0f;
-    for (int64_t q = 0; q < a.Nq; ++q) {
-      uint32_t word = 0;
-      for (int b = 0; b < 4; ++b) {
-        const int64_t n = 4 * q + b;
-        int code = 0;
-        if (n < N) code = static_cast<int>(std::nearbyint(std::min(127.0f, std::max(-127.0f, xr[n] * inv))));
-        word |= static_cast<uint32_t>((code + bias_code) & 0xFF) << (8 * b);
-      }
-      xp[q * tile + t] = static_cast<int32_t>(word);
-    }
-  }
-}
-
-// y[t0 + t][o] = (acc[t] - offset) * sw[o] * sx[t] + b[o] for t < nt.
-inline void finish_row(const Int8Args& a, const int32_t* acc, int32_t offset, int64_t o,
-                       const float* sx, int64_t t0, int64_t nt) {
-  const float sw = a.wscale[o], b = a.bias ? a.bias[o] : 0.0f;
-  for (int64_t t = 0; t < nt; ++t)
-    a.y[(t0 + t) * a.M + o] = static_cast<float>(acc[t] - offset) * sw * sx[t] + b;
-}
-
 // ---- generic: scalar int32 arithmetic on sign-extended bytes.
 namespace i8_generic {
 constexpr int64_t TILE = 16;
+#include "hp_linear_int8_quant.h"
 inline int32_t dot4(int32_t xw, int32_t ww) {
   int32_t s = 0;
   for (int b = 0; b < 4; ++b)
@@ -123,7 +86,7 @@ void items(const Int8Args& a, int64_t begin, int64_t end) {
     const int64_t t0 = tile * TILE, nt = std::min(TILE, a.T - t0);
     const int64_t j0 = split * a.rows_per_split, j1 = std::min(a.Mb, j0 + a.rows_per_split);
     if (j0 >= j1) continue;
-    quantise_tile(a, t0, nt, TILE, 0, xp.p, sx);
+    quantise_tile(a, t0, nt, 0, xp.p, sx);
     for (int64_t j = j0; j < j1; ++j)
       for (int64_t i = 0; i < a.r && j * a.r + i < a.M; ++i) {
         std::fill(acc, acc + TILE, 0);
@@ -132,7 +95,10 @@ void items(const Int8Args& a, int64_t begin, int64_t end) {
           const int32_t* xq = xp.p + static_cast<int64_t>(a.qcols[e]) * TILE;
           for (int64_t t = 0; t < nt; ++t) acc[t] += dot4(xq[t], w);
         }
-        finish_row(a, acc, 0, j * a.r + i, sx, t0, nt);
+        const int64_t o = j * a.r + i;
+        const float sw = a.wscale[o], b = a.bias ? a.bias[o] : 0.0f;
+        for (int64_t t = 0; t < nt; ++t)
+          a.y[(t0 + t) * a.M + o] = static_cast<float>(acc[t]) * sw * sx[t] + b;
       }
   }
 }

@@ -52,8 +52,10 @@ def median_latency_ms(models: dict[str, torch.nn.Module], input_ids: torch.Tenso
 
 
 def run_pruned(run_dir: str | Path, *, batch_size: int = 1, seq_len: int = 128,
-               repeats: int = 10, dev_examples: int | None = None) -> dict:
-    """Load a pruned run, convert its pruned linears to :class:`HPLinear`, and measure.
+               repeats: int = 10, dev_examples: int | None = None,
+               int8: bool = False) -> dict:
+    """Load a pruned run, convert its pruned linears to :class:`HPLinear` (or, with
+    ``int8``, :class:`fitformer.kernels.int8.HPLinearInt8`), and measure.
 
     Args:
         run_dir: a run directory made by ``fitformer prune``.
@@ -61,10 +63,13 @@ def run_pruned(run_dir: str | Path, *, batch_size: int = 1, seq_len: int = 128,
         repeats: timed runs per model (median reported; one warm-up excluded).
         dev_examples: evaluate on the first ``n`` dev sentences (default: those the run
             was evaluated on, the whole split except for the tiny and quick budgets).
+        int8: run the int8 HP kernel; ``recorded_dev_accuracy`` is then the run's fx8
+            figure (the recorded precision nearest to int8).
 
     Returns:
         ``{"run_dir", "pattern", "achieved_sparsity", "backend", "converted_layers", "dev_accuracy",
-        "recorded_dev_accuracy", "dev_examples", "max_abs_logit_diff", "latency_ms":
+        "recorded_dev_accuracy", "recorded_precision", "int8_path", "dev_examples",
+        "max_abs_logit_diff", "latency_ms":
         {"hp", "masked_dense"}, "speedup_vs_dense", "samples_ms", "batch_size", "seq_len",
         "threads", "load_avg_1min"}``; logits are compared on up to 64 dev sentences.
 
@@ -106,7 +111,8 @@ def run_pruned(run_dir: str | Path, *, batch_size: int = 1, seq_len: int = 128,
                                  "re-create the run with `fitformer prune`.")
     masked.eval()
     hp = copy.deepcopy(masked)
-    info = convert(hp, masks, r=int((pruning.get("params") or {}).get("r", 16)))
+    info = convert(hp, masks, r=int((pruning.get("params") or {}).get("r", 16)),
+                   dtype=torch.int8 if int8 else None)
 
     from fitformer.training.budgets import get_budget
 
@@ -124,13 +130,17 @@ def run_pruned(run_dir: str | Path, *, batch_size: int = 1, seq_len: int = 128,
     ids = torch.randint(1, masked.config.vocab_size, (batch_size, seq_len),
                         generator=torch.Generator().manual_seed(0))
     samples = median_latency_ms({"hp": hp, "masked_dense": masked}, ids, repeats)
+    recorded = "fx8" if int8 else "fp32"
+    from fitformer.kernels.int8 import int8_path
+
     lat = {k: statistics.median(v) for k, v in samples.items()}
     return {"run_dir": str(run_dir), "pattern": pruning.get("pattern"),
             "achieved_sparsity": pruning.get("achieved_sparsity"),
             "backend": info["backend"], "converted_layers": len(info["converted"]),
             "dev_accuracy": acc,
-            "recorded_dev_accuracy": metrics["accuracy"]["dev"]["fp32"]
+            "recorded_dev_accuracy": metrics["accuracy"]["dev"].get(recorded)
             if dev_examples is None or dev_examples == recorded_n else None,
+            "recorded_precision": recorded, "int8_path": int8_path() if int8 else None,
             "dev_examples": len(dev), "max_abs_logit_diff": diff,
             "latency_ms": lat, "speedup_vs_dense": lat["masked_dense"] / lat["hp"],
             "samples_ms": samples, "batch_size": batch_size, "seq_len": seq_len,
