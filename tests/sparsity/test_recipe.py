@@ -129,3 +129,22 @@ def test_distillation_lowers_kl_to_the_teacher(in_tiny_home):
         m = run.metrics
         assert 0.5 <= m["majority_rate"]["dev"] < 1 and "fp32" in m["collapsed"]
         assert len(m["per_example_correct"]["dev"]["fp32"]) == m["split_sizes"]["dev"]
+
+
+def test_recipe_verdict_by_hand():
+    from fitformer.experiments.recipe import verdict
+
+    def row(series, pattern, s, dev, diff):
+        return {"series": series, "pattern": pattern, "split": "global",
+                "requested_sparsity": s, "dev": {"fp32": dev}, "dev_diff_to_dense": diff,
+                "dev_diff_ci95": [diff - 0.02, diff + 0.02]}
+
+    lines = "\n".join(verdict([row("a", "hp", 0.8, 0.80, -0.047), row("b", "hp", 0.8, 0.83, -0.017),
+                               row("b", "unstructured", 0.8, 0.86, 0.013),
+                               row("a", "hp", 0.9, 0.79, -0.057)]))
+    assert "HP 0.8 vs dense: best dev 0.8300 (b), -0.0170 [-0.0370, +0.0030]; target within " \
+           "0.02: met." in lines
+    assert "HP 0.9 vs dense: best dev 0.7900 (a), -0.0570" in lines and "0.05: not met." in lines
+    assert "HP vs unstructured, b, 0.8: 0.8300 vs 0.8600 (-0.0300); target within 0.02: " \
+           "not met." in lines
+    assert "HP vs unstructured, a" not in lines              # no unstructured run in a
