@@ -50,13 +50,15 @@ RECIPE_LAYERS = {**RECIPE_LR, "distill": DistillConfig("layers", temperature=2.0
 class Series:
     """One recipe applied to one pattern: ``grid`` sparsities pruned in a chain from the
     dense run, each with ``prune`` keyword arguments ``kwargs`` and the ``spec`` extras
-    (``split_mode``)."""
+    (``split_mode``, ``level2_density``: the HP split's d2, default the design.md §3
+    rule)."""
 
     label: str
     pattern: str
     grid: tuple[float, ...]
     kwargs: dict
     split_mode: str = "global"
+    level2_density: float | None = None
 
 
 _PROFILE = {"distill": DistillConfig(*PROFILE_DISTILL)}
@@ -70,6 +72,9 @@ SERIES = (
     Series("jump + logit KD, 2 epochs, lr 4e-4", "hp", (0.8,), RECIPE_LR_HIGH),
     Series("jump + logit KD, 4 epochs, lr 2e-4", "hp", (0.8, 0.9), RECIPE_LONG),
     Series("jump + layer KD, 2 epochs, lr 2e-4", "hp", (0.8,), RECIPE_LAYERS),
+    # d2 = 1 collapsed to the majority class under the previous recipe (issue 16, item 3).
+    Series("jump + logit KD, 2 epochs, lr 2e-4, d2 = 1", "hp", (0.8,), RECIPE_LR,
+           level2_density=1.0),
     Series("chain 0.5-0.95 + logit KD, 1 epoch (select's profile)", "hp", GRID[1:], _PROFILE),
 )
 BOOTSTRAP_RESAMPLES = 10_000
@@ -127,7 +132,8 @@ def run(*, train: bool = True, out_dir: Path = Path("docs"),
     for ser in SERIES:
         src = dense.path
         for s in ser.grid:
-            spec = PruneSpec(ser.pattern, s, split_mode=ser.split_mode)
+            spec = PruneSpec(ser.pattern, s, split_mode=ser.split_mode,
+                             level2_density=ser.level2_density)
             kw = dict(spec=spec, from_dir=src, budget="default", **ser.kwargs)
             res = prune("default", "rotten-tomatoes", cached_only=True, **kw)
             if res is None and train:
