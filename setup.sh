@@ -14,9 +14,9 @@ if [ ! -x .venv/bin/python ]; then
   echo "== creating .venv with $("$PYTHON" --version)"
   "$PYTHON" -m venv .venv
 fi
-echo "== installing fitformer and its dependencies (torch==2.13.0, CPU build)"
+echo "== installing fitformer and its dependencies (torch==2.13.0, CPU build; Ray for --ray)"
 # pip, not uv/poetry: pip honours the machine's local wheel of torch 2.13.0.
-.venv/bin/python -m pip install --disable-pip-version-check -q -e ".[dev]"
+.venv/bin/python -m pip install --disable-pip-version-check -q -e ".[dev,ray]"
 echo "== fetching the real model and data (design.md §8)"
 .venv/bin/fitformer fetch
 echo "== done: activate with 'source .venv/bin/activate'"

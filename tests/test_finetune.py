@@ -37,8 +37,12 @@ def test_run_directory_follows_the_contract(tiny_run):
     assert not (path / "checkpoint.pt").exists()
     run = json.loads((path / "run.json").read_text())
     for k in ("model", "dataset", "data_split", "task", "pattern", "density", "hp_split",
-              "pruner", "budget", "max_length", "seed", "fitformer_version"):
+              "pruner", "budget", "max_length", "seed", "fitformer_version",
+              "torch_threads"):
         assert k in run, k
+    import torch
+
+    assert run["torch_threads"] == torch.get_num_threads()
     m = json.loads((path / "metrics.json").read_text())
     assert set(m["accuracy"]["dev"]) == {"fp32", "fx16", "fx8"}
     # 16-bit fixed point is within a few sentences of fp32; 8-bit is measured, not assumed.

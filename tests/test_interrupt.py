@@ -212,7 +212,7 @@ def _wait_for(lines: queue.Queue, pattern: str, out: list[str], timeout: float):
 @pytest.mark.slow
 def test_ctrl_c_in_finetune_says_what_was_saved_and_the_rerun_resumes(home):
     from fitformer.training.finetune import DENSE_RECIPE, dense_key
-    from fitformer.training.runs import run_path
+    from fitformer.training.runs import UNHASHED_FIELDS, run_path
 
     args = ["finetune", "--budget", "tiny", "--epochs", "0.5", "--max-length", "16"]
     cmd = [sys.executable, "-m", "fitformer", *args]
@@ -263,7 +263,7 @@ def test_ctrl_c_in_finetune_says_what_was_saved_and_the_rerun_resumes(home):
     metrics = json.loads((path / "metrics.json").read_text())
     assert (metrics["steps"], metrics["resumed_from_step"]) == (5, step)
     run = json.loads((path / "run.json").read_text())
-    assert {k: v for k, v in run.items() if k != "fitformer_version"} == json.loads(
+    assert {k: v for k, v in run.items() if k not in UNHASHED_FIELDS} == json.loads(
         json.dumps(key, default=str))
     assert not (path / "checkpoint.pt").exists()
     assert not any((home / "runs" / ".partial").glob("*/checkpoint.pt*"))

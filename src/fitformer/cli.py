@@ -51,6 +51,33 @@ class BudgetName(StrEnum):
 
 TaskOpt = Annotated[Task, typer.Option(help="classification or translation.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+RayOpt = Annotated[str | None, typer.Option(
+    "--ray", metavar="[ADDRESS]",
+    help="Run the chains as Ray tasks (pip install 'fitformer[ray]'): --ray alone uses the "
+         "cluster ray.init() finds ($RAY_ADDRESS, or one started by `ray start` here) or "
+         "starts a local one; --ray HOST:6379 joins that cluster. The run cache "
+         "($FITFORMER_HOME) must be the same shared path on every node.")]
+CpusPerTaskOpt = Annotated[float, typer.Option(
+    help="CPUs each Ray task declares (with --ray).")]
+GpusPerTaskOpt = Annotated[float, typer.Option(
+    help="GPUs each Ray task declares (with --ray).")]
+ThreadsOpt = Annotated[int | None, typer.Option(
+    help="Torch threads per chain (default: --cpus-per-task with --ray, torch's default "
+         "without); recorded in run.json. Results are equal at equal thread counts.")]
+FromDenseOpt = Annotated[bool, typer.Option(
+    "--from-dense", help="Every point starts from the dense run instead of the previous "
+                         "point, so points run in parallel (other runs: the start is part "
+                         "of the run key).")]
+
+
+def _executor(ray: str | None, cpus_per_task: float, gpus_per_task: float,
+              threads: int | None):
+    from fitformer.sparsity.executors import Executor
+
+    if ray is None and gpus_per_task:
+        raise FitformerError("--gpus-per-task is for Ray tasks; add --ray.")
+    return Executor(ray=ray, cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task,
+                    threads=threads)
 TextCol = Annotated[str, typer.Option(help="Text column of a local CSV/TSV/JSONL dataset.")]
 LabelCol = Annotated[str, typer.Option(help="Label column of a local CSV/TSV/JSONL dataset.")]
 
@@ -915,11 +942,15 @@ def profile_cmd(model: ModelOpt = "default",
                 budget: ProfileBudgetOpt = BudgetName.default,
                 task: TaskOpt = Task.classification, dense: DenseOpt = None,
                 text_column: TextCol = "text", label_column: LabelCol = "label",
-                metric: MetricOpt = None, as_json: JsonOpt = False) -> None:
+                metric: MetricOpt = None, as_json: JsonOpt = False,
+                ray: RayOpt = None, cpus_per_task: CpusPerTaskOpt = 1.0,
+                gpus_per_task: GpusPerTaskOpt = 0.0, threads: ThreadsOpt = None,
+                from_dense: FromDenseOpt = False) -> None:
     """The accuracy profile select uses: dev and test accuracy (or macro-F1 with --metric
     macro_f1) at fp32, fx16 and fx8 for the dense model and sparsities 0.5, 0.7, 0.8, 0.9,
     0.95 (trains what is not cached; resumable). With --task translation: greedy dev and
-    test BLEU (0-100)."""
+    test BLEU (0-100). With --ray the chain (or, with --from-dense, each point) is a Ray
+    task."""
     from fitformer.select.profile import Profile
     from fitformer.training.evaluation import METRIC_LABELS
 
@@ -932,10 +963,15 @@ def profile_cmd(model: ModelOpt = "default",
                    level2_density=level2_density, budget=budget.value,
                    log=_log, task=task.value, dense_dir=_dense_dir(dense),
                    text_column=text_column, label_column=label_column,
-                   metric=metric.value if metric else "accuracy")
+                   metric=metric.value if metric else "accuracy", from_dense=from_dense)
+    executor = _executor(ray, cpus_per_task, gpus_per_task, threads)
     prof.check()
     prof.check_data()
     _log(prof.plan().text())
+    if executor.ray is not None or executor.threads is not None:
+        from fitformer.sparsity.executors import run_chains
+
+        run_chains(prof.chains(), executor, log=_log)
     points = prof.compute()
     if as_json:
         _print_json([p.as_dict() for p in points])
@@ -1077,22 +1113,29 @@ def experiment_patterns(
             help="Run only these series (hp, unstructured, cbb, bank, block, hp-d2-1, "
                  "hp-d2-0.75, hp-d2-0.25, hp-admm).")] = None,
         report_only: Annotated[bool, typer.Option(
-            help="Train nothing: write the report from the runs already cached.")] = False
-        ) -> None:
+            help="Train nothing: write the report from the runs already cached.")] = False,
+        ray: RayOpt = None, cpus_per_task: CpusPerTaskOpt = 1.0,
+        gpus_per_task: GpusPerTaskOpt = 0.0, threads: ThreadsOpt = None,
+        from_dense: FromDenseOpt = False) -> None:
     """Accuracy vs sparsity for every pattern on MiniLM + Rotten Tomatoes (resumable: rerun
     the same command after an interruption); writes OUT/pattern-comparison.md, .json and
-    OUT/img/pattern-accuracy.png."""
+    OUT/img/pattern-accuracy.png. With --ray each series is a Ray task (the same runs)."""
     from fitformer.experiments.patterns import run_patterns
 
     run_patterns(budget=budget.value, out_dir=Path(out), only=only, report_only=report_only,
-                 log=_log)
+                 executor=_executor(ray, cpus_per_task, gpus_per_task, threads),
+                 from_dense=from_dense, log=_log)
 
 
 @experiment_app.command("recipe")
 def experiment_recipe(
         out: Annotated[str, typer.Option(help="Folder for the table and JSON.")] = "docs",
         report_only: Annotated[bool, typer.Option(
-            help="Train nothing: report the runs already cached.")] = False) -> None:
+            help="Train nothing: report the runs already cached.")] = False,
+        only: Annotated[str | None, typer.Option(
+            help="Train only the series whose 'label (pattern)' contains this text "
+                 "(the others are reported if cached), e.g. 'lr 2e-4, 1 epoch (hp)'.")]
+        = None) -> None:
     """The pruning recipe's headline runs (HP and unstructured at 0.8 and 0.9, logit
     distillation, two epochs per point; HP 0.8 with the per-layer split; the chained
     profile select uses; default budget: 10-30 minutes per run on 2 cores; resumable), with
@@ -1100,7 +1143,46 @@ def experiment_recipe(
     .json."""
     from fitformer.experiments.recipe import run
 
-    run(train=not report_only, out_dir=Path(out), log=_log)
+    run(train=not report_only, out_dir=Path(out), only=only, log=_log)
+
+
+@app.command("sweep")
+def sweep_cmd(
+        sweep_file: Annotated[str, typer.Argument(
+            metavar="SWEEP.yaml",
+            help="The grid: budget, models, datasets, patterns, sparsities, from_dense, "
+                 "seed, max_length, text_column, label_column, pattern_params {block, banks, "
+                 "nm_m, level2_density}, recipe {distill, distill_temperature, "
+                 "distill_alpha, epochs_per_point, lr}; only 'sparsities' is required.")],
+        out_dir: Annotated[str, typer.Option(
+            "--out", help="Folder for sweep.json, sweep.md and img/sweep-accuracy.png.")]
+        = "sweep-out",
+        ray: RayOpt = None, cpus_per_task: CpusPerTaskOpt = 1.0,
+        gpus_per_task: GpusPerTaskOpt = 0.0, threads: ThreadsOpt = None,
+        from_dense: Annotated[bool | None, typer.Option(
+            "--from-dense/--chained",
+            help="Override the file's from_dense: every point from the dense run, or "
+                 "chained through the sparsities.")] = None) -> None:
+    """Prune over a grid of models x datasets x patterns x sparsities (classification),
+    each (model, dataset, pattern) a chain from its dense fine-tune; in this process, or
+    with --ray as Ray tasks on a cluster. The whole file is checked before any run starts;
+    finished runs are cached, so a rerun resumes."""
+    from fitformer.experiments.sweep import load_sweep, run_sweep
+
+    spec = load_sweep(sweep_file)
+    if from_dense is not None:
+        spec = spec.model_copy(update={"from_dense": from_dense})
+    executor = _executor(ray, cpus_per_task, gpus_per_task, threads)
+    rows = run_sweep(spec, executor=executor, out_dir=Path(out_dir), log=_log)
+    table = Table("model", "dataset", "pattern", "sparsity", "achieved", "dev fp32",
+                  "dev fx16", "dev fx8", "test fp32", "run",
+                  title=f"sweep ({spec.budget} budget): {len(rows)} points; {out_dir}/sweep.md")
+    for r in rows:
+        table.add_row(r["model"], r["dataset"], r["pattern"], f"{r['requested_sparsity']:g}",
+                      f"{r['achieved_sparsity']:.4f}",
+                      *(f"{r['dev'][q]:.4f}" for q in ("fp32", "fx16", "fx8")),
+                      f"{r['test']['fp32']:.4f}", Path(r["run_dir"]).name)
+    out.print(table)
 
 
 ReportDirOpt = Annotated[str, typer.Option(help="Folder for the report.")]
@@ -1236,6 +1318,22 @@ def csim_cmd(project: Annotated[str, typer.Argument(help="A project made by fitf
         raise typer.Exit(1)
 
 
+def _ray_flag_value(args: list[str]) -> list[str]:
+    """``--ray`` takes an optional address (click options cannot): given alone (last, or
+    before another option or a YAML file), it gets
+    :data:`fitformer.sparsity.executors.RAY_DEFAULT`."""
+    from fitformer.sparsity.executors import RAY_DEFAULT
+
+    out = []
+    for i, a in enumerate(args):
+        out.append(a)
+        if a == "--ray":
+            nxt = args[i + 1] if i + 1 < len(args) else None
+            if nxt is None or nxt.startswith("-") or nxt.endswith((".yaml", ".yml")):
+                out.append(RAY_DEFAULT)
+    return out
+
+
 def main() -> None:
     """Entry point of the ``fitformer`` console script.
 
@@ -1246,6 +1344,7 @@ def main() -> None:
     """
     import shlex
 
+    sys.argv[1:] = _ray_flag_value(sys.argv[1:])
     try:
         app()
     except FitformerError as exc:

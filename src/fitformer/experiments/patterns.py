@@ -20,12 +20,20 @@ Accuracies come with 95% Wilson score intervals (Wilson 1927) computed by
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from fitformer.sparsity.prune import PruneSpec, prune
+from fitformer.sparsity.chains import (
+    Chain,
+    DenseJob,
+    PointJob,
+    PointResult,
+    run_chain,
+    split_from_dense,
+)
+from fitformer.sparsity.executors import Executor, run_chains
+from fitformer.sparsity.prune import PruneSpec
 
 GRID = (0.5, 0.7, 0.8, 0.9)
 PATTERN_ORDER = ("hp", "unstructured", "cbb", "bank", "block")
@@ -83,9 +91,11 @@ def _row(series: Series, spec: PruneSpec, metrics: dict, path: Path) -> dict:
 
 def run_patterns(*, budget: str = "default", out_dir: Path = Path("docs"),
                  only: list[str] | None = None, dense_dir: Path | None = None,
-                 report_only: bool = False,
+                 report_only: bool = False, executor: Executor | None = None,
+                 from_dense: bool = False,
                  log: Callable[[str], None] = print) -> list[dict]:
-    """Run (or resume) the comparison and write its results, table and plot.
+    """Run (or resume) the comparison and write its results, table and plot (after every
+    finished point).
 
     Args:
         budget: the budget every run uses (stated in the outputs).
@@ -95,54 +105,61 @@ def run_patterns(*, budget: str = "default", out_dir: Path = Path("docs"),
         dense_dir: the dense run every chain starts from (default: the cached dense
             fine-tune on the full data, created if missing).
         report_only: train nothing; write the report from the runs already cached.
+        executor: where the chains run (:class:`~fitformer.sparsity.executors.Executor`:
+            in this process, the default, or as Ray tasks); the runs are the same.
+        from_dense: every point starts from the dense run instead of the previous point of
+            its series (independent points; another protocol, other runs).
         log: progress lines.
 
     Returns:
-        One row per finished point.
+        One row per finished point, in protocol order.
     """
     from fitformer.errors import FitformerError
-    from fitformer.training.finetune import finetune
-    from fitformer.training.runs import load_run_info
 
-    if dense_dir is None:
-        dense_dir = finetune("default", "rotten-tomatoes", budget="default").path
-    _, dense_metrics = load_run_info(Path(dense_dir))
     names = [s.name for s in protocol()]
     unknown = sorted(set(only or ()) - set(names))
     if unknown:
         raise FitformerError(f"unknown series {unknown}; choose from {', '.join(names)}.")
-    rows: list[dict] = []
+    dense = (DenseJob(budget="default") if dense_dir is None
+             else DenseJob(dense_dir=str(dense_dir)))
     todo = [s for s in protocol() if only is None or s.name in only]
-    planned = sum(len(s.specs) for s in todo)
-    for series in todo:
-        previous = dense_dir
-        for spec in series.specs:
-            started = time.perf_counter()
-            result = prune("default", "rotten-tomatoes", spec=spec, from_dir=previous,
-                           budget=budget, cached_only=report_only)
-            if result is None:
-                break  # not run yet: the rest of this chain cannot exist either
-            previous = result.path
-            rows.append(_row(series, spec, result.metrics, result.path))
-            acc = result.metrics["accuracy"]
-            log(f"{series.label} @ {spec.sparsity:g}: dev {acc['dev']['fp32']:.4f} test "
-                f"{acc['test']['fp32']:.4f} ({'cached' if result.cached else 'trained'} in "
-                f"{time.perf_counter() - started:.0f} s) {result.path}")
-            write_report(rows, dense_metrics, budget, out_dir, planned)
+    by_name = {s.name: s for s in todo}
+    order: dict[tuple[str, float], int] = {}
+    for s in todo:
+        for spec in s.specs:
+            order[(s.name, spec.sparsity)] = len(order)
+    chain_list = [Chain(s.name, dense, tuple(PointJob(spec, budget=budget) for spec in s.specs))
+                  for s in todo]
+    if from_dense:
+        chain_list = split_from_dense(chain_list)
+    planned = sum(len(c.points) for c in chain_list)
+    dense_metrics = dense.run().metrics
+    rows: list[dict] = []
+
+    def add(r: PointResult) -> None:
+        series = by_name[r.chain.split(" @ ")[0]]
+        rows.append(_row(series, r.point.spec, r.metrics, r.run_dir))
+        rows.sort(key=lambda x: order[(x["series"], x["requested_sparsity"])])
+        write_report(rows, dense_metrics, budget, out_dir, planned, from_dense)
+
     if report_only:
-        write_report(rows, dense_metrics, budget, out_dir, planned)
+        for chain in chain_list:
+            run_chain(chain, train=False, on_point=add)
+        write_report(rows, dense_metrics, budget, out_dir, planned, from_dense)
+    else:
+        run_chains(chain_list, executor or Executor(), log=log, on_point=add)
     return rows
 
 
 def write_report(rows: list[dict], dense_metrics: dict, budget: str, out_dir: Path,
-                 planned: int | None = None) -> None:
+                 planned: int | None = None, from_dense: bool = False) -> None:
     """Write ``pattern-comparison.json``, ``.md`` and ``img/pattern-accuracy.png``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     dense = {s: dense_metrics["accuracy"][s] for s in ("dev", "test")}
     planned = planned or len(rows)
     (out_dir / "pattern-comparison.json").write_text(json.dumps(
         {"budget": budget, "dense": dense, "runs_finished": len(rows), "runs_planned": planned,
-         "rows": rows}, indent=2) + "\n")
+         "from_dense": from_dense, "rows": rows}, indent=2) + "\n")
     _plot(rows, dense, budget, out_dir / "img" / "pattern-accuracy.png")
     lines = [
         "# Pattern comparison: accuracy vs sparsity (MiniLM, Rotten Tomatoes)",
@@ -152,8 +169,11 @@ def write_report(rows: list[dict], dense_metrics: dict, budget: str, out_dir: Pa
         "",
         f"Every run uses the `{budget}` budget: one epoch of the training split per "
         "sparsity point, gradual magnitude pruning on the cubic schedule over the first "
-        "two thirds of the steps, AdamW 5e-5; points of a chain start from the previous "
-        "point, the first from the dense fine-tune. Accuracy on 1,000 dev and 1,000 test "
+        "two thirds of the steps, AdamW 5e-5; "
+        + ("every point starts from the dense fine-tune (`--from-dense`). " if from_dense else
+           "points of a chain start from the previous point, the first from the dense "
+           "fine-tune. ")
+        + "Accuracy on 1,000 dev and 1,000 test "
         "sentences; [a, b] is the 95% Wilson interval of the fp32 accuracy.",
         "",
         f"Dense fine-tune: dev {dense['dev']['fp32']:.4f} / test {dense['test']['fp32']:.4f} "

@@ -62,6 +62,8 @@ class Series:
 
 
 _PROFILE = {"distill": DistillConfig(*PROFILE_DISTILL)}
+#: select's profile recipe (one epoch per point, chained 0.5 -> 0.95) at a peak of 2e-4.
+_PROFILE_LR = {**_PROFILE, "learning_rate": 2e-4}
 SERIES = (
     Series("jump + logit KD, 2 epochs", "hp", (0.8, 0.9), RECIPE),
     Series("jump + logit KD, 2 epochs", "unstructured", (0.8, 0.9), RECIPE),
@@ -76,6 +78,10 @@ SERIES = (
     Series("jump + logit KD, 2 epochs, lr 2e-4, d2 = 1", "hp", (0.8,), RECIPE_LR,
            level2_density=1.0),
     Series("chain 0.5-0.95 + logit KD, 1 epoch (select's profile)", "hp", GRID[1:], _PROFILE),
+    # The profile's chain at the jump recipe's learning rate: the candidate for select's
+    # profile, and HP against unstructured at 0.5 and 0.7 at one recipe.
+    Series("chain + logit KD, 1 epoch, lr 2e-4", "hp", GRID[1:], _PROFILE_LR),
+    Series("chain + logit KD, 1 epoch, lr 2e-4", "unstructured", GRID[1:-1], _PROFILE_LR),
 )
 BOOTSTRAP_RESAMPLES = 10_000
 
@@ -118,11 +124,22 @@ def dev_correct(run_dir: Path, metrics: dict, max_length: int = 64) -> np.ndarra
     return np.array(evaluate_classifier(load_classifier(ref), dev).correct, dtype=bool)
 
 
-def run(*, train: bool = True, out_dir: Path = Path("docs"),
+def run(*, train: bool = True, out_dir: Path = Path("docs"), only: str | None = None,
         log: Callable[[str], None] = print) -> dict:
     """Train (or read from the cache) the headline runs, compare them with the dense
     fine-tune and write ``docs/pruning-recipe.md`` and ``.json``. With ``train=False``
-    only cached runs are reported."""
+    only cached runs are reported; with ``only`` only the series whose
+    ``"label (pattern)"`` contains that text train (the others are reported if cached).
+
+    Raises:
+        FitformerError: ``only`` matches no series (the message lists them).
+    """
+    from fitformer.errors import FitformerError
+
+    names = [f"{x.label} ({x.pattern})" for x in SERIES]
+    if only is not None and not any(only in n for n in names):
+        raise FitformerError(f"--only {only!r} matches no series; the series are: "
+                         + "; ".join(names))
     from fitformer.sparsity.prune import PruneSpec, prune
     from fitformer.training.finetune import finetune
 
@@ -136,7 +153,7 @@ def run(*, train: bool = True, out_dir: Path = Path("docs"),
                              level2_density=ser.level2_density)
             kw = dict(spec=spec, from_dir=src, budget="default", **ser.kwargs)
             res = prune("default", "rotten-tomatoes", cached_only=True, **kw)
-            if res is None and train:
+            if res is None and train and (only is None or only in f"{ser.label} ({ser.pattern})"):
                 log(f"training {ser.pattern} {s} ({ser.label}) ...")
                 res = prune("default", "rotten-tomatoes", **kw)
             if res is None:

@@ -208,6 +208,7 @@ class Profile:
     text_column: str = "text"
     label_column: str = "label"
     metric: str = "accuracy"
+    from_dense: bool = False
     _points: dict[float, ProfilePoint] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -384,7 +385,9 @@ class Profile:
             if s in self._points:
                 previous = self._points[s].run_dir
                 continue
-            kwargs = dict(spec=self._spec(s), from_dir=previous, budget=self.budget,
+            kwargs = dict(spec=self._spec(s),
+                          from_dir=self.dense().run_dir if self.from_dense else previous,
+                          budget=self.budget,
                           task=self.task, distill=self._distill(), **self._columns())
             # The source run decides the model (prune refuses --model with --from).
             result = prune("default", self.dataset, cached_only=True, **kwargs)
@@ -397,6 +400,22 @@ class Profile:
             self._points[s] = self._point_from(s, result.metrics, result.path)
             previous = result.path
         return self._points[sparsity]
+
+    def chains(self):
+        """The profile's points as chains of :mod:`fitformer.sparsity.chains` (one chain
+        through the grid, or one chain per point with :attr:`from_dense`), to run them with
+        :func:`fitformer.sparsity.executors.run_chains` (e.g. on Ray); :meth:`compute`
+        then reads them from the cache."""
+        from fitformer.sparsity.chains import Chain, DenseJob, PointJob, split_from_dense
+
+        cols = self._columns()
+        dense = (DenseJob(dense_dir=str(self.dense_dir)) if self.dense_given else
+                 DenseJob(model=self.model, dataset=self.dataset, budget=self.dense_budget,
+                          task=self.task, **cols))
+        chain = Chain(f"{self.pattern} profile", dense, tuple(
+            PointJob(self._spec(s), budget=self.budget, distill=self._distill())
+            for s in GRID[1:]))
+        return split_from_dense([chain]) if self.from_dense else [chain]
 
     def majority_rate_dev(self) -> float | None:
         """The majority-class rate of the dev split the points are evaluated on (capped by
@@ -470,7 +489,7 @@ class Profile:
         for s in GRID[1:]:
             if s > upto + 1e-9:
                 break
-            if chain_cached:
+            if chain_cached or (self.from_dense and dense_dir is not None):
                 chain_cached = self.point(s, train=False) is not None
             items.append(PlanItem(f"{self.pattern} {s:g}", s, chain_cached, steps))
         return Plan(items, sec_per_step, overhead_s, source)
@@ -496,14 +515,16 @@ class Profile:
                                      ("--label-column", self.label_column, "label")):
             if value != default:
                 args += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+        if self.from_dense:
+            args.append("--from-dense")
         return shlex.join(args)
 
     def known(self) -> list[ProfilePoint]:
         """Every grid point trained so far (cached ones included), by sparsity."""
         self.dense()
         for s in GRID[1:]:
-            if self.point(s, train=False) is None:
-                break
+            if self.point(s, train=False) is None and not self.from_dense:
+                break  # a chain: the later points start from this one
         return [self._points[s] for s in sorted(self._points)]
 
     def compute(self) -> list[ProfilePoint]:

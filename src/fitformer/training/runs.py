@@ -25,8 +25,10 @@ METRICS_SCHEMA_VERSION = 1
 #: fitformer release alone no longer orphans cached runs. ``run.json`` still records the
 #: fitformer version (outside the hash).
 RECIPE_VERSION = 2
-#: Fields of ``run.json`` that describe the run but are not part of its key.
-UNHASHED_FIELDS = ("fitformer_version",)
+#: Fields of ``run.json`` that describe the run but are not part of its key: the fitformer
+#: release and the torch threads it trained with (results are equal at equal thread counts,
+#: issue 21; a resumed run records the count of its last part).
+UNHASHED_FIELDS = ("fitformer_version", "torch_threads")
 COMPLETE_FILES = ("config.json", "model.safetensors", "metrics.json", "run.json")
 
 
@@ -203,9 +205,12 @@ def start_partial(key: dict, force: bool = False) -> Path:
     if force:
         (partial / "checkpoint.pt").unlink(missing_ok=True)
     partial.mkdir(parents=True, exist_ok=True)
+    import torch
+
     from fitformer._version import __version__
 
-    write_json(partial / "run.json", {**key, "fitformer_version": __version__})
+    write_json(partial / "run.json", {**key, "fitformer_version": __version__,
+                                      "torch_threads": torch.get_num_threads()})
     return partial
 
 
