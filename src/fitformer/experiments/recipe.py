@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fitformer.select.profile import GRID, PROFILE_DISTILL
+from fitformer.select.profile import GRID, PROFILE_DISTILL, PROFILE_LEARNING_RATE
 from fitformer.sparsity.prune import PRUNE_RECIPE
 from fitformer.training.loop import DistillConfig
 
@@ -63,7 +63,7 @@ class Series:
 
 _PROFILE = {"distill": DistillConfig(*PROFILE_DISTILL)}
 #: select's profile recipe (one epoch per point, chained 0.5 -> 0.95) at a peak of 2e-4.
-_PROFILE_LR = {**_PROFILE, "learning_rate": 2e-4}
+_PROFILE_LR = {**_PROFILE, "learning_rate": PROFILE_LEARNING_RATE}
 SERIES = (
     Series("jump + logit KD, 2 epochs", "hp", (0.8, 0.9), RECIPE),
     Series("jump + logit KD, 2 epochs", "unstructured", (0.8, 0.9), RECIPE),
@@ -77,10 +77,12 @@ SERIES = (
     # d2 = 1 collapsed to the majority class under the previous recipe (issue 16, item 3).
     Series("jump + logit KD, 2 epochs, lr 2e-4, d2 = 1", "hp", (0.8,), RECIPE_LR,
            level2_density=1.0),
-    Series("chain 0.5-0.95 + logit KD, 1 epoch (select's profile)", "hp", GRID[1:], _PROFILE),
+    Series("chain 0.5-0.95 + logit KD, 1 epoch (select's profile until 2026-12-01)", "hp",
+           GRID[1:], _PROFILE),
     # The profile's chain at the jump recipe's learning rate: the candidate for select's
     # profile, and HP against unstructured at 0.5 and 0.7 at one recipe.
-    Series("chain + logit KD, 1 epoch, lr 2e-4", "hp", GRID[1:], _PROFILE_LR),
+    Series("chain + logit KD, 1 epoch, lr 2e-4 (select's profile)", "hp", GRID[1:],
+           _PROFILE_LR),
     Series("chain + logit KD, 1 epoch, lr 2e-4", "unstructured", GRID[1:-1], _PROFILE_LR),
 )
 BOOTSTRAP_RESAMPLES = 10_000
