@@ -63,6 +63,8 @@ def test_chains_of_a_grid(tmp_path):
                                     "default / rotten-tomatoes / unstructured"]
     assert [p.spec.sparsity for p in cs[0].points] == [0.5, 0.9]   # sorted: masks shrink
     assert cs[0].points[0].distill.alpha == 0.9 and cs[0].points[0].learning_rate == 2e-4
+    twice = chains(spec.model_copy(update={"patterns": ["hp", "hp"]}))
+    assert [c.name for c in twice] == ["default / rotten-tomatoes / hp"]
     split = chains(spec.model_copy(update={"from_dense": True}))
     assert len(split) == 4 and all(c.from_dense for c in split)
 

@@ -37,7 +37,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from fitformer.errors import FitformerError
-from fitformer.sparsity.chains import Chain, DenseJob, PointJob, split_from_dense
+from fitformer.sparsity.chains import Chain, DenseJob, PointJob, split_from_dense, unique_chains
 from fitformer.sparsity.executors import Executor, run_chains
 
 
@@ -180,7 +180,8 @@ def chains(spec: SweepSpec) -> list[Chain]:
                              epochs_per_point=r.epochs_per_point, learning_rate=r.lr)
                     for s in spec.sparsities)
                 out.append(Chain(f"{model} / {dataset} / {pattern}", dense, points))
-    return split_from_dense(out) if spec.from_dense else out
+    # A model, dataset or pattern listed twice would give two tasks training one run.
+    return split_from_dense(out) if spec.from_dense else unique_chains(out)
 
 
 def run_sweep(spec: SweepSpec, *, executor: Executor | None = None,
