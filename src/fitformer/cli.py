@@ -291,6 +291,11 @@ def prune(model: Annotated[str, typer.Option(help="Base model: default, a folder
           distill_alpha: Annotated[float, typer.Option(
               help="Weight of the distillation term; 1 - alpha weighs the task loss.")]
           = 0.5,
+          distill_augment: Annotated[int, typer.Option(
+              help="Noisy copies of every training sentence, labelled by the teacher "
+                   "(masking, unigram word replacement, n-gram sampling: Tang et al. "
+                   "2019); one epoch then covers (1 + N) x the sentences. Needs "
+                   "--distill.")] = 0,
           teacher: Annotated[str | None, typer.Option(
               help="Teacher run directory (default: the dense run the chain started "
                    "from).")] = None,
@@ -314,7 +319,8 @@ def prune(model: Annotated[str, typer.Option(help="Base model: default, a folder
                      pruner=pruner.value, split_mode=hp_split.value)
     from fitformer.training.loop import DistillConfig
 
-    dcfg = DistillConfig(distill, distill_temperature, distill_alpha)
+    dcfg = DistillConfig(distill, distill_temperature, distill_alpha,
+                         augment=distill_augment)
     result = do_prune(model, dataset, spec=spec, from_dir=from_dir, budget=budget.value,
                       task=task.value, seed=seed, max_length=max_length,
                       text_column=text_column, label_column=label_column, force=force,
@@ -1153,7 +1159,7 @@ def sweep_cmd(
             help="The grid: budget, models, datasets, patterns, sparsities, from_dense, "
                  "seed, max_length, text_column, label_column, pattern_params {block, banks, "
                  "nm_m, level2_density}, recipe {distill, distill_temperature, "
-                 "distill_alpha, epochs_per_point, lr}; only 'sparsities' is required.")],
+                 "distill_alpha, distill_augment, epochs_per_point, lr}; only 'sparsities' is required.")],
         out_dir: Annotated[str, typer.Option(
             "--out", help="Folder for sweep.json, sweep.md and img/sweep-accuracy.png.")]
         = "sweep-out",

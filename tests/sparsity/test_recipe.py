@@ -148,3 +148,59 @@ def test_recipe_verdict_by_hand():
     assert "HP vs unstructured, b, 0.8: 0.8300 vs 0.8600 (-0.0300); target within 0.02: " \
            "not met." in lines
     assert "HP vs unstructured, a" not in lines              # no unstructured run in a
+
+
+def test_distillation_loss_skips_unlabelled_sentences_in_the_task_term():
+    class Out:
+        def __init__(self, logits):
+            self.logits = logits
+
+    s = torch.tensor([[2.0, 0.0], [0.0, 0.0]])
+    cfg = DistillConfig("logits", 1.0, 0.5, augment=1)
+    loss, parts = distillation_loss(Out(s), Out(s.clone()), torch.tensor([1, -100]), None, cfg)
+    # Only sentence 0 is labelled: CE = ln(1 + e^2) - 0 = log-sum-exp minus logit 0.
+    assert parts["ce"] == pytest.approx(float(np.log1p(np.exp(2.0))))
+    assert parts["kl"] == pytest.approx(0.0, abs=1e-7)
+    loss, parts = distillation_loss(Out(s), Out(s.clone()), torch.tensor([-100, -100]), None,
+                                    cfg)
+    assert parts["ce"] == 0.0 and float(loss) == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(FitformerError, match="--distill-augment"):
+        DistillConfig("none", augment=2)
+    with pytest.raises(FitformerError, match="--distill-augment"):
+        DistillConfig("logits", augment=-1)
+    assert "augment" not in DistillConfig("logits").as_key()
+    assert DistillConfig("logits", augment=3).as_key()["augment_rules"]["p_ngram"] == 0.25
+
+
+@pytest.mark.slow
+def test_augmented_distillation_trains_on_the_copies(in_tiny_home):
+    """Tiny budget, HP 0.5 with 2 copies per sentence: the schedule counts the copies, the
+    key records them, and the run differs from the one without copies."""
+    from fitformer.sparsity.prune import PruneSpec, prune
+
+    _, dense = in_tiny_home
+    kw = dict(spec=PruneSpec("hp", 0.5), from_dir=dense.path, budget="tiny")
+    plain = prune(**kw, distill=DistillConfig("logits", 2.0, 0.9))
+    aug = prune(**kw, distill=DistillConfig("logits", 2.0, 0.9, augment=2))
+    assert aug.key["distill"]["augment"] == 2 and "augment" not in plain.key["distill"]
+    assert aug.path != plain.path
+    schedule = json.loads((aug.path / "pruning.json").read_text())["schedule"]
+    n = json.loads((plain.path / "pruning.json").read_text())["schedule"]["train_sentences"]
+    assert schedule["train_sentences"] == 3 * n
+    assert schedule["augmented_sentences"] == 2 * n
+    assert (aug.path / "model.safetensors").read_bytes() != \
+        (plain.path / "model.safetensors").read_bytes()
+
+
+def test_earlier_rows_are_kept_by_series_pattern_and_sparsity(tmp_path):
+    from fitformer.experiments.recipe import _earlier_rows
+
+    assert _earlier_rows(tmp_path / "none.json") == {}
+    f = tmp_path / "pruning-recipe.json"
+    f.write_text(json.dumps({"dense": {"run_dir": "d0"}, "rows": [
+        {"series": "s", "pattern": "hp", "requested_sparsity": 0.8, "dev": {"fp32": 0.8}}]}))
+    got = _earlier_rows(f)
+    assert list(got) == [("s", "hp", 0.8)] and got[("s", "hp", 0.8)]["dense_run_dir"] == "d0"
+    f.write_text("{not json")
+    with pytest.raises(FitformerError, match="git checkout -- docs/pruning-recipe.json"):
+        _earlier_rows(f)

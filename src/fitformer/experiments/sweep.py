@@ -15,7 +15,7 @@ The file (every key but ``sparsities`` optional; unknown keys are refused)::
     label_column: label
     pattern_params: {block: [16, 16], banks: 4, nm_m: 4, level2_density: null}
     recipe: {distill: logits, distill_temperature: 2.0, distill_alpha: 0.9,
-             epochs_per_point: 1, lr: 2.0e-4}
+             distill_augment: 0, epochs_per_point: 1, lr: 2.0e-4}
 
 Each (model, dataset, pattern) is one chain through the sorted sparsities, from the dense
 fine-tune of the model on the dataset at the budget (:mod:`fitformer.sparsity.chains`);
@@ -61,6 +61,7 @@ class Recipe(_Strict):
     distill: Literal["none", "logits", "layers"] = "none"
     distill_temperature: float = 2.0
     distill_alpha: float = 0.5
+    distill_augment: int = Field(default=0, ge=0)
     epochs_per_point: float | None = None
     lr: float | None = None
 
@@ -164,7 +165,7 @@ def chains(spec: SweepSpec) -> list[Chain]:
     r = spec.recipe
     distill = (None if r.distill == "none" else
                DistillConfig(r.distill, temperature=r.distill_temperature,
-                             alpha=r.distill_alpha))
+                             alpha=r.distill_alpha, augment=r.distill_augment))
     pp = spec.pattern_params
     out = []
     for model in spec.models:

@@ -23,7 +23,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from fitformer.data import load_dataset
-from fitformer.data.classification import ClassificationDataset
+from fitformer.data.augment import augment_texts
+from fitformer.data.classification import ClassificationDataset, TextSplit
 from fitformer.errors import FitformerError
 from fitformer.models.layers import linear_layers
 from fitformer.models.loading import (
@@ -45,7 +46,7 @@ from fitformer.training.finetune import (
     run_metrics,
     save_run,
 )
-from fitformer.training.loop import DistillConfig, TrainConfig, train_classifier
+from fitformer.training.loop import DistillConfig, Encoded, TrainConfig, train_classifier
 from fitformer.training.runs import (
     RECIPE_VERSION,
     find_run,
@@ -175,6 +176,17 @@ def dense_root(src: Path) -> Path:
         path = nxt if nxt.is_absolute() else runs_dir() / parent
     raise FitformerError(f"cannot find the dense run that {src} was pruned from (its "
                          "chain of 'from' runs is broken); give --teacher DIR.")
+
+
+def augmented_train(tokenizer, data: ClassificationDataset, budget, max_length: int,
+                    copies: int, seed: int) -> Encoded:
+    """The (budget-capped) training split followed by ``copies`` noisy copies of every
+    sentence (:func:`fitformer.data.augment.augment_texts`), tokenised; the copies carry
+    label ``-100`` (no label: the distillation loss alone trains on them)."""
+    split = data.split("train").subset(budget.train_examples)
+    extra = augment_texts(split.texts, copies, tokenizer.mask_token or "", seed=seed)
+    return Encoded(tokenizer, TextSplit(split.texts + extra,
+                                        split.labels + (-100,) * len(extra)), max_length)
 
 
 def point_steps(budget, n_train: int, batch_size: int, epochs_per_point: float | None) -> int:
@@ -333,7 +345,8 @@ def prune(model: str = "default", dataset: str = "rotten-tomatoes", *,
     if epochs_per_point is not None and not (math.isfinite(epochs_per_point)
                                              and epochs_per_point > 0):
         raise FitformerError(f"--epochs-per-point {epochs_per_point} must be > 0 (e.g. 2).")
-    steps = point_steps(b, n_train, recipe.batch_size, epochs_per_point)
+    augment = distill.augment if distill is not None and distill.enabled else 0
+    steps = point_steps(b, n_train * (1 + augment), recipe.batch_size, epochs_per_point)
     config = replace(recipe, seed=seed, max_length=max_length, max_steps=steps,
                      learning_rate=recipe.learning_rate if learning_rate is None
                      else learning_rate)
@@ -372,6 +385,8 @@ def prune(model: str = "default", dataset: str = "rotten-tomatoes", *,
         train = EncodedPairs(tokenizer, pair_splits[0], max_length)
     else:
         train, dev, test = encode_splits(tokenizer, data, b, max_length)
+    fit = train if not augment else augmented_train(tokenizer, data, b, max_length, augment,
+                                                    seed)
     layers = [i for i in linear_layers(net) if i.prunable]
     initial_levels = None
     if source_pruning is not None:
@@ -393,7 +408,7 @@ def prune(model: str = "default", dataset: str = "rotten-tomatoes", *,
         write_json(partial / SCAN_FILE, scan)
     label = f"{spec.pattern} {spec.sparsity:g} ({spec.pruner}, {budget}" + \
         (f", distill {distill.mode})" if distill else ")")
-    trained = train_classifier(net, train, config, hooks=[pruner],
+    trained = train_classifier(net, fit, config, hooks=[pruner],
                                checkpoint=partial / "checkpoint.pt", description=label,
                                teacher=teacher_net, distill=distill)
     masks = squash_masks(net)
@@ -406,7 +421,8 @@ def prune(model: str = "default", dataset: str = "rotten-tomatoes", *,
         "steps": steps, "epochs_per_point": epochs_per_point or 1.0,
         "pruning_steps": window, "recovery_steps": steps - window,
         "window_fraction": PRUNING_WINDOW, "learning_rate": config.learning_rate,
-        "distill": key.get("distill"),
+        "distill": key.get("distill"), "train_sentences": len(fit),
+        "augmented_sentences": len(fit) - len(train),
     }
     sparsity = {"overall": pruning["achieved_sparsity"],
                 "per_layer": {n: v["achieved_sparsity"] for n, v in pruning["layers"].items()}}

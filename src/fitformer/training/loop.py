@@ -102,17 +102,25 @@ class DistillConfig:
     output and every layer, padding excluded) and attention probabilities, each averaged
     over layers, weighted by ``layer_weight``. It needs eager attention (slower than SDPA).
 
+    With ``augment`` > 0 the training set also holds that many noisy copies of every
+    training sentence (:mod:`fitformer.data.augment`, Tang et al. 2019 / TinyBERT's data
+    augmentation); a copy has no label (``-100``), so only the distillation terms train on
+    it, and the task loss averages over the labelled sentences of the batch.
+
     Attributes:
         mode: ``none``, ``logits`` or ``layers``.
         temperature: ``T`` > 0.
         alpha: weight of the distillation term in [0, 1].
         layer_weight: weight of the hidden-state and attention MSE terms (``layers``).
+        augment: noisy copies per training sentence (0: none); one epoch then passes over
+            ``(1 + augment)`` times as many sentences.
     """
 
     mode: str = "none"
     temperature: float = 2.0
     alpha: float = 0.5
     layer_weight: float = 1.0
+    augment: int = 0
 
     def __post_init__(self):
         from fitformer.errors import FitformerError
@@ -127,6 +135,13 @@ class DistillConfig:
             raise FitformerError(f"--distill-alpha {self.alpha} must be in [0, 1] (e.g. 0.5).")
         if not (math.isfinite(self.layer_weight) and self.layer_weight >= 0):
             raise FitformerError(f"layer_weight {self.layer_weight} must be >= 0.")
+        if isinstance(self.augment, bool) or not isinstance(self.augment, int) \
+                or self.augment < 0:
+            raise FitformerError(f"--distill-augment {self.augment!r} must be a whole number "
+                                 ">= 0 (noisy copies per training sentence, e.g. 3).")
+        if self.augment and self.mode == "none":
+            raise FitformerError("--distill-augment labels its copies with the teacher; "
+                                 "give --distill logits (or layers) with it.")
 
     @property
     def enabled(self) -> bool:
@@ -139,6 +154,12 @@ class DistillConfig:
         d = asdict(self)
         if self.mode != "layers":
             d.pop("layer_weight")
+        if not self.augment:
+            d.pop("augment")  # keys of runs made before augmentation existed stay the same
+        else:
+            from fitformer.data.augment import AugmentRules
+
+            d["augment_rules"] = AugmentRules().as_key()
         return d
 
 
@@ -151,7 +172,8 @@ def distillation_loss(student_out, teacher_out, labels: torch.Tensor,
         student_out, teacher_out: model outputs with ``logits`` ``(batch, classes)``
             (float32); for ``layers`` also ``hidden_states`` (tuples of ``(batch, seq,
             hidden)``) and ``attentions`` (``(batch, heads, seq, seq)``).
-        labels: int64 ``(batch,)``.
+        labels: int64 ``(batch,)``; ``-100`` marks an unlabelled (augmented) sentence, which
+            only the distillation terms see.
         attention_mask: ``(batch, seq)`` 0/1, excludes padding from the layer terms.
 
     Returns:
@@ -161,7 +183,13 @@ def distillation_loss(student_out, teacher_out, labels: torch.Tensor,
     import torch.nn.functional as F
 
     T = cfg.temperature
-    ce = F.cross_entropy(student_out.logits, labels)
+    labelled = labels >= 0
+    if bool(labelled.all()):
+        ce = F.cross_entropy(student_out.logits, labels)
+    elif bool(labelled.any()):
+        ce = F.cross_entropy(student_out.logits[labelled], labels[labelled])
+    else:
+        ce = student_out.logits.sum() * 0.0
     kl = F.kl_div(F.log_softmax(student_out.logits / T, dim=-1),
                   F.log_softmax(teacher_out.logits / T, dim=-1),
                   reduction="batchmean", log_target=True) * T * T
