@@ -181,3 +181,57 @@ def test_csim_cli_exits_1_when_not_bit_exact(monkeypatch, tmp_path):
     assert "1 of 10 values differ" in out.output
     res["bit_exact"] = 10
     assert CliRunner().invoke(app, ["csim", str(tmp_path)]).exit_code == 0
+
+
+@pytest.mark.parametrize("family", ["shared", "per_op"])
+def test_attention_loops_run_the_models_cycle_terms_bit_exact(tiny_hp_run, tmp_path, family):
+    """One encoder layer of the tiny real model, 2 dev sentences, T = 4 token lanes (so a
+    sentence takes several passes): csim is bit-exact with the exact path, and the counted
+    iterations of the pipelined loops equal the analytical model's terms: QK + AV and EXP +
+    SCALE of the shared array (attention_terms), 4 kv ceil(q / T) per head round of the
+    per-operation unit (attention_loop_cycles), and COMPUTE = passes x PE cycles of every
+    linear."""
+    from fitformer.hardware.accelerator import LINEAR_UNITS, attention_loop_cycles
+    from fitformer.hardware.frontends import workload_from_run
+    from fitformer.hardware.shared_array import attention_terms
+    from fitformer.hls import csim, generate, syntax_check
+
+    _, hp = tiny_hp_run
+    if family == "shared":
+        knobs = {"array": {"P": 2, "T": 4, "R": 16}, "nonlinear": {"lanes": 8},
+                 "add_norm": {"lanes": 4}}
+    else:
+        knobs = {**{u: {"P": 2, "T": 4} for u in LINEAR_UNITS},
+                 "attention": {"H_par": 5, "T": 4}, "add_norm": {"lanes": 4}}
+    design = tmp_path / "design.json"
+    design.write_text(json.dumps({"precision": "fx16", "weights_on_chip": True,
+                                  "design": knobs, "family": family}))
+    prj = tmp_path / "prj"
+    rec = generate(hp.path, "u250", prj, design=design, sentences=2, encoder_layers=1,
+                   log=lambda m: None)
+    assert rec["design"]["family"] == family
+    assert syntax_check(prj) == []                       # -Wall clean
+    res = csim(prj, log=lambda m: None, count_trips=True)
+    assert res["bit_exact"] == res["values"] == 4 and res["same_class"] == 2
+    tb = np.fromfile(prj / "tb_data" / "input_ids.bin", np.int32)
+    lens, pos = [], 1
+    for _ in range(int(tb[0])):
+        lens.append(int(tb[pos]))
+        pos += 1 + int(tb[pos])
+    assert min(lens) > 4                                  # several passes of T = 4
+    trips = res["trips"]
+    if family == "shared":
+        wl = workload_from_run(hp.path)
+        terms = [attention_terms(n, n, knobs["array"], 8, wl) for n in lens]
+        assert trips["attention_0.QK"] == sum(t["qk"] for t in terms)
+        assert trips["attention_0.AV"] == sum(t["av"] for t in terms)
+        assert trips["attention_0.EXP"] + trips["attention_0.SCALE"] == \
+            sum(t["softmax"] for t in terms)
+    else:
+        rounds = -(-12 // 5)                              # 12 heads, 5 at a time
+        loops = sum(trips[f"attention_0.{x}"] for x in ("QK", "EXP", "SCALE", "AV"))
+        assert loops == sum(rounds * attention_loop_cycles(n, n, 4) for n in lens)
+    for name, lin in rec["linears"].items():
+        tokens = [1] * len(lens) if lin["layer"] is None else lens   # pooler, classifier: 1
+        fn = "lin_" + re.sub(r"[^A-Za-z0-9]", "_", name)
+        assert trips[f"{fn}.COMPUTE"] == sum(-(-t // 4) for t in tokens) * lin["compute_trips"]

@@ -340,6 +340,13 @@ def linear_unit(unit: str, matrices: list[MatrixWork], knobs: dict, wl: Workload
     return UnitResult(unit, {"P": P, "T": T}, Resources.of(mem, dsp, lut, ff), rows, specs)
 
 
+def attention_loop_cycles(q: int, kv: int, T: int) -> int:
+    """Cycles of one head's attention without fills: ``4 kv ceil(q / T)`` (QK^T, the
+    softmax's exp-and-sum and scale passes, AV: ``kv`` cycles each per pass of ``T``
+    queries); the trip counts of the generated HLS loops QK, EXP, SCALE and AV."""
+    return 4 * kv * math.ceil(q / T)
+
+
 def attention_unit(knobs: dict, wl: Workload, design: DesignPoint, plat: Platform,
                    inf: Inference) -> UnitResult:
     """Cycles and resources of the attention unit (QK^T, softmax, AV; module docstring).
@@ -356,7 +363,7 @@ def attention_unit(knobs: dict, wl: Workload, design: DesignPoint, plat: Platfor
     rounds = inf.batch * math.ceil(d.heads / Hp)
 
     def per_head(q: int, kv: int) -> int:
-        return 4 * kv * math.ceil(q / T) + 2 * fill + 3 * fp
+        return attention_loop_cycles(q, kv, T) + 2 * fill + 3 * fp
 
     S = inf.seq_len
     enc = rounds * per_head(S, S)

@@ -55,7 +55,7 @@ from fitformer.hardware.resources import CONSTANTS
 from fitformer.hardware.workload import Workload
 
 FAMILIES = ("per_op", "shared")
-MODEL_VERSION = 3  # bump when the analytical model's code changes: invalidates cached designs
+MODEL_VERSION = 4  # bump when the analytical model's code changes: invalidates cached designs
 
 
 def platform_of(device: Device, clock_mhz: float | None = None) -> Platform:

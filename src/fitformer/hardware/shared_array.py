@@ -49,7 +49,9 @@ dense matrix of ``ceil(d_h / c)`` stripes and AV treats ``V_h^T`` (``d_h x kv``)
 segment takes ``c / B`` cycles, ``ceil(q / T)`` passes. The **non-linear unit** (``lanes``
 lanes; exp for softmax, GELU, one reciprocal per row) runs the softmax of head ``h`` while
 the array computes the products of head ``h + 1``: the attention of one sequence takes
-``max(array, 2 q kv H / lanes) + fill`` (two softmax passes: exp and sum, then scale).
+``max(array, softmax) + fill``, the softmax being two passes (exp and sum, then scale) of
+``ceil(H q_p kv / lanes)`` cycles per pass of ``q_p`` queries; the row maximum is taken
+as the scores drain from the merge tree.
 GELU is applied as ``ffn_in``'s rows drain (``max(linear, tokens x I / lanes)``). The add
 & norm unit (``lanes``) runs after ``attn_out`` and ``ffn_out``: the residual add and
 the statistics (sum, sum of squares) accumulate as the rows drain from the merge tree, so
@@ -172,11 +174,16 @@ def matrix_cycles(m: MatrixWork, knobs: dict, wl: Workload, design: DesignPoint,
     return c + passes * per_pass, "bandwidth" if dram > compute else "compute"
 
 
-def attention_cycles(q: int, kv: int, knobs: dict, nl_lanes: int, wl: Workload,
-                     nonlinear: str) -> tuple[int, int]:
-    """``(cycles, array cycles)`` of one sequence's multi-head attention: ``q`` queries
-    against ``kv`` keys, every head, products on the array overlapped with the softmax on
-    the non-linear unit (module docstring)."""
+def attention_terms(q: int, kv: int, knobs: dict, nl_lanes: int, wl: Workload
+                    ) -> dict[str, int]:
+    """The loop terms of one sequence's multi-head attention (cycles, no fills): ``qk`` and
+    ``av`` on the array, ``softmax`` on the non-linear unit (module docstring). Per pass of
+    ``q_p <= T`` queries: QK^T deals the ``H ceil(d_h / c)`` stripes of the keys to the
+    ``P`` PEs, ``ceil(H ceil(d_h / c) / P) x kv x c/B`` cycles; AV deals the
+    ``H ceil(kv / c)`` stripes of ``V^T``, ``ceil(H ceil(kv / c) / P) x d_h x c/B``; the
+    softmax's two passes (exp and sum, then scale) each take ``ceil(H q_p kv / lanes)``.
+    These are the trip counts of the generated HLS loops QK, AV, EXP and SCALE
+    (:mod:`fitformer.hls`)."""
     P, T = knobs["P"], knobs["T"]
     d = wl.dims
     _, c = wl.block
@@ -185,10 +192,20 @@ def attention_cycles(q: int, kv: int, knobs: dict, nl_lanes: int, wl: Workload,
     passes = math.ceil(q / T)
     qk = passes * math.ceil(d.heads * math.ceil(d.head_dim / c) / P) * kv * seg
     av = passes * math.ceil(d.heads * math.ceil(kv / c) / P) * d.head_dim * seg
-    softmax = math.ceil(2 * q * kv * d.heads / nl_lanes)
-    fill = (int(const("mac_pipeline_cycles")) + _log2ceil(B) + _log2ceil(P)
-            + 3 * nonlinear_latency(nonlinear))
-    return max(qk + av, softmax) + fill, qk + av
+    per_pass = [min(T, q - i * T) for i in range(passes)]
+    softmax = sum(2 * math.ceil(d.heads * qp * kv / nl_lanes) for qp in per_pass)
+    return {"qk": qk, "av": av, "softmax": softmax}
+
+
+def attention_cycles(q: int, kv: int, knobs: dict, nl_lanes: int, wl: Workload,
+                     nonlinear: str) -> tuple[int, int]:
+    """``(cycles, array cycles)`` of one sequence's multi-head attention: ``q`` queries
+    against ``kv`` keys, every head, products on the array overlapped with the softmax on
+    the non-linear unit (module docstring, :func:`attention_terms`)."""
+    t = attention_terms(q, kv, knobs, nl_lanes, wl)
+    fill = (int(const("mac_pipeline_cycles")) + _log2ceil(wl.banks)
+            + _log2ceil(knobs["P"]) + 3 * nonlinear_latency(nonlinear))
+    return max(t["qk"] + t["av"], t["softmax"]) + fill, t["qk"] + t["av"]
 
 
 def nonlinear_latency(nonlinear: str) -> int:

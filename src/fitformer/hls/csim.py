@@ -88,13 +88,15 @@ def syntax_check(prj: str | Path) -> list[str]:
     return [ln for ln in res.stderr.splitlines() if "warning:" in ln]
 
 
-def build(prj: str | Path, opt: str = "-O2") -> tuple[Path, float]:
-    """Compile the project's testbench into ``PRJ/build/csim``; ``(binary, seconds)``."""
+def build(prj: str | Path, opt: str = "-O2", count_trips: bool = False) -> tuple[Path, float]:
+    """Compile the project's testbench into ``PRJ/build/csim`` (``csim-trips`` with the loop
+    trip counters of ``-DFITFORMER_COUNT_TRIPS``); ``(binary, seconds)``."""
     prj, _ = _project(prj)
     (prj / "build").mkdir(exist_ok=True)
-    exe = prj / "build" / "csim"
+    exe = prj / "build" / ("csim-trips" if count_trips else "csim")
     start = time.perf_counter()
     cmd = [_gxx(), *CXXFLAGS, opt, "-Wno-unknown-pragmas", "-isystem", str(AP_TYPES),
+           *(["-DFITFORMER_COUNT_TRIPS"] if count_trips else []),
            f"-I{prj / 'firmware'}", "firmware/fitformer.cpp", "tb/testbench.cpp", "-o",
            str(exe)]
     res = subprocess.run(cmd, cwd=prj, capture_output=True, text=True)
@@ -103,13 +105,18 @@ def build(prj: str | Path, opt: str = "-O2") -> tuple[Path, float]:
     return exe, time.perf_counter() - start
 
 
-def csim(prj: str | Path, *, log=print) -> dict:
+def csim(prj: str | Path, *, log=print, count_trips: bool = False) -> dict:
     """Compile and run the testbench; compare every output with the exact path's.
+
+    Args:
+        count_trips: also count the iterations of the pipelined loops (QK, EXP, SCALE, AV
+            of each attention, COMPUTE of each linear) over all sentences, returned as
+            ``trips`` (``{"attention_0.QK": n, ...}``); slower.
 
     Returns:
         ``{"scope", "sentences", "compile_s", "run_s", "bit_exact", "values",
         "max_abs_diff", "same_class", "accuracy", "reference_accuracy"}`` (a linear
-        project: the exact outputs instead of logits; no classes).
+        project: the exact outputs instead of logits; no classes), and ``trips``.
 
     Raises:
         FitformerError: not a project, a damaged binary (:func:`check_files`), no g++, a
@@ -118,7 +125,7 @@ def csim(prj: str | Path, *, log=print) -> dict:
     """
     prj, rec = _project(prj)
     check_files(prj, rec)
-    exe, compile_s = build(prj)
+    exe, compile_s = build(prj, count_trips=count_trips)
     log(f"compiled in {compile_s:.1f} s; running the testbench ...")
     start = time.perf_counter()
     res = subprocess.run([str(exe)], cwd=prj, capture_output=True, text=True)
@@ -130,6 +137,9 @@ def csim(prj: str | Path, *, log=print) -> dict:
     out = {"scope": rec["scope"], "device": rec["device"], "precision": rec["precision"],
            "compile_s": round(compile_s, 2), "run_s": round(float(m.group(1)) if m
                                                               else run_s, 2)}
+    if count_trips:
+        out["trips"] = {m.group(1): int(m.group(2))
+                        for m in re.finditer(r"^trips (\S+) (\d+)$", res.stdout, re.M)}
     if rec["scope"] == "model":
         got = np.fromfile(prj / "tb_data" / "csim_logits.bin", np.float32)
         ref = np.fromfile(prj / "tb_data" / "reference_logits.bin", np.float32)

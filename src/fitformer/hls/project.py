@@ -371,7 +371,14 @@ def generate(pruned: str | Path, device_id: str, out: str | Path, *,
             off += arr.size
         np.concatenate(params).tofile(out / "weights" / "params.bin")
         dh = cfg.hidden_size // cfg.num_attention_heads
-        att_knobs = point.knobs.get("attention", {"H_par": 1})
+        if point.family == "shared":    # attention on the array, softmax on the NL lanes
+            arr = point.knobs["array"]
+            att_knobs = {"P": int(arr["P"]), "T": int(arr["T"]), "H_par": 1,
+                         "NL": int(point.knobs["nonlinear"]["lanes"]),
+                         "CQ": math.ceil(dh / c)}
+        else:
+            att = point.knobs["attention"]
+            att_knobs = {"H_par": int(att["H_par"]), "T": int(att["T"])}
         for i in range(n_layers):
             a = ex.attention_name(i)
             p = f"{prefix}.encoder.layer.{i}"
@@ -385,7 +392,7 @@ def generate(pruned: str | Path, device_id: str, out: str | Path, *,
                 "layer": i, "q_t": t["q"].cpp(), "k_t": t["k"].cpp(), "v_t": t["v"].cpp(),
                 "p_t": t["probs"].cpp(), "ctx_t": ctx_t.cpp(), "s_acc_t": s_acc,
                 "o_acc_t": o_acc, "scale": _hexf(np.float32(dh ** -0.5)),
-                "H_par": int(att_knobs.get("H_par", 1)), "lin": by_role,
+                **att_knobs, "lin": by_role,
                 "ln1": _c_name(f"{p}.attention.output.LayerNorm"),
                 "ln2": _c_name(f"{p}.output.LayerNorm")})
         # Token ids of the testbench: n, then (len, ids...) per sentence.
