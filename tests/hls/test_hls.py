@@ -227,10 +227,15 @@ def test_attention_loops_run_the_models_cycle_terms_bit_exact(tiny_hp_run, tmp_p
         assert trips["attention_0.AV"] == sum(t["av"] for t in terms)
         assert trips["attention_0.EXP"] + trips["attention_0.SCALE"] == \
             sum(t["softmax"] for t in terms)
+        # GELU on the 8 non-linear lanes as ffn_in drains, tanh of the pooler on them too.
+        assert trips["layer_0.GELU"] == sum(-(-n * 1536 // 8) for n in lens)
+        assert trips["pooler.TANH"] == len(lens) * (384 // 8)
     else:
         rounds = -(-12 // 5)                              # 12 heads, 5 at a time
         loops = sum(trips[f"attention_0.{x}"] for x in ("QK", "EXP", "SCALE", "AV"))
         assert loops == sum(rounds * attention_loop_cycles(n, n, 4) for n in lens)
+        assert "layer_0.GELU" not in trips                # in ffn_in's reduce pipeline
+        assert trips["pooler.TANH"] == len(lens) * (384 // 4)   # the add & norm lanes
     for name, lin in rec["linears"].items():
         tokens = [1] * len(lens) if lin["layer"] is None else lens   # pooler, classifier: 1
         fn = "lin_" + re.sub(r"[^A-Za-z0-9]", "_", name)

@@ -341,7 +341,9 @@ def generate(pruned: str | Path, device_id: str, out: str | Path, *,
                "x_t": lin.x_type.cpp(), "w_t": lin.w_type.cpp(), "acc_t":
                lin.acc_type.cpp(), "acc_w": lin.acc_type.width,
                "vals_off": counts["vals"], "brows_off": counts["brows"],
-               "bias_off": counts["bias"]}
+               "bias_off": counts["bias"],
+               # per-operation family: GELU in ffn_in's reduce pipeline (as rows drain)
+               "gelu": role == "ffn_in" and point.family != "shared" and not linear}
         vals.append(lay["vals"])
         offs.append(lay["offs"])
         brows.append(lay["brows"])
@@ -431,6 +433,9 @@ def generate(pruned: str | Path, device_id: str, out: str | Path, *,
                           if scope == "model" else f"One linear layer: {linear}."),
            "linears": list(linears.values()), "attentions": attentions,
            "clock_ns": round(1e3 / est.clock_mhz, 3),
+           "nl_lanes": int(point.knobs.get("nonlinear", {}).get("lanes", 1)),
+           "tanh_lanes": int(point.knobs["nonlinear"]["lanes"] if point.family == "shared"
+                             else point.knobs["add_norm"]["lanes"]),
            "emb_ln": _c_name(f"{prefix}.embeddings.LayerNorm"),
            "pooler": linears.get(f"{prefix}.pooler.dense"),
            "classifier": linears.get("classifier")}
