@@ -23,6 +23,12 @@ from fitformer.experiments.sweep import chains, load_sweep, run_sweep
     ("sparsities: [0.5]\npatterns: [hp, nope]\n", r"patterns \['nope'\] are unknown; choose "
                                                   "from bank, block, cbb, hp, nm, unstructured"),
     ("sparsities: [0.5]\nrecipe: {lr: -1}\n", "recipe.lr: Value error, must be a positive"),
+    ("sparsities: [0.5]\nrecipe: {distill_augment: 2}\n",
+     "distill_augment labels its copies with the teacher"),
+    ("sparsities: [0.5]\nrecipe: {distill: logits, distill_augment: true}\n",
+     "recipe.distill_augment: Input should be a valid integer"),
+    ("sparsities: [0.5]\nrecipe: {distill: logits, distill_augment: 500}\n",
+     "recipe.distill_augment: Input should be less than or equal to 100"),
     ("sparsities: [0.5]\nrecipe: {distil: logits}\n", "recipe.distil: Extra inputs"),
     ("sparsities: [0.5]\ndatasets: [missing.csv]\n", "dataset 'missing.csv' is not a file"),
     ("sparsities: [0.5]\nmodels: [./no-such-model]\n", "model './no-such-model' is not a folder"),

@@ -294,7 +294,8 @@ def prune(model: Annotated[str, typer.Option(help="Base model: default, a folder
           distill_augment: Annotated[int, typer.Option(
               help="Noisy copies of every training sentence, labelled by the teacher "
                    "(masking, unigram word replacement, n-gram sampling: Tang et al. "
-                   "2019); one epoch then covers (1 + N) x the sentences. Needs "
+                   "2019); on the default budget one epoch then covers (1 + N) x the "
+                   "sentences (tiny and quick keep their step counts). 0-100; needs "
                    "--distill.")] = 0,
           teacher: Annotated[str | None, typer.Option(
               help="Teacher run directory (default: the dense run the chain started "

@@ -148,6 +148,14 @@ def test_out_folder_checks_and_stale_files(tiny_hp_run, linear_project, tmp_path
     assert not (prj / "weights" / "stale.bin").exists()
     assert (prj / "README.mine").read_text() == "kept"
     assert rec["sentences"] == 1 and "weights/stale.bin" not in rec["files"]
+    # An interrupted generation (only generated folders, no project.json yet) is written
+    # again by the same command, as the Ctrl-C message says.
+    cut = tmp_path / "cut"
+    (cut / "firmware").mkdir(parents=True)
+    (cut / "weights").mkdir()
+    (cut / "weights" / "hp_values.bin").write_bytes(b"half")
+    rec = generate(hp.path, "zcu104", cut, **quiet)
+    assert (cut / "project.json").is_file() and rec["files"]["weights/hp_values.bin"]["bytes"] > 4
 
 
 def test_design_for_another_device_and_a_cpu_are_refused(tiny_hp_run, tmp_path):

@@ -34,11 +34,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from fitformer.errors import FitformerError
 from fitformer.sparsity.chains import Chain, DenseJob, PointJob, split_from_dense, unique_chains
 from fitformer.sparsity.executors import Executor, run_chains
+from fitformer.training.loop import MAX_AUGMENT
 
 
 class _Strict(BaseModel):
@@ -61,7 +70,7 @@ class Recipe(_Strict):
     distill: Literal["none", "logits", "layers"] = "none"
     distill_temperature: float = 2.0
     distill_alpha: float = 0.5
-    distill_augment: int = Field(default=0, ge=0)
+    distill_augment: StrictInt = Field(default=0, ge=0, le=MAX_AUGMENT)
     epochs_per_point: float | None = None
     lr: float | None = None
 
@@ -71,6 +80,13 @@ class Recipe(_Strict):
         if v is not None and not (math.isfinite(v) and v > 0):
             raise ValueError("must be a positive number")
         return v
+
+    @model_validator(mode="after")
+    def _augment_needs_distillation(self):
+        if self.distill_augment and self.distill == "none":
+            raise ValueError("distill_augment labels its copies with the teacher: set "
+                             "distill: logits (or layers), or distill_augment: 0")
+        return self
 
 
 class SweepSpec(_Strict):

@@ -168,9 +168,13 @@ def check_out(out: Path) -> None:
                              "project.")
     if not out.is_dir():
         return
-    if not (out / "project.json").is_file() and any(out.iterdir()):
+    # A folder holding only what `fitformer hls` writes is a project whose generation was
+    # interrupted before project.json (written last): generated again, as the message says.
+    foreign = [p.name for p in out.iterdir() if p.name not in OWNED]
+    if not (out / "project.json").is_file() and foreign:
         raise FitformerError(f"--out {out} is a folder that is not empty and holds no "
-                             "generated project (no project.json); give a new or empty "
+                             f"generated project (no project.json; it holds "
+                             f"{', '.join(sorted(foreign)[:3])}); give a new or empty "
                              "folder, or a project that `fitformer hls` wrote.")
     for name in OWNED:
         path = out / name
@@ -309,6 +313,9 @@ def generate(pruned: str | Path, device_id: str, out: str | Path, *,
     tok = load_tokenizer(resolve_model(str(run_dir)))
     log(f"calibrating and reading {sentences} dev sentences ...")
     cal, ids, labels = _calibration_and_dev(run_dir, net, tok, sentences)
+    if len(ids) < sentences:
+        log(f"the run's dev split has {len(ids)} sentences: the testbench uses all of them "
+            f"(--sentences {sentences} asked for more).")
     ex = exact_model(net, point.precision, cal)
     r, c = wl.block
     B = wl.banks

@@ -254,8 +254,9 @@ def prune(model: str = "default", dataset: str = "rotten-tomatoes", *,
             block ``(r, c)``, banks ``B``, HP level-2 density, pruner, and the HP split
             mode (``global`` or ``per-layer``: each matrix's ``(d1, d2)`` by sensitivity,
             never above its source levels when chaining).
-        from_dir: run directory to start from; default the cached dense fine-tune (full
-            data, created if missing). A pruned run of the same pattern chains the points.
+        from_dir: run directory to start from; default the cached dense fine-tune of the
+            same budget (translation: of the default budget), created if missing. A pruned
+            run of the same pattern chains the points.
         budget: ``tiny``, ``quick`` or ``default``: data caps and steps per point.
         seed: data order and dropout.
         cached_only: return the cached run, or ``None`` instead of training.
@@ -294,6 +295,9 @@ def prune(model: str = "default", dataset: str = "rotten-tomatoes", *,
     pattern = spec.make_pattern()
     if spec.pruner not in PRUNERS:
         raise FitformerError(f"unknown pruner {spec.pruner!r}; choose from {', '.join(PRUNERS)}.")
+    if translation and distill is not None and distill.enabled:
+        raise FitformerError("--distill is for classification; translation pruning "
+                             "trains on the references (use --distill none).")
     data = load_dataset(dataset, task=task, text_column=text_column, label_column=label_column)
     assert translation or isinstance(data, ClassificationDataset)
     if from_dir is None:
@@ -304,7 +308,10 @@ def prune(model: str = "default", dataset: str = "rotten-tomatoes", *,
                              "default budget (trained first if missing: about an hour on 2 "
                              "cores); give --from DIR to start from another run.",
                              highlight=False)
-        src = finetune(model, dataset, task=task, budget="default", seed=seed,
+        # Each budget has its own dense reference (design.md §9): a tiny or quick prune
+        # starts from the tiny or quick dense run. Translation starts from the full model.
+        src = finetune(model, dataset, task=task, budget="default" if translation else budget,
+                       seed=seed,
                        max_length=max_length, text_column=text_column,
                        label_column=label_column).path
     else:
@@ -407,7 +414,8 @@ def prune(model: str = "default", dataset: str = "rotten-tomatoes", *,
     if scan is not None:
         write_json(partial / SCAN_FILE, scan)
     label = f"{spec.pattern} {spec.sparsity:g} ({spec.pruner}, {budget}" + \
-        (f", distill {distill.mode})" if distill else ")")
+        (f", distill {distill.mode}" if distill else "") + \
+        (f", {augment} augmented copies per sentence)" if augment else ")")
     trained = train_classifier(net, fit, config, hooks=[pruner],
                                checkpoint=partial / "checkpoint.pt", description=label,
                                teacher=teacher_net, distill=distill)

@@ -85,6 +85,9 @@ class TrainConfig:
 
 
 DISTILL_MODES = ("none", "logits", "layers")
+#: Most augmented copies per training sentence: TinyBERT used 20 (Jiao et al. 2020); 100
+#: already makes an epoch of Rotten Tomatoes a million sentences.
+MAX_AUGMENT = 100
 
 
 @dataclass(frozen=True)
@@ -136,9 +139,10 @@ class DistillConfig:
         if not (math.isfinite(self.layer_weight) and self.layer_weight >= 0):
             raise FitformerError(f"layer_weight {self.layer_weight} must be >= 0.")
         if isinstance(self.augment, bool) or not isinstance(self.augment, int) \
-                or self.augment < 0:
+                or not 0 <= self.augment <= MAX_AUGMENT:
             raise FitformerError(f"--distill-augment {self.augment!r} must be a whole number "
-                                 ">= 0 (noisy copies per training sentence, e.g. 3).")
+                                 f"from 0 to {MAX_AUGMENT} (noisy copies per training "
+                                 "sentence, e.g. 3; TinyBERT used 20).")
         if self.augment and self.mode == "none":
             raise FitformerError("--distill-augment labels its copies with the teacher; "
                                  "give --distill logits (or layers) with it.")
