@@ -359,10 +359,7 @@ def prune(model: str = "default", dataset: str = "rotten-tomatoes", *,
                      else learning_rate)
     distill = distill if distill is not None and distill.enabled else None
     teacher = None
-    if distill is not None:
-        if translation:
-            raise FitformerError("--distill is for classification; translation pruning "
-                                 "trains on the references (use --distill none).")
+    if distill is not None:    # classification only: refused for translation above
         teacher = Path(teacher_dir).expanduser() if teacher_dir else dense_root(src)
         if not teacher.is_dir():
             raise FitformerError(f"--teacher {teacher} is not a run directory.")
