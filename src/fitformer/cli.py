@@ -1273,6 +1273,9 @@ def hls_cmd(pruned: Annotated[str, typer.Option(help="A run directory made by "
             linear: Annotated[str | None, typer.Option(
                 help="Generate one linear layer only (module name, e.g. "
                      "bert.encoder.layer.0.attention.self.query).")] = None,
+            seq_len: Annotated[int | None, typer.Option(
+                help="Tokens per sequence the design is sized for (the project's SEQ_MAX); "
+                     "default: the run's max_length (64).")] = None,
             as_json: JsonOpt = False) -> None:
     """Write a Vitis HLS project (C++ with ap_fixed, HP-format weight binaries, testbench,
     vitis_hls Tcl) for a pruned HP run on an FPGA design point. No vendor tool runs here:
@@ -1285,7 +1288,7 @@ def hls_cmd(pruned: Annotated[str, typer.Option(help="A run directory made by "
         raise FitformerError("--precision fp32: an FPGA design computes in fx16 or fx8.")
     rec = generate(pruned, device, out_dir, design=design, devices_file=devices_file,
                    sentences=sentences, precision=precision.value if precision else None,
-                   linear=linear, log=_log)
+                   linear=linear, seq_len=seq_len, log=_log)
     if as_json:
         _print_json(rec)
         return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,6 +65,11 @@ def test_pragma_factors_are_the_design_points(linear_project):
     assert _pe_cycles(m, P) == lin["compute_trips"]     # the model's PE cycles per pass
     tcl = (prj / "build_prj.tcl").read_text()
     assert "set_part xczu7ev-ffvc1156-2-e" in tcl and "csynth_design" in tcl
+    # The design is sized for the run's max_length, the length of the project's buffers.
+    max_length = json.loads((Path(rec["run"]) / "run.json").read_text())["max_length"]
+    assert rec["seq_len"] == max_length
+    assert f"static const int SEQ_MAX = {max_length};" in \
+        (prj / "firmware" / "parameters.h").read_text()
 
 
 def test_design_that_does_not_fit_is_refused(tiny_hp_run, tmp_path):
@@ -172,6 +178,9 @@ def test_design_for_another_device_and_a_cpu_are_refused(tiny_hp_run, tmp_path):
         generate(hp.path, "zcu104", tmp_path / "prj", design=design, log=lambda m: None)
     with pytest.raises(FitformerError, match=r"host-cpu is a cpu; .*choose one of .*zcu104"):
         generate(hp.path, "host-cpu", tmp_path / "prj", log=lambda m: None)
+    with pytest.raises(FitformerError, match=r"--seq-len 8: .* up to \d+ tokens .* pass "
+                                             r"--seq-len \d+ or more"):
+        generate(hp.path, "zcu104", tmp_path / "prj", seq_len=8, log=lambda m: None)
     assert not (tmp_path / "prj").exists()              # refused before writing anything
 
 
@@ -197,11 +206,11 @@ def test_attention_loops_run_the_models_cycle_terms_bit_exact(tiny_hp_run, tmp_p
     sentence takes several passes): csim is bit-exact with the exact path, and the counted
     iterations of the pipelined loops equal the analytical model's terms: QK + AV and EXP +
     SCALE of the shared array (attention_terms), 4 kv ceil(q / T) per head round of the
-    per-operation unit (attention_loop_cycles), and COMPUTE = passes x PE cycles of every
-    linear."""
-    from fitformer.hardware.accelerator import LINEAR_UNITS, attention_loop_cycles
+    per-operation unit (attention_loop_cycles), the layer norms' STATS and NORM passes
+    (norm_cycles, _norm_cycles), and COMPUTE = passes x PE cycles of every linear."""
+    from fitformer.hardware.accelerator import LINEAR_UNITS, attention_loop_cycles, norm_cycles
     from fitformer.hardware.frontends import workload_from_run
-    from fitformer.hardware.shared_array import attention_terms
+    from fitformer.hardware.shared_array import _norm_cycles, attention_terms, nonlinear_latency
     from fitformer.hls import csim, generate, syntax_check
 
     _, hp = tiny_hp_run
@@ -238,12 +247,26 @@ def test_attention_loops_run_the_models_cycle_terms_bit_exact(tiny_hp_run, tmp_p
         # GELU on the 8 non-linear lanes as ffn_in drains, tanh of the pooler on them too.
         assert trips["layer_0.GELU"] == sum(-(-n * 1536 // 8) for n in lens)
         assert trips["pooler.TANH"] == len(lens) * (384 // 8)
+        # Layer norm on the 4 add & norm lanes: the two norms of the layer take the
+        # statistics in attn_out's and ffn_out's MERGE, so only NORM remains (the model's
+        # one pass); the embedding's norm runs STATS and NORM (the model's two passes).
+        one_pass = [_norm_cycles(4, 384, n, "fp32") - 3 * nonlinear_latency("fp32")
+                    for n in lens]
+        two_pass = [norm_cycles(4, 384, n) - 3 * nonlinear_latency("fp32") for n in lens]
+        assert trips["add_norm.NORM"] + trips["add_norm.STATS"] == \
+            2 * sum(one_pass) + sum(two_pass)
+        assert trips["add_norm.STATS"] == sum(two_pass) // 2
     else:
         rounds = -(-12 // 5)                              # 12 heads, 5 at a time
         loops = sum(trips[f"attention_0.{x}"] for x in ("QK", "EXP", "SCALE", "AV"))
         assert loops == sum(rounds * attention_loop_cycles(n, n, 4) for n in lens)
         assert "layer_0.GELU" not in trips                # in ffn_in's reduce pipeline
         assert trips["pooler.TANH"] == len(lens) * (384 // 4)   # the add & norm lanes
+        # Layer norm: STATS and NORM, the model's two passes, for the embedding and the
+        # layer's two norms.
+        two_pass = [norm_cycles(4, 384, n) - 3 * nonlinear_latency("fp32") for n in lens]
+        assert trips["add_norm.STATS"] + trips["add_norm.NORM"] == 3 * sum(two_pass)
+        assert trips["add_norm.STATS"] == trips["add_norm.NORM"]
     for name, lin in rec["linears"].items():
         tokens = [1] * len(lens) if lin["layer"] is None else lens   # pooler, classifier: 1
         fn = "lin_" + re.sub(r"[^A-Za-z0-9]", "_", name)

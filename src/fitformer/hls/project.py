@@ -38,6 +38,7 @@ import numpy as np
 from fitformer.errors import FitformerError
 
 TEMPLATES = Path(__file__).parent / "templates"
+#: The tokens per sentence of a run whose key has no ``max_length`` (design.md §9: 64).
 SEQ_MAX = 64
 
 
@@ -253,7 +254,7 @@ def _calibration_and_dev(run_dir: Path, net, tok, n_dev: int):
 
 def generate(pruned: str | Path, device_id: str, out: str | Path, *,
              design: str | Path | None = None, devices_file: str | Path | None = None,
-             sentences: int = 200, precision: str | None = None, seq_len: int = 128,
+             sentences: int = 200, precision: str | None = None, seq_len: int | None = None,
              linear: str | None = None, encoder_layers: int | None = None,
              log=print) -> dict:
     """Write the Vitis HLS project of a pruned HP run on an FPGA (module docstring).
@@ -263,6 +264,10 @@ def generate(pruned: str | Path, device_id: str, out: str | Path, *,
         device_id: an FPGA of the catalog (or of ``devices_file``).
         out: the project folder (created; existing generated files are overwritten).
         design: a ``design.json``; ``None`` runs the DSE (batch 1, ``seq_len`` tokens).
+        seq_len: tokens per sequence the design is sized and estimated for, and the
+            project's ``SEQ_MAX`` (its buffers); ``None``: the run's ``max_length`` (the
+            length its accuracy was measured at, design.md §9). At least that length, so
+            that the testbench's dev sentences fit.
         sentences: real dev sentences in the testbench (with their exact-path logits).
         precision: pin ``fx16``/``fx8`` for the DSE (a ``design`` fixes its own).
         linear: generate only this linear layer (module name, e.g.
@@ -276,7 +281,7 @@ def generate(pruned: str | Path, device_id: str, out: str | Path, *,
 
     Raises:
         FitformerError: not an HP run, not an FPGA, a design that does not fit, an
-            unknown ``linear``.
+            unknown ``linear``, a ``seq_len`` below the run's ``max_length``.
     """
     import torch
 
@@ -302,6 +307,16 @@ def generate(pruned: str | Path, device_id: str, out: str | Path, *,
                  if d.kind == "fpga"]
         raise FitformerError(f"--device {device.id} is a {device.kind}; `fitformer hls` "
                              f"generates an FPGA project: choose one of {', '.join(fpgas)}.")
+    from fitformer.training.runs import read_json
+
+    max_length = int(read_json(run_dir / "run.json", "re-create the pruned run")
+                     .get("max_length", SEQ_MAX))
+    if seq_len is None:
+        seq_len = max_length
+    elif seq_len < max_length:
+        raise FitformerError(f"--seq-len {seq_len}: the testbench runs the run's dev "
+                             f"sentences of up to {max_length} tokens (its max_length); "
+                             f"pass --seq-len {max_length} or more.")
     est, wl = choose_design(run_dir, device, design, seq_len=seq_len, precision=precision)
     point = est.design
     width = 16 if point.precision == "fx16" else 8
@@ -350,7 +365,10 @@ def generate(pruned: str | Path, device_id: str, out: str | Path, *,
                "vals_off": counts["vals"], "brows_off": counts["brows"],
                "bias_off": counts["bias"],
                # per-operation family: GELU in ffn_in's reduce pipeline (as rows drain)
-               "gelu": role == "ffn_in" and point.family != "shared" and not linear}
+               "gelu": role == "ffn_in" and point.family != "shared" and not linear,
+               # shared array: residual add and layer-norm statistics in the MERGE drain
+               "residual": role in ("attn_out", "ffn_out") and point.family == "shared"
+               and not linear}
         vals.append(lay["vals"])
         offs.append(lay["offs"])
         brows.append(lay["brows"])
@@ -394,7 +412,7 @@ def generate(pruned: str | Path, device_id: str, out: str | Path, *,
             t = {w: ex.attn_types[f"{a}.{w}"] for w in ("q", "k", "v", "probs")}
             ctx_t = ex.linears[f"{p}.attention.output.dense"].x_type
             s_acc = _acc(t["q"], t["k"], dh)
-            o_acc = _acc(t["probs"], t["v"], SEQ_MAX)
+            o_acc = _acc(t["probs"], t["v"], seq_len)
             by_role = {linears[n]["role"]: linears[n] for n in linears
                        if linears[n]["layer"] == i}
             attentions.append({
@@ -430,7 +448,7 @@ def generate(pruned: str | Path, device_id: str, out: str | Path, *,
     env = _env()
     ctx = {"expect": expect, "version": __version__, "run": str(run_dir), "device": device.id,
            "part": device.num("part") or "unknown", "family": point.family,
-           "precision": point.precision, "width": width, "seq_max": SEQ_MAX,
+           "precision": point.precision, "width": width, "seq_max": seq_len,
            "hidden": cfg.hidden_size, "heads": cfg.num_attention_heads,
            "head_dim": cfg.hidden_size // cfg.num_attention_heads,
            "inter": cfg.intermediate_size, "layers": n_layers,
@@ -443,6 +461,7 @@ def generate(pruned: str | Path, device_id: str, out: str | Path, *,
            "nl_lanes": int(point.knobs.get("nonlinear", {}).get("lanes", 1)),
            "tanh_lanes": int(point.knobs["nonlinear"]["lanes"] if point.family == "shared"
                              else point.knobs["add_norm"]["lanes"]),
+           "norm_lanes": int(point.knobs["add_norm"]["lanes"]),
            "emb_ln": _c_name(f"{prefix}.embeddings.LayerNorm"),
            "pooler": linears.get(f"{prefix}.pooler.dense"),
            "classifier": linears.get("classifier")}
@@ -457,7 +476,7 @@ def generate(pruned: str | Path, device_id: str, out: str | Path, *,
     record = {"schema_version": 1, "fitformer_version": __version__, "run": str(run_dir),
               "device": device.id, "part": ctx["part"], "scope": scope, "linear": linear,
               "encoder_layers": n_layers if scope == "model" else None,
-              "design": point.as_json(), "clock_mhz": est.clock_mhz,
+              "design": point.as_json(), "clock_mhz": est.clock_mhz, "seq_len": seq_len,
               "latency_ms_model": est.compute_ms, "precision": point.precision,
               "block": [r, c], "banks": B, "sentences": len(ids),
               "linears": {n: {k: v for k, v in rec.items() if k != "fn"}

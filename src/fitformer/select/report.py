@@ -103,7 +103,10 @@ def hls_project(report: dict, best: dict, point: dict, out_dir: Path, hls: dict,
 
     log(f"writing the HLS project of {best['id']} into {out_dir / HLS_DIR} ...")
     generate(point["run_dir"], best["id"], out_dir / HLS_DIR, design=out_dir / "design.json",
-             devices_file=hls.get("devices_file"), sentences=int(hls["sentences"]), log=log)
+             devices_file=hls.get("devices_file"), sentences=int(hls["sentences"]),
+             # the design's tokens; the testbench's dev sentences need the run's max_length
+             seq_len=max(int(report["constraints"]["seq_len"]), int(report["max_length"])),
+             log=log)
     return None
 
 
