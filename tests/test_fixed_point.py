@@ -153,3 +153,48 @@ def test_exact_path_tracks_fake_quantisation(real_cache):
         # Same grids; only summation order, bias rounding and the non-linear units' ulps
         # differ: far below one fx16 step of the logits.
         assert np.abs(got - fake[i]).max() < 2e-3
+        # The fx16 table units (a design's `nonlinear: fx16`) stay close too.
+        table = exact_model(net, "fx16", cal, "fx16").logits(np.array(tok(s)["input_ids"]))
+        assert np.abs(table - fake[i]).max() < 2e-2
+    with pytest.raises(ValueError, match="fp32 or fx16"):
+        exact_model(net, "fx16", cal, "fx8")
+
+
+def test_fx16_table_units_bounds_and_hand_cases():
+    """exp, Phi (GELU), tanh and softmax of the fx16 table units: the documented absolute
+    bounds on dense grids, and entries and one interpolation computed by hand."""
+    import math
+
+    import numpy as np
+
+    from fitformer.models.fixed_point import (
+        EXP_FX16_MAX_ERROR,
+        EXP_FX16_TABLE,
+        PHI_FX16_MAX_ERROR,
+        exp_fx16,
+        gelu_fx16,
+        softmax_fx16,
+        tanh_fx16,
+    )
+
+    z = np.linspace(-20, 0, 400_001, dtype=np.float32)
+    assert np.abs(exp_fx16(z) - np.exp(z.astype(np.float64))).max() <= EXP_FX16_MAX_ERROR
+    x = np.linspace(-12, 12, 400_001, dtype=np.float32)
+    xd = x.astype(np.float64)
+    phi = np.array([0.5 * math.erfc(-v / math.sqrt(2)) for v in xd])
+    bound = PHI_FX16_MAX_ERROR * np.abs(xd) + np.spacing(np.abs(x))
+    assert (np.abs(gelu_fx16(x) - xd * phi) <= bound).all()
+    assert np.abs(tanh_fx16(x) - np.tanh(xd)).max() <= 2 * EXP_FX16_MAX_ERROR
+    # By hand: exp(0) = 2**15 / 2**15; z = -1/64 is the table's entry 1,
+    # round(exp(-1/64) 2**15) = 32260; z = -1/128 is 16 of the segment's 32 codes:
+    # 32768 + ((32260 - 32768) * 16 + 16) >> 5 = 32768 - 254 = 32514.
+    assert EXP_FX16_TABLE[1] == 32260
+    assert exp_fx16(np.float32([0.0, -1 / 64, -1 / 128, -40.0])).tolist() == \
+        [1.0, 32260 / 2 ** 15, 32514 / 2 ** 15, 0.0]
+    assert gelu_fx16(np.float32([0.0, 20.0, -20.0])).tolist() == [0.0, 20.0, -0.0]
+    s = np.random.default_rng(0).normal(scale=3, size=(4, 64)).astype(np.float32)
+    e = np.exp(s - s.max(-1, keepdims=True))
+    p = softmax_fx16(s)
+    assert np.abs(p - e / e.sum(-1, keepdims=True)).max() <= 2 * EXP_FX16_MAX_ERROR
+    # the row sum of the exps is exact, so any summation order gives the same row
+    assert np.array_equal(softmax_fx16(s[:, ::-1]), p[:, ::-1])

@@ -200,14 +200,18 @@ def test_csim_cli_exits_1_when_not_bit_exact(monkeypatch, tmp_path):
     assert CliRunner().invoke(app, ["csim", str(tmp_path)]).exit_code == 0
 
 
-@pytest.mark.parametrize("family", ["shared", "per_op"])
-def test_attention_loops_run_the_models_cycle_terms_bit_exact(tiny_hp_run, tmp_path, family):
+@pytest.mark.parametrize("family,nonlinear", [("shared", "fp32"), ("per_op", "fp32"),
+                                              ("shared", "fx16")])
+def test_attention_loops_run_the_models_cycle_terms_bit_exact(tiny_hp_run, tmp_path, family,
+                                                              nonlinear):
     """One encoder layer of the tiny real model, 2 dev sentences, T = 4 token lanes (so a
     sentence takes several passes): csim is bit-exact with the exact path, and the counted
     iterations of the pipelined loops equal the analytical model's terms: QK + AV and EXP +
     SCALE of the shared array (attention_terms), 4 kv ceil(q / T) per head round of the
     per-operation unit (attention_loop_cycles), the layer norms' STATS and NORM passes
-    (norm_cycles, _norm_cycles), and COMPUTE = passes x PE cycles of every linear."""
+    (norm_cycles, _norm_cycles), and COMPUTE = passes x PE cycles of every linear. With
+    ``nonlinear`` fx16 the table units (exp, Phi, reciprocals) are generated and bit-exact
+    too."""
     from fitformer.hardware.accelerator import LINEAR_UNITS, attention_loop_cycles, norm_cycles
     from fitformer.hardware.frontends import workload_from_run
     from fitformer.hardware.shared_array import _norm_cycles, attention_terms, nonlinear_latency
@@ -222,11 +226,14 @@ def test_attention_loops_run_the_models_cycle_terms_bit_exact(tiny_hp_run, tmp_p
                  "attention": {"H_par": 5, "T": 4}, "add_norm": {"lanes": 4}}
     design = tmp_path / "design.json"
     design.write_text(json.dumps({"precision": "fx16", "weights_on_chip": True,
-                                  "design": knobs, "family": family}))
+                                  "design": knobs, "family": family,
+                                  "nonlinear": nonlinear}))
     prj = tmp_path / "prj"
     rec = generate(hp.path, "u250", prj, design=design, sentences=2, encoder_layers=1,
                    log=lambda m: None)
-    assert rec["design"]["family"] == family
+    assert rec["design"]["family"] == family and rec["design"]["nonlinear"] == nonlinear
+    units = (prj / "firmware" / "nonlinear.h").read_text()
+    assert ("EXP_TABLE[1026]" in units) == (nonlinear == "fx16")
     assert syntax_check(prj) == []                       # -Wall clean
     res = csim(prj, log=lambda m: None, count_trips=True)
     assert res["bit_exact"] == res["values"] == 4 and res["same_class"] == 2

@@ -222,6 +222,8 @@ def test_select_hls_writes_the_project_of_the_chosen_design(in_tiny_home, prices
     assert prj["design"]["knobs"] == design["design"]
     assert prj["design"]["family"] == design["design_family"]
     assert prj["design"]["nonlinear"] == design["nonlinear"]
+    # sized for the tokens select estimated (its --seq-len), at least the run's max_length
+    assert prj["seq_len"] == rep["constraints"]["seq_len"] >= rep["max_length"]
     best = next(d for d in rep["devices"] if d["id"] == "ultra96-v2")
     assert prj["precision"] == design["precision"] == best["precision"]
     assert (out / "hls" / "firmware" / "fitformer.cpp").is_file()

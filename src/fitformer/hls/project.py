@@ -3,7 +3,8 @@
 The project (``PRJ/``):
 
 * ``firmware/`` -- ``parameters.h`` (dimensions, raw types, parameter offsets),
-  ``nonlinear.h`` (the exact path's binary32 units), ``fitformer.h`` / ``fitformer.cpp``
+  ``nonlinear.h`` (the exact path's non-linear units of the design: binary32 functions, or
+  with ``nonlinear: fx16`` the table units), ``fitformer.h`` / ``fitformer.cpp``
   (one HP sparse-linear function per linear layer with the design's ``P`` PEs, ``T`` token
   lanes and ``B`` banks as literal pragma factors, attention per layer, add & norm, GELU,
   the embedding gather, pooler and classifier; ``fitformer_top`` the top function);
@@ -71,6 +72,17 @@ def _nonlinear_constants(eps: float) -> dict:
             "erf_p": _hexf(fx.ERF_P), "sqrt2": _hexf(fx.SQRT2),
             "exp_poly": [_hexf(c) for c in fx.EXP_POLY],
             "erf_a": [_hexf(c) for c in fx.ERF_A], "eps": _hexf(eps)}
+
+
+def _fx16_tables() -> dict:
+    """The fx16 table units' tables and parameters (fitformer.models.fixed_point)."""
+    from fitformer.models import fixed_point as fp
+
+    return {"exp": [int(v) for v in fp.EXP_FX16_TABLE], "phi": [int(v) for v in fp.PHI_FX16_TABLE],
+            "exp_frac": fp.EXP_FX16_FRAC, "exp_seg": fp.EXP_FX16_SEG_BITS,
+            "phi_frac": fp.PHI_FX16_FRAC, "phi_seg": fp.PHI_FX16_SEG_BITS,
+            "phi_range": fp.PHI_FX16_RANGE, "exp_err": fp.EXP_FX16_MAX_ERROR,
+            "phi_err": fp.PHI_FX16_MAX_ERROR}
 
 
 def read_design(path: str | Path) -> dict:
@@ -331,7 +343,7 @@ def generate(pruned: str | Path, device_id: str, out: str | Path, *,
     if len(ids) < sentences:
         log(f"the run's dev split has {len(ids)} sentences: the testbench uses all of them "
             f"(--sentences {sentences} asked for more).")
-    ex = exact_model(net, point.precision, cal)
+    ex = exact_model(net, point.precision, cal, point.nonlinear)
     r, c = wl.block
     B = wl.banks
     n_layers = ex.layers if encoder_layers is None else encoder_layers
@@ -472,7 +484,8 @@ def generate(pruned: str | Path, device_id: str, out: str | Path, *,
     for dest, tpl in files.items():
         (out / dest).write_text(env.get_template(tpl).render(**ctx))
     (out / "firmware" / "nonlinear.h").write_text(env.get_template("nonlinear.h.j2").render(
-        version=__version__, c=_nonlinear_constants(ex.eps)))
+        version=__version__, c=_nonlinear_constants(ex.eps), fx16=ex.fx16_units,
+        t=_fx16_tables()))
     record = {"schema_version": 1, "fitformer_version": __version__, "run": str(run_dir),
               "device": device.id, "part": ctx["part"], "scope": scope, "linear": linear,
               "encoder_layers": n_layers if scope == "model" else None,

@@ -327,8 +327,73 @@ def softmax_f32(s: np.ndarray) -> np.ndarray:
     return (e / seq_sum_f32(e)[..., None]).astype(F32)
 
 
-def layer_norm_f32(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float
-                   ) -> np.ndarray:
+# fx16 table non-linear units (design.md §6: the accelerator's `nonlinear: fx16`): exp and
+# the normal CDF by lookup with linear interpolation on 16-bit codes (NN-LUT, Yu et al., DAC
+# 2022; integer-only BERT non-linearities, I-BERT, Kim et al., ICML 2021), the rest binary32.
+#: exp(z), z in [-16, 0]: the input on ap_fixed<16, 5>'s grid (2**-11), segments of 1/64 (32
+#: codes), table entries round(exp(-i/64) 2**15), i = 0..1024 (plus a guard entry).
+EXP_FX16_FRAC, EXP_FX16_SEG_BITS = 11, 5
+EXP_FX16_TABLE = np.asarray([round(math.exp(-i / 64) * 2 ** 15) for i in range(1025)] + [0],
+                            np.int64)
+#: Phi(x), x in [-8, 8]: the input on a 2**-11 grid, segments of 1/32 (64 codes), entries
+#: round(Phi(-8 + i/32) 2**15), i = 0..512 (plus a guard entry).
+PHI_FX16_FRAC, PHI_FX16_SEG_BITS, PHI_FX16_RANGE = 11, 6, 8
+PHI_FX16_TABLE = np.asarray([round(0.5 * math.erfc((8 - i / 32) / math.sqrt(2)) * 2 ** 15)
+                             for i in range(513)] + [2 ** 15], np.int64)
+#: Bounds checked on dense grids by tests/test_fixed_point.py (absolute errors).
+EXP_FX16_MAX_ERROR = 3e-4
+PHI_FX16_MAX_ERROR = 1.4e-4
+
+
+def _interpolate(table: np.ndarray, u: np.ndarray, seg_bits: int) -> np.ndarray:
+    """Integer linear interpolation of ``table`` at codes ``u`` (int64, >= 0): segment
+    ``u >> seg_bits``, offset ``u & (2**seg_bits - 1)``, rounded half up."""
+    i, f = u >> seg_bits, u & ((1 << seg_bits) - 1)
+    a, b = table[i], table[i + 1]
+    return a + (((b - a) * f + (1 << (seg_bits - 1))) >> seg_bits)
+
+
+def exp_fx16(x: np.ndarray) -> np.ndarray:
+    """``e**x`` for float32 ``x <= 0`` by the fx16 table unit: ``x`` rounded (ties to even) onto
+    a 2**-11 grid and clamped to [-16, 0], interpolated in :data:`EXP_FX16_TABLE`, the
+    result a multiple of 2**-15 (exact in float32). Error <= :data:`EXP_FX16_MAX_ERROR`."""
+    x = np.asarray(x, dtype=F32)
+    u = np.rint(np.minimum(-x * F32(2 ** EXP_FX16_FRAC), F32(16 << EXP_FX16_FRAC)))
+    y = _interpolate(EXP_FX16_TABLE, np.maximum(u, 0).astype(np.int64), EXP_FX16_SEG_BITS)
+    return (y.astype(F32) * F32(2.0 ** -15)).astype(F32)
+
+
+def gelu_fx16(x: np.ndarray) -> np.ndarray:
+    """GELU ``x Phi(x)`` by the fx16 table unit: ``Phi`` from :data:`PHI_FX16_TABLE` (``x``
+    rounded onto a 2**-11 grid, clamped to [-8, 8]; a multiple of 2**-15), then one binary32
+    product with ``x``. ``|Phi error| <=`` :data:`PHI_FX16_MAX_ERROR`."""
+    x = np.asarray(x, dtype=F32)
+    lim = F32(PHI_FX16_RANGE << PHI_FX16_FRAC)
+    u = np.rint(np.clip(x * F32(2 ** PHI_FX16_FRAC), -lim, lim)) + lim
+    phi = _interpolate(PHI_FX16_TABLE, u.astype(np.int64), PHI_FX16_SEG_BITS)
+    return (x * (phi.astype(F32) * F32(2.0 ** -15))).astype(F32)
+
+
+def tanh_fx16(x: np.ndarray) -> np.ndarray:
+    """``tanh`` from the fx16 exp unit: ``sign(x) (1 - e) / (1 + e)``, ``e = exp_fx16(-2|x|)``."""
+    x = np.asarray(x, dtype=F32)
+    e = exp_fx16(F32(-2.0) * np.abs(x))
+    y = (F32(1.0) - e) / (F32(1.0) + e)
+    return np.where(x < 0, -y, y).astype(F32)
+
+
+def softmax_fx16(s: np.ndarray) -> np.ndarray:
+    """Softmax with the fx16 exp unit: the row's sum of exps is exact (multiples of 2**-15,
+    at most 2**24 of them in float32's integer range, so any order gives it), then one
+    reciprocal per row and one product per element."""
+    s = np.asarray(s, dtype=F32)
+    e = exp_fx16(s - s.max(axis=-1, keepdims=True))
+    inv = F32(1.0) / seq_sum_f32(e)
+    return (e * inv[..., None]).astype(F32)
+
+
+def layer_norm_f32(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float,
+                   reciprocal: bool = False) -> np.ndarray:
     """Layer norm over the last axis (float32, Ba et al. 2016; the biased variance, as
     ``torch.nn.LayerNorm``) from one-pass statistics, as the accelerator takes them while
     the rows drain (design.md §6): ``s = sum(x)`` and ``ss = sum(x * x)``, both
@@ -338,7 +403,8 @@ def layer_norm_f32(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: floa
     One pass loses accuracy to cancellation only when ``mean**2 / var`` is large; on
     MiniLM's 13 layer norms it is at most 0.004 and the result is within 2e-5 of
     ``torch.nn.functional.layer_norm`` (measured 2026-12-01 on dev sentences, as the
-    two-pass form is).
+    two-pass form is). ``reciprocal`` (the fx16 units): one ``1 / sd`` per row and a
+    product per element instead of a division per element.
     """
     x = np.asarray(x, dtype=F32)
     n = F32(x.shape[-1])
@@ -346,7 +412,8 @@ def layer_norm_f32(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: floa
     var = np.maximum(seq_sum_f32(x * x) / n - mean * mean, F32(0))
     sd = np.sqrt(var + F32(eps))
     d = x - mean[..., None]
-    return ((d / sd[..., None]) * gamma.astype(F32) + beta.astype(F32)).astype(F32)
+    scaled = d * (F32(1.0) / sd)[..., None] if reciprocal else d / sd[..., None]
+    return (scaled * gamma.astype(F32) + beta.astype(F32)).astype(F32)
 
 
 @dataclass(frozen=True)
@@ -440,10 +507,24 @@ class ExactEncoder:
     heads: int
     eps: float
     prefix: str = "bert"
+    nonlinear: str = "fp32"               # the design's non-linear units: fp32 or fx16
+
+    @property
+    def fx16_units(self) -> bool:
+        return self.nonlinear == "fx16"
 
     def _ln(self, name: str, x: np.ndarray) -> np.ndarray:
         return layer_norm_f32(x, self.tensors[f"{name}.weight"], self.tensors[f"{name}.bias"],
-                              self.eps)
+                              self.eps, reciprocal=self.fx16_units)
+
+    def _softmax(self, s: np.ndarray) -> np.ndarray:
+        return softmax_fx16(s) if self.fx16_units else softmax_f32(s)
+
+    def _gelu(self, x: np.ndarray) -> np.ndarray:
+        return gelu_fx16(x) if self.fx16_units else gelu_f32(x)
+
+    def _tanh(self, x: np.ndarray) -> np.ndarray:
+        return tanh_fx16(x) if self.fx16_units else tanh_f32(x)
 
     def attention_name(self, i: int) -> str:
         return f"{self.prefix}.encoder.layer.{i}.attention.self"
@@ -463,12 +544,12 @@ class ExactEncoder:
         scores = (exact_matmul(qkv["q"], qkv["k"].transpose(0, 2, 1))
                   * 2.0 ** -(qt.frac + kt.frac)).astype(F32) * F32(dh ** -0.5)
         pt = self.attn_types[f"{a}.probs"]
-        probs = pt.codes(softmax_f32(scores))                        # (heads, L, L)
+        probs = pt.codes(self._softmax(scores))                        # (heads, L, L)
         ctx = exact_matmul(probs, qkv["v"]) * 2.0 ** -(pt.frac + vt.frac)   # (heads, L, dh)
         ctx = ctx.transpose(1, 0, 2).reshape(L, H)
         out = self.linears[f"{p}.attention.output.dense"](ctx).astype(F32)
         h1 = self._ln(f"{p}.attention.output.LayerNorm", out + h)
-        mid = gelu_f32(self.linears[f"{p}.intermediate.dense"](h1).astype(F32))
+        mid = self._gelu(self.linears[f"{p}.intermediate.dense"](h1).astype(F32))
         out2 = self.linears[f"{p}.output.dense"](mid).astype(F32)
         return self._ln(f"{p}.output.LayerNorm", out2 + h1)
 
@@ -485,19 +566,26 @@ class ExactEncoder:
         h = self.embed(np.asarray(ids, dtype=np.int64))
         for i in range(self.layers if layers is None else layers):
             h = self.layer(i, h)
-        pooled = tanh_f32(self.linears[f"{self.prefix}.pooler.dense"](h[:1]).astype(F32))
+        pooled = self._tanh(self.linears[f"{self.prefix}.pooler.dense"](h[:1]).astype(F32))
         return self.linears["classifier"](pooled).astype(F32)[0]
 
 
-def exact_model(model: nn.Module, precision: str, calibration: Calibration) -> ExactEncoder:
-    """The exact-path twin of a BERT-style ``transformers`` classifier at ``fx16``/``fx8``.
+def exact_model(model: nn.Module, precision: str, calibration: Calibration,
+                nonlinear: str = "fp32") -> ExactEncoder:
+    """The exact-path twin of a BERT-style ``transformers`` classifier at ``fx16``/``fx8``,
+    with the design's non-linear units (``nonlinear``: ``fp32``, the binary32 functions, or
+    ``fx16``, the table units :func:`exp_fx16`, :func:`gelu_fx16`, :func:`tanh_fx16`,
+    :func:`softmax_fx16` and the layer norm's per-row reciprocal).
 
     Weights take ``I`` from their own ``max_abs`` and activations from ``calibration``, as
     :func:`fixed_point` does; weights are read once (the model is not changed).
 
     Raises:
-        ValueError: fp32 or unknown precision; a model that is not BERT-style.
+        ValueError: fp32 or unknown precision; a model that is not BERT-style; an unknown
+            ``nonlinear``.
     """
+    if nonlinear not in ("fp32", "fx16"):
+        raise ValueError(f"non-linear units {nonlinear!r}: fp32 or fx16")
     width = width_of(precision)
     if width is None:
         raise ValueError("the exact path is for fixed-point precisions (fx16, fx8)")
@@ -513,4 +601,4 @@ def exact_model(model: nn.Module, precision: str, calibration: Calibration) -> E
                if "embeddings" in k or "LayerNorm" in k}
     cfg = model.config
     return ExactEncoder(precision, linears, attn, tensors, cfg.num_hidden_layers,
-                        cfg.num_attention_heads, float(cfg.layer_norm_eps), base)
+                        cfg.num_attention_heads, float(cfg.layer_norm_eps), base, nonlinear)
