@@ -302,10 +302,11 @@ def gelu_f32(x: np.ndarray) -> np.ndarray:
     return ((x * F32(0.5)) * (F32(1.0) + erf_f32(x / SQRT2))).astype(F32)
 
 
-def tanh_f32(x: np.ndarray) -> np.ndarray:
-    """``tanh(x) = sign(x) (1 - e) / (1 + e)``, ``e = exp(-2|x|)``, float32."""
+def tanh_f32(x: np.ndarray, exp=None) -> np.ndarray:
+    """``tanh(x) = sign(x) (1 - e) / (1 + e)``, ``e = exp(-2|x|)``, float32, with ``exp``
+    (default :func:`exp_f32`)."""
     x = np.asarray(x, dtype=F32)
-    e = exp_f32(F32(-2.0) * np.abs(x))
+    e = (exp or exp_f32)(F32(-2.0) * np.abs(x))
     y = (F32(1.0) - e) / (F32(1.0) + e)
     return np.where(x < 0, -y, y).astype(F32)
 
@@ -376,10 +377,7 @@ def gelu_fx16(x: np.ndarray) -> np.ndarray:
 
 def tanh_fx16(x: np.ndarray) -> np.ndarray:
     """``tanh`` from the fx16 exp unit: ``sign(x) (1 - e) / (1 + e)``, ``e = exp_fx16(-2|x|)``."""
-    x = np.asarray(x, dtype=F32)
-    e = exp_fx16(F32(-2.0) * np.abs(x))
-    y = (F32(1.0) - e) / (F32(1.0) + e)
-    return np.where(x < 0, -y, y).astype(F32)
+    return tanh_f32(x, exp_fx16)
 
 
 def softmax_fx16(s: np.ndarray) -> np.ndarray:
