@@ -153,6 +153,9 @@ def test_load_rejects_a_garbage_file(tmp_path):
     (["prune", "--budget", "tiny", "--from", "/etc/hostname"], ["is a file"]),
     (["formats", "--shape", "20x20"], ["pruning the whole matrix", "smaller --block"]),
     (["formats", "--pruned", "/nonexistent"], ["/nonexistent does not exist"]),
+    (["select", "--latency-ms", "5", "--budget", "tiny", "--block", "1x16", "--banks", "3"],
+     ["--banks 3 must divide", "c = 16"]),
+    (["profile", "--budget", "tiny", "--block", "16by16"], ["--block", "16x16"]),
 ])
 def test_training_and_shape_flags_are_checked(args, needles, home):
     assert_user_error(run_cli(*args, home=home), *needles)

@@ -866,6 +866,10 @@ def _simulate_layers(spec: str, masks: dict) -> list[str]:
 ProfilePatternOpt = Annotated[PatternName, typer.Option(help="Pruning pattern.")]
 ProfileSplitOpt = Annotated[float | None, typer.Option(
     help="HP split d2 (default: the smallest grid value >= max(0.5, d)).")]
+ProfileBlockOpt = Annotated[str, typer.Option(
+    help="Block RxC of the pattern (HP's level-1 blocks; 1x16 keeps more accuracy than "
+         "16x16, docs/pruning-recipe.md).")]
+ProfileBanksOpt = Annotated[int, typer.Option(help="Banks B per block row segment.")]
 ProfileBudgetOpt = Annotated[BudgetName, typer.Option(
     help="tiny (a few minutes, for tests), quick (a smoke run, ~15-40 min untrained) or "
          "default (the full training split: the dense fine-tune ~25 min, then ~10-25 min "
@@ -946,6 +950,7 @@ def profile_cmd(model: ModelOpt = "default",
                 = "rotten-tomatoes",
                 pattern: ProfilePatternOpt = PatternName.hp,
                 level2_density: ProfileSplitOpt = None,
+                block: ProfileBlockOpt = "16x16", banks: ProfileBanksOpt = 4,
                 budget: ProfileBudgetOpt = BudgetName.default,
                 task: TaskOpt = Task.classification, dense: DenseOpt = None,
                 text_column: TextCol = "text", label_column: LabelCol = "label",
@@ -966,8 +971,11 @@ def profile_cmd(model: ModelOpt = "default",
     if task == Task.translation and metric is not None:
         raise FitformerError(f"--metric {metric.value} is for classification; --task "
                              "translation measures BLEU: drop --metric.")
+    from fitformer.sparsity.patterns import parse_block
+
     prof = Profile(model=model, dataset=dataset, pattern=pattern.value,
-                   level2_density=level2_density, budget=budget.value,
+                   level2_density=level2_density, block=parse_block(block), banks=banks,
+                   budget=budget.value,
                    log=_log, task=task.value, dense_dir=_dense_dir(dense),
                    text_column=text_column, label_column=label_column,
                    metric=metric.value if metric else "accuracy", from_dense=from_dense)
@@ -1030,6 +1038,7 @@ def select_cmd(model: ModelOpt = "default",
                    help="Comma-separated device ids to consider.")] = None,
                pattern: ProfilePatternOpt = PatternName.hp,
                level2_density: ProfileSplitOpt = None,
+               block: ProfileBlockOpt = "16x16", banks: ProfileBanksOpt = 4,
                budget: ProfileBudgetOpt = BudgetName.default, dense: DenseOpt = None,
                text_column: TextCol = "text", label_column: LabelCol = "label",
                metric: MetricOpt = None,
@@ -1050,12 +1059,15 @@ def select_cmd(model: ModelOpt = "default",
     Exit status 3 when no device qualifies (the report shows the nearest misses)."""
     from fitformer.select import select
 
+    from fitformer.sparsity.patterns import parse_block
+
     ids = [i.strip() for i in only.split(",") if i.strip()] if only else None
     res = select(model, dataset, latency_ms=latency_ms, min_accuracy=min_accuracy,
                  max_accuracy_drop=max_accuracy_drop, batch_size=batch_size, seq_len=seq_len,
                  precision=precision.value if precision else None, objective=objective.value,
                  devices_file=devices_file, only=ids, pattern=pattern.value,
-                 level2_density=level2_density, budget=budget.value, clock_mhz=clock_mhz,
+                 level2_density=level2_density, block=parse_block(block), banks=banks,
+                 budget=budget.value, clock_mhz=clock_mhz,
                  out=out_dir, task=task.value, min_bleu=min_bleu, max_bleu_drop=max_bleu_drop,
                  tgt_len=tgt_len, gpu_engine=gpu_engine, dense_dir=_dense_dir(dense),
                  text_column=text_column, label_column=label_column,

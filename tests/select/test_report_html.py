@@ -195,6 +195,8 @@ def test_train_command_names_the_options_away_from_their_defaults():
                                  level2_density=0.3, budget="quick")) == (
         "fitformer profile --budget quick --model 'my model' --pattern unstructured "
         "--level2-density 0.3")
+    assert train_command(Profile(block=(1, 16), banks=2, budget="tiny")) == \
+        "fitformer profile --budget tiny --block 1x16 --banks 2"
     assert train_command(Profile(dataset="tatoeba-en-fr", task="translation",
                                  budget="tiny")) == ("fitformer profile --budget tiny "
                                                      "--task translation")

@@ -518,6 +518,8 @@ class Profile:
                                      ("--dataset", self.dataset, default_dataset),
                                      ("--pattern", self.pattern, "hp"),
                                      ("--level2-density", self.level2_density, None),
+                                     ("--block", "x".join(map(str, self.block)), "16x16"),
+                                     ("--banks", self.banks, 4),
                                      ("--task", self.task, "classification"),
                                      ("--metric", self.metric, "accuracy"),
                                      ("--dense", self.dense_dir if self.dense_given
