@@ -148,6 +148,11 @@ def test_recipe_verdict_by_hand():
     assert "HP vs unstructured, b, 0.8: 0.8300 vs 0.8600 (-0.0300); target within 0.02: " \
            "not met." in lines
     assert "HP vs unstructured, a" not in lines              # no unstructured run in a
+    # A series that shares b's recipe with other blocks is compared with b's unstructured.
+    finer = {**row("b, 1x16 blocks", "hp", 0.8, 0.85, 0.003), "recipe": "b"}
+    lines = "\n".join(verdict([finer, row("b", "unstructured", 0.8, 0.86, 0.013)]))
+    assert "HP vs unstructured, b, 1x16 blocks, 0.8: 0.8500 vs 0.8600 (-0.0100); target " \
+           "within 0.02: met." in lines
 
 
 def test_distillation_loss_skips_unlabelled_sentences_in_the_task_term():

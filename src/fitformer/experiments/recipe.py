@@ -57,7 +57,8 @@ class Series:
     """One recipe applied to one pattern: ``grid`` sparsities pruned in a chain from the
     dense run, each with ``prune`` keyword arguments ``kwargs`` and the ``spec`` extras
     (``split_mode``, ``level2_density``: the HP split's d2, default the design.md §3
-    rule; ``block``: the level-1 block ``(r, c)``, default 16 x 16)."""
+    rule; ``block``: the level-1 block ``(r, c)``, default 16 x 16; ``recipe``: the label of
+    the series with the same recipe, for the comparison with unstructured)."""
 
     label: str
     pattern: str
@@ -66,9 +67,15 @@ class Series:
     split_mode: str = "global"
     level2_density: float | None = None
     block: tuple[int, int] = (16, 16)
+    recipe: str | None = None       # the series whose recipe this one shares (default: label)
+
+    @property
+    def recipe_label(self) -> str:
+        return self.recipe or self.label
 
 
 _PROFILE = {"distill": DistillConfig(*PROFILE_DISTILL)}
+_AUGMENTED = "jump + logit KD on 3x augmented data, 1 epoch, lr 2e-4"
 #: select's profile recipe (one epoch per point, chained 0.5 -> 0.95) at a peak of 2e-4.
 _PROFILE_LR = {**_PROFILE, "learning_rate": PROFILE_LEARNING_RATE}
 SERIES = (
@@ -91,18 +98,16 @@ SERIES = (
     Series("chain + logit KD, 1 epoch, lr 2e-4 (select's profile)", "hp", GRID[1:],
            _PROFILE_LR),
     Series("chain + logit KD, 1 epoch, lr 2e-4", "unstructured", GRID[1:-1], _PROFILE_LR),
-    Series("jump + logit KD on 3x augmented data, 1 epoch, lr 2e-4", "hp", (0.8, 0.9),
-           RECIPE_AUGMENT),
-    Series("jump + logit KD on 3x augmented data, 1 epoch, lr 2e-4", "unstructured",
-           (0.8, 0.9), RECIPE_AUGMENT),
+    Series(_AUGMENTED, "hp", (0.8, 0.9), RECIPE_AUGMENT),
+    Series(_AUGMENTED, "unstructured", (0.8, 0.9), RECIPE_AUGMENT),
     # Finer level-1 blocks at the same recipe: the structure, not the recipe, costs HP its
     # accuracy (every recipe above leaves HP 0.8 at 0.79-0.80); r = 4 and r = 1 keep the
     # column balance (one stripe of c = 16 columns per PE, B = 4 banks) with more freedom
     # to choose which output rows each stripe keeps.
-    Series("jump + logit KD on 3x augmented data, 1 epoch, lr 2e-4, 4x16 blocks", "hp",
-           (0.8, 0.9), RECIPE_AUGMENT, block=(4, 16)),
-    Series("jump + logit KD on 3x augmented data, 1 epoch, lr 2e-4, 1x16 blocks", "hp",
-           (0.8, 0.9), RECIPE_AUGMENT, block=(1, 16)),
+    Series(f"{_AUGMENTED}, 4x16 blocks", "hp", (0.8, 0.9), RECIPE_AUGMENT, block=(4, 16),
+           recipe=_AUGMENTED),
+    Series(f"{_AUGMENTED}, 1x16 blocks", "hp", (0.8, 0.9), RECIPE_AUGMENT, block=(1, 16),
+           recipe=_AUGMENTED),
 )
 BOOTSTRAP_RESAMPLES = 10_000
 
@@ -190,7 +195,8 @@ def run(*, train: bool = True, out_dir: Path = Path("docs"), only: str | None = 
                 break
             m = res.metrics
             diff, lo, hi = paired_bootstrap(dev_correct(res.path, m), dense_ok)
-            rows.append({"series": ser.label, "pattern": ser.pattern,
+            rows.append({"series": ser.label, "recipe": ser.recipe_label,
+                         "pattern": ser.pattern,
                          "split": ser.split_mode, "block": list(ser.block),
                          "requested_sparsity": s,
                          "achieved_sparsity": m["sparsity"]["overall"],
@@ -318,10 +324,10 @@ def verdict(rows: list[dict]) -> list[str]:
         out.append(f"- HP {s:g} vs dense: best dev {best['dev']['fp32']:.4f} "
                    f"({best['series']}), {d:+.4f} [{lo:+.4f}, {hi:+.4f}]; target within "
                    f"{drop:g}: {'met' if d >= -drop else 'not met'}.")
-    unst = {(r["series"], r["requested_sparsity"]): r for r in rows
+    unst = {(r.get("recipe", r["series"]), r["requested_sparsity"]): r for r in rows
             if r["pattern"] == "unstructured"}
     for r in hp:
-        u = unst.get((r["series"], r["requested_sparsity"]))
+        u = unst.get((r.get("recipe", r["series"]), r["requested_sparsity"]))
         if u is None or r["split"] != "global":
             continue
         d = r["dev"]["fp32"] - u["dev"]["fp32"]
