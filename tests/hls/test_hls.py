@@ -86,6 +86,16 @@ def test_design_that_does_not_fit_is_refused(tiny_hp_run, tmp_path):
     with pytest.raises(FitformerError, match="holds no FPGA design point"):
         design.write_text(json.dumps({"precision": "fp32", "design": None}))
         generate(hp.path, "zcu104", tmp_path / "prj", design=design, log=lambda m: None)
+    design.write_text("[1, 2]")
+    with pytest.raises(FitformerError, match="holds no FPGA design point"):
+        generate(hp.path, "zcu104", tmp_path / "prj", design=design, log=lambda m: None)
+    for bad in ({"P": 0, "T": 4, "R": 16}, {"P": 2, "T": -32, "R": 16},
+                {"P": 2, "T": 4.5, "R": 16}):
+        design.write_text(json.dumps({"precision": "fx16", "design": {
+            "array": bad, "nonlinear": {"lanes": 4}, "add_norm": {"lanes": 4}}}))
+        with pytest.raises(FitformerError, match=r"array\.\w+ = .* is not a positive integer"):
+            generate(hp.path, "zcu104", tmp_path / "prj", design=design, log=lambda m: None)
+    assert not (tmp_path / "prj").exists()
 
 
 def test_csim_project_paths_and_corrupt_json(tmp_path, monkeypatch):
@@ -96,13 +106,20 @@ def test_csim_project_paths_and_corrupt_json(tmp_path, monkeypatch):
 
     prj = tmp_path / "prj"
     prj.mkdir()
-    (prj / "project.json").write_text('{"scope": "linear"}')
+    (prj / "project.json").write_text('{"scope": "linear", "files": {}}')
     monkeypatch.chdir(tmp_path)
     path, rec = _project("prj")
-    assert path == prj.resolve() and path.is_absolute() and rec == {"scope": "linear"}
+    assert path == prj.resolve() and path.is_absolute() and rec["scope"] == "linear"
     (prj / "project.json").write_text("{")
     with pytest.raises(FitformerError, match="not valid JSON"):
         _project("prj")
+    # the placeholder of an interrupted generation, and someone else's project.json
+    for text in ('{"schema_version": 1, "fitformer_version": "0", "scope": null, '
+                 '"complete": false}', '{"name": "my-app"}', "[1, 2]"):
+        (prj / "project.json").write_text(text)
+        with pytest.raises(FitformerError, match="incomplete project .* run the `fitformer "
+                                                 "hls` command"):
+            _project("prj")
 
 
 def test_damaged_binaries_are_refused_by_csim_and_by_the_testbench(linear_project):
@@ -144,9 +161,22 @@ def test_out_folder_checks_and_stale_files(tiny_hp_run, linear_project, tmp_path
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("mine")
-    with pytest.raises(FitformerError, match="not empty and holds no generated project"):
+    with pytest.raises(FitformerError, match="not empty and not a project that `fitformer "
+                                             "hls` wrote"):
         generate(hp.path, "zcu104", other, **quiet)
     assert (other / "notes.txt").read_text() == "mine"
+    # Folders named as the project's, or a project.json of another tool, are not ours.
+    (other / "notes.txt").unlink()
+    (other / "build").mkdir()
+    (other / "build" / "thesis.pdf").write_text("mine")
+    with pytest.raises(FitformerError, match="it holds build; no fitformer project.json"):
+        generate(hp.path, "zcu104", other, **quiet)
+    (other / "project.json").write_text('{"name": "my-app"}')
+    with pytest.raises(FitformerError, match="not a project that `fitformer hls` wrote"):
+        generate(hp.path, "zcu104", other, **quiet)
+    assert (other / "build" / "thesis.pdf").read_text() == "mine"
+    with pytest.raises(FitformerError, match="cannot create the folder"):
+        generate(hp.path, "zcu104", a_file / "sub", **quiet)
     # A reused project: files of the earlier project are removed, the user's are kept.
     (prj / "weights" / "stale.bin").write_bytes(b"old")
     (prj / "README.mine").write_text("kept")
@@ -154,14 +184,17 @@ def test_out_folder_checks_and_stale_files(tiny_hp_run, linear_project, tmp_path
     assert not (prj / "weights" / "stale.bin").exists()
     assert (prj / "README.mine").read_text() == "kept"
     assert rec["sentences"] == 1 and "weights/stale.bin" not in rec["files"]
-    # An interrupted generation (only generated folders, no project.json yet) is written
-    # again by the same command, as the Ctrl-C message says.
+    # An interrupted generation (the placeholder project.json written first, half the
+    # files) is written again by the same command, as the Ctrl-C message says.
     cut = tmp_path / "cut"
-    (cut / "firmware").mkdir(parents=True)
-    (cut / "weights").mkdir()
+    (cut / "weights").mkdir(parents=True)
     (cut / "weights" / "hp_values.bin").write_bytes(b"half")
+    (cut / "project.json").write_text(json.dumps({"schema_version": 1, "scope": None,
+                                                  "fitformer_version": "0",
+                                                  "complete": False}))
     rec = generate(hp.path, "zcu104", cut, **quiet)
-    assert (cut / "project.json").is_file() and rec["files"]["weights/hp_values.bin"]["bytes"] > 4
+    assert rec["complete"] and rec["files"]["weights/hp_values.bin"]["bytes"] > 4
+    assert json.loads((cut / "project.json").read_text())["complete"] is True
 
 
 def test_design_for_another_device_and_a_cpu_are_refused(tiny_hp_run, tmp_path):

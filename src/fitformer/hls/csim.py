@@ -36,10 +36,15 @@ def _project(prj: str | Path) -> tuple[Path, dict]:
                              "create one with `fitformer hls --pruned DIR --device ID --out "
                              f"{prj}`.")
     try:
-        return prj, json.loads((prj / "project.json").read_text())
+        rec = json.loads((prj / "project.json").read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise FitformerError(f"{prj / 'project.json'} is not valid JSON ({e}); generate the "
                              "project again with `fitformer hls`.") from None
+    if not isinstance(rec, dict) or rec.get("complete") is False or "files" not in rec:
+        raise FitformerError(f"{prj} holds an incomplete project (its generation was "
+                             "interrupted, or project.json is not fitformer's): run the "
+                             "`fitformer hls` command that writes it again.")
+    return prj, rec
 
 
 def check_files(prj: Path, rec: dict) -> None:

@@ -98,11 +98,19 @@ def read_design(path: str | Path) -> dict:
     except (OSError, ValueError) as exc:
         raise FitformerError(f"--design {p}: cannot read it as JSON ({exc}); give the "
                              "design.json that `fitformer select` writes.") from None
-    knobs = d.get("design")
+    knobs = d.get("design") if isinstance(d, dict) else None
     if not isinstance(knobs, dict) or d.get("precision") not in ("fx16", "fx8"):
         raise FitformerError(f"--design {p} holds no FPGA design point (it needs 'design' "
                              "knobs and a precision fx16 or fx8; a GPU or CPU answer has "
                              "none).")
+    for unit, values in knobs.items():
+        bad = ([f"{unit} {values!r}"] if not isinstance(values, dict) else
+               [f"{unit}.{k} = {v!r}" for k, v in values.items()
+                if isinstance(v, bool) or not isinstance(v, int) or v < 1])
+        if bad:
+            raise FitformerError(f"--design {p}: {bad[0]} is not a positive integer (every "
+                                 "knob is a count: P, T, R, H_par, lanes); re-create the file "
+                                 "with `fitformer select`.")
     family = d.get("design_family") or d.get("family") or (
         "shared" if "array" in knobs else "per_op")
     return {"precision": d["precision"], "knobs": knobs, "family": family,
@@ -168,10 +176,27 @@ def _unit_of(role: str, family: str) -> str:
 OWNED = ("firmware", "tb", "tb_data", "weights", "build", "build_prj.tcl", "project.json")
 
 
+#: Keys that mark a ``project.json`` as written by ``fitformer hls`` (the placeholder written
+#: first, or the record written last).
+PROJECT_KEYS = ("schema_version", "fitformer_version", "scope")
+
+
+def is_generated_project(out: Path) -> bool:
+    """Whether ``out/project.json`` was written by ``fitformer hls`` (complete or
+    interrupted): a JSON object with :data:`PROJECT_KEYS`."""
+    try:
+        rec = json.loads((out / "project.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(rec, dict) and all(k in rec for k in PROJECT_KEYS)
+
+
 def check_out(out: Path) -> None:
     """Refuse an ``--out`` that ``fitformer hls`` cannot write a project into, before any
-    work: a file, a folder holding a file where the project has a folder (or the reverse),
-    or a non-empty folder that is not a generated project.
+    work: a file, a path whose folder cannot be created, a folder holding a file where the
+    project has a folder (or the reverse), or a non-empty folder that is not a project
+    ``fitformer hls`` wrote (its ``project.json`` is written first, as a placeholder, so an
+    interrupted generation is recognised and written again).
 
     Raises:
         FitformerError: naming the path and the fix.
@@ -179,16 +204,21 @@ def check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise FitformerError(f"--out {out} is a file; give a new or empty folder for the "
                              "project.")
-    if not out.is_dir():
+    if not out.exists():
+        try:
+            out.mkdir(parents=True)
+        except OSError as exc:
+            raise FitformerError(f"--out {out}: cannot create the folder ({exc.strerror}); "
+                                 "give a path in a writable folder.") from None
+        out.rmdir()                     # made again when the project is written
         return
-    # A folder holding only what `fitformer hls` writes is a project whose generation was
-    # interrupted before project.json (written last): generated again, as the message says.
-    foreign = [p.name for p in out.iterdir() if p.name not in OWNED]
-    if not (out / "project.json").is_file() and foreign:
-        raise FitformerError(f"--out {out} is a folder that is not empty and holds no "
-                             f"generated project (no project.json; it holds "
-                             f"{', '.join(sorted(foreign)[:3])}); give a new or empty "
-                             "folder, or a project that `fitformer hls` wrote.")
+    if any(out.iterdir()) and not is_generated_project(out):
+        held = sorted(p.name for p in out.iterdir())
+        raise FitformerError(f"--out {out} is a folder that is not empty and not a project "
+                             f"that `fitformer hls` wrote (it holds {', '.join(held[:3])}"
+                             f"{', ...' if len(held) > 3 else ''}; no fitformer "
+                             "project.json); give a new or empty folder, or move its "
+                             "contents away.")
     for name in OWNED:
         path = out / name
         want_dir = "." not in name
@@ -355,6 +385,13 @@ def generate(pruned: str | Path, device_id: str, out: str | Path, *,
         raise FitformerError(f"--linear {linear}: no such linear layer; choose one of "
                              f"{', '.join(names[:3])}, ... (`fitformer model show`).")
     clear_out(out)
+    out.mkdir(parents=True, exist_ok=True)
+    # Written first, so that an interrupted generation is recognised as ours (check_out) and
+    # csim refuses it; the complete record replaces it at the end.
+    (out / "project.json").write_text(json.dumps({
+        "schema_version": 1, "fitformer_version": __version__, "scope": None,
+        "complete": False, "note": "generation interrupted: run the same `fitformer hls` "
+        "command again"}) + "\n")
     for sub in ("firmware", "tb", "tb_data", "weights"):
         (out / sub).mkdir(parents=True, exist_ok=True)
 
@@ -486,7 +523,8 @@ def generate(pruned: str | Path, device_id: str, out: str | Path, *,
     (out / "firmware" / "nonlinear.h").write_text(env.get_template("nonlinear.h.j2").render(
         version=__version__, c=_nonlinear_constants(ex.eps), fx16=ex.fx16_units,
         t=_fx16_tables()))
-    record = {"schema_version": 1, "fitformer_version": __version__, "run": str(run_dir),
+    record = {"schema_version": 1, "fitformer_version": __version__, "complete": True,
+              "run": str(run_dir),
               "device": device.id, "part": ctx["part"], "scope": scope, "linear": linear,
               "encoder_layers": n_layers if scope == "model" else None,
               "design": point.as_json(), "clock_mhz": est.clock_mhz, "seq_len": seq_len,
