@@ -1058,7 +1058,6 @@ def select_cmd(model: ModelOpt = "default",
     pruned model meets AC, with the pruned model and accelerator design that achieve it.
     Exit status 3 when no device qualifies (the report shows the nearest misses)."""
     from fitformer.select import select
-
     from fitformer.sparsity.patterns import parse_block
 
     ids = [i.strip() for i in only.split(",") if i.strip()] if only else None
@@ -1172,7 +1171,8 @@ def sweep_cmd(
             help="The grid: budget, models, datasets, patterns, sparsities, from_dense, "
                  "seed, max_length, text_column, label_column, pattern_params {block, banks, "
                  "nm_m, level2_density}, recipe {distill, distill_temperature, "
-                 "distill_alpha, distill_augment, epochs_per_point, lr}; only 'sparsities' is required.")],
+                 "distill_alpha, distill_augment, epochs_per_point, lr}; only 'sparsities' "
+                 "is required.")],
         out_dir: Annotated[str, typer.Option(
             "--out", help="Folder for sweep.json, sweep.md and img/sweep-accuracy.png.")]
         = "sweep-out",

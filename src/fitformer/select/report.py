@@ -79,6 +79,14 @@ class Report(BaseModel):
     artifacts: dict
 
 
+def _pattern_text(report: dict) -> str:
+    """The pattern with its block and banks when they are not the defaults (16 x 16, 4)."""
+    block, banks = report.get("block", [16, 16]), report.get("banks", 4)
+    if report["pattern"] == "unstructured" or (list(block) == [16, 16] and banks == 4):
+        return report["pattern"]
+    return f"{report['pattern']} {block[0]}x{block[1]} B={banks}"
+
+
 def hls_project(report: dict, best: dict, point: dict, out_dir: Path, hls: dict,
                 log) -> str | None:
     """Write the Vitis HLS project of the answer (``best``, its profile ``point``) into
@@ -200,7 +208,7 @@ def _plots(report: dict, out_dir: Path) -> dict[str, str]:
     ax.axhline(target, color="red", ls="--", label=f"AC: dev >= {target:.3f}")
     ax.set_xlabel("sparsity")
     ax.set_ylabel(metric + (" (greedy)" if metric == "BLEU" else ""))
-    ax.set_title(f"{report['pattern']} profile ({report['budget']} budget)")
+    ax.set_title(f"{_pattern_text(report)} profile ({report['budget']} budget)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -303,7 +311,8 @@ def _html(report: dict, plots: dict[str, str], out_dir: Path, profile: Profile) 
     head = (f"<h1>fitformer select: {e(str(report['best_device'] or 'no device qualifies'))}"
             "</h1>"
             f"<p>Model {e(report['model'])}, dataset {e(report['dataset'])}, pattern "
-            f"{e(report['pattern'])}, budget {e(report['budget'])}. LC {c['latency_ms']} ms for "
+            f"{e(_pattern_text(report))}, budget {e(report['budget'])}. "
+            f"LC {c['latency_ms']} ms for "
             f"{e(shape)}; AC: {e(ac)}; objective "
             f"{e(report['objective'])}. Dense dev {metric} "
             f"{report['dense_accuracy']['dev']:.4f}"

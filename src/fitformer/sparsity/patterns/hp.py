@@ -52,7 +52,9 @@ class Hierarchical(_Blocked):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.banks < 1 or self.c % self.banks:
+        if self.banks < 1:
+            raise FitformerError(f"--banks {self.banks} must be positive (e.g. --banks 4).")
+        if self.c % self.banks:
             raise FitformerError(
                 f"--banks {self.banks} must divide the block width c = {self.c} "
                 f"(e.g. --banks 4 with --block 16x16)."
