@@ -47,16 +47,24 @@ def test_pragma_factors_are_the_design_points(linear_project):
     unit = "array" if rec["design"]["family"] == "shared" else "qkv"
     P, T, B = knobs[unit]["P"], knobs[unit]["T"], rec["banks"]
     src = (prj / "firmware" / "fitformer.cpp").read_text()
-    assert f"static x_t xs[{P}][{T}][16];" in src
-    assert f"static acc_t psum[{P}][{T}][384];" in src
-    assert re.findall(r"variable=xs type=block factor=(\d+) dim=3", src) == [str(B)]
+    lin = rec["linears"][QUERY]
+    from fitformer.hardware.shared_array import row_tiles
+
+    # Row tiles of the design's R (design (c)): two RT x T partial-sum tiles per PE.
+    R = knobs[unit].get("R", 384)
+    assert (lin["RT"], lin["NT"]) == (row_tiles(384, R, 16)[0], len(row_tiles(384, R, 16)[1]))
+    assert re.search(rf"static ap_fixed<[^>]*> ps\[{P}\]\[{T}\]\[{lin['RT']}\];", src)
+    assert f"x_t xs[{T}][16];" in src
+    assert re.findall(r"variable=xs type=block factor=(\d+) dim=2", src) == [str(B)]
     assert f"for (int p = 0; p < {P}; p++)" in src and f"for (int t = 0; t < {T}; t++)" in src
     assert f"for (int b = 0; b < {B}; b++)" in src
-    assert src.count("#pragma HLS PIPELINE II=1") >= 4
-    # The pipelined COMPUTE loop runs the analytical model's PE cycles per pass.
-    lin = rec["linears"][QUERY]
+    assert f"for (int i = 0; i < {lin['NT']}; i++)" in src
+    assert src.count("#pragma HLS PIPELINE II=1") == 3       # LOAD, COMPUTE, MERGE
+    assert src.count("#pragma HLS DATAFLOW") == 1            # the tile loop's PEs and MERGE
+    # A PE's COMPUTE loop runs r k cycles per kept block: over a pass, the analytical
+    # model's PE cycles.
     assert lin["compute_trips"] == lin["S"] // P * lin["K1"] * 16 * lin["KB"]
-    assert f"g < {lin['G']}; g++" in src and f"e < {lin['KB'] * lin['SEGS']}; e++" in src
+    assert f"g < {lin['G']}; g++" in src and f"e < nrows * {lin['KB']}; e++" in src
     assert lin["G"] * lin["KB"] * lin["SEGS"] == lin["compute_trips"]
     from fitformer.hardware.accelerator import _pe_cycles
     from fitformer.hardware.frontends import workload_from_run
@@ -242,12 +250,19 @@ def test_attention_loops_run_the_models_cycle_terms_bit_exact(tiny_hp_run, tmp_p
     iterations of the pipelined loops equal the analytical model's terms: QK + AV and EXP +
     SCALE of the shared array (attention_terms), 4 kv ceil(q / T) per head round of the
     per-operation unit (attention_loop_cycles), the layer norms' STATS and NORM passes
-    (norm_cycles, _norm_cycles), and COMPUTE = passes x PE cycles of every linear. With
+    (norm_cycles, _norm_cycles), and per PE and row tile COMPUTE = passes x the model's
+    tile work w[p][i] of every linear, MERGE = passes x its rows. With
     ``nonlinear`` fx16 the table units (exp, Phi, reciprocals) are generated and bit-exact
     too."""
     from fitformer.hardware.accelerator import LINEAR_UNITS, attention_loop_cycles, norm_cycles
     from fitformer.hardware.frontends import workload_from_run
-    from fitformer.hardware.shared_array import _norm_cycles, attention_terms, nonlinear_latency
+    from fitformer.hardware.shared_array import (
+        _norm_cycles,
+        attention_terms,
+        nonlinear_latency,
+        row_tiles,
+        tile_work,
+    )
     from fitformer.hls import csim, generate, syntax_check
 
     _, hp = tiny_hp_run
@@ -307,7 +322,23 @@ def test_attention_loops_run_the_models_cycle_terms_bit_exact(tiny_hp_run, tmp_p
         two_pass = [norm_cycles(4, 384, n) - 3 * nonlinear_latency("fp32") for n in lens]
         assert trips["add_norm.STATS"] + trips["add_norm.NORM"] == 3 * sum(two_pass)
         assert trips["add_norm.STATS"] == trips["add_norm.NORM"]
+    wl = workload_from_run(hp.path)
     for name, lin in rec["linears"].items():
         tokens = [1] * len(lens) if lin["layer"] is None else lens   # pooler, classifier: 1
+        passes = sum(-(-t // 4) for t in tokens)
         fn = "lin_" + re.sub(r"[^A-Za-z0-9]", "_", name)
-        assert trips[f"{fn}.COMPUTE"] == sum(-(-t // 4) for t in tokens) * lin["compute_trips"]
+        # Every PE's COMPUTE in every row tile runs the model's w[p][i] (tile_work; the
+        # shared array tiles rows by R = 16, the per-operation units do not tile), and
+        # MERGE drains the model's rows per tile.
+        m = next(x for x in wl.matrices if x.role == lin["role"] and x.layer == lin["layer"])
+        M = m.shape[0]
+        R = knobs["array"]["R"] if family == "shared" else M
+        w = tile_work(m, 2, R, 16)
+        _, rows = row_tiles(M, R, 16)
+        assert (lin["NT"], w.shape) == (len(rows), (2, len(rows)))
+        assert lin["NT"] == (-(-M // 16) if family == "shared" else 1)
+        for p in range(2):
+            for i in range(lin["NT"]):
+                assert trips.get(f"{fn}.COMPUTE.{p}.{i}", 0) == passes * w[p, i], (name, p, i)
+        assert trips[f"{fn}.COMPUTE"] == passes * 2 * lin["compute_trips"] == passes * w.sum()
+        assert trips[f"{fn}.MERGE"] == passes * sum(rows) == passes * M

@@ -105,11 +105,25 @@ FAMILY = "shared"
 LUTRAM_ROWS = 64
 
 
-def _tile_work(m: MatrixWork, P: int, R: int, r: int) -> np.ndarray:
-    """Cycles ``w[p][i]`` of PE ``p`` in row tile ``i`` (float64 ``(P, tiles)``)."""
+def row_tiles(M: int, R: int, r: int) -> tuple[int, list[int]]:
+    """Design (c)'s row tiling of a matrix of ``M`` output rows with tile knob ``R`` and
+    block height ``r``: ``(RT, rows)``, the rows per tile ``RT`` (a multiple of ``r``;
+    ``R >= M`` is one tile of ``ceil(M / r) r`` rows) and the output rows of each tile
+    (``min(RT, M - i RT)``, what the merge drains). The generated HLS tiles the same way
+    (:mod:`fitformer.hls`)."""
+    RT = max(r, (min(R, M) // r) * r) if M > R else math.ceil(M / r) * r
+    tiles = math.ceil(math.ceil(M / r) / (RT // r))
+    return RT, [min(RT, M - i * RT) for i in range(tiles)]
+
+
+def tile_work(m: MatrixWork, P: int, R: int, r: int) -> np.ndarray:
+    """Cycles ``w[p][i]`` of PE ``p`` in row tile ``i`` (float64 ``(P, tiles)``): the
+    sum over the PE's stripes ``p, p + P, ...`` of the per-block cycles of the tile's
+    block rows (:func:`row_tiles`). The generated HLS PE's COMPUTE loop runs this many
+    iterations per pass (tests/hls)."""
     M = m.shape[0]
     S = m.stripes
-    R = max(r, (min(R, M) // r) * r) if M > R else math.ceil(M / r) * r
+    R, _ = row_tiles(M, R, r)
     block_rows = math.ceil(M / r)
     per_tile = R // r
     tiles = math.ceil(block_rows / per_tile)
@@ -140,10 +154,8 @@ def _matrix_compute(key: int, m_ref: tuple, P: int, R: int, r: int, B: int) -> f
     """Compute cycles of one pass without fill (the tile recurrence), memoised by matrix
     identity and knobs."""
     m: MatrixWork = m_ref[0]
-    w = _tile_work(m, P, R, r)
-    M = m.shape[0]
-    Rt = max(r, (min(R, M) // r) * r)
-    rows = [min(Rt, M - i * Rt) if M > Rt else M for i in range(w.shape[1])]
+    w = tile_work(m, P, R, r)
+    _, rows = row_tiles(m.shape[0], R, r)
     return tiled_compute_cycles(w, rows)
 
 

@@ -20,8 +20,10 @@ The project (``PRJ/``):
   loop trip counts).
 
 Layout of one linear of ``S`` stripes on ``P`` PEs (``G = S / P`` stripe groups, PE ``p``
-owns stripes ``g P + p``): values and offsets ``[G][k][K1 r][P][B]``, block rows
-``[G][K1][P]``: the ``P x B`` weights of one cycle are adjacent (bank-interleaved).
+owns stripes ``g P + p``): values and offsets ``[G][K1 r][k][P][B]``, block rows
+``[G][K1][P]``, ascending per stripe: the ``B`` weights of one PE's cycle are adjacent
+(bank-interleaved), and a PE reads its stripe's row segments in order, row tile by row
+tile (design (c): :func:`fitformer.hardware.shared_array.row_tiles`).
 Linears that are not pruned (pooler, classifier) are stored in the same format with every
 block and weight kept.
 """
@@ -262,10 +264,22 @@ def _layout(name: str, lin, mask: np.ndarray, P: int, r: int, c: int, B: int) ->
                              "design is for another model.")
     G = S // P
     segs = K1 * r
-    vals = a["values"].reshape(G, P, segs, B, k).transpose(0, 4, 2, 1, 3)   # [G][k][segs][P][B]
-    offs = a["offsets"].reshape(G, P, segs, B, k).transpose(0, 4, 2, 1, 3)
-    brows = a["block_rows"].reshape(G, P, K1).transpose(0, 2, 1)           # [G][K1][P]
-    return {"S": S, "K1": K1, "KB": k, "G": G, "SEGS": segs,
+    # Block rows ascending in every stripe (a stripe with fewer kept blocks stores unused
+    # ones after them): a PE walks the row tiles in order with one cursor per stripe.
+    order = np.argsort(a["block_rows"], axis=1, kind="stable")                # (S, K1)
+    block_rows = np.take_along_axis(a["block_rows"], order, axis=1)
+    seg_order = (order[:, :, None] * r + np.arange(r)).reshape(S, segs)
+    values = np.take_along_axis(a["values"].reshape(S, segs, B * k), seg_order[:, :, None], 1)
+    offsets = np.take_along_axis(a["offsets"].reshape(S, segs, B * k), seg_order[:, :, None],
+                                 1)
+    vals = values.reshape(G, P, segs, B, k).transpose(0, 2, 4, 1, 3)     # [G][segs][k][P][B]
+    offs = offsets.reshape(G, P, segs, B, k).transpose(0, 2, 4, 1, 3)
+    brows = block_rows.reshape(G, P, K1).transpose(0, 2, 1)               # [G][K1][P]
+    # A PE's COMPUTE cycles per pass: k per stored row segment, rows past M skipped.
+    M = mask.shape[0]
+    rows = np.minimum(r, M - block_rows * r).clip(min=0)                    # (S, K1)
+    pe_cycles = int(rows.sum(axis=1).reshape(G, P).sum(axis=0).max()) * k if S else 0
+    return {"S": S, "K1": K1, "KB": k, "G": G, "SEGS": segs, "compute_trips": pe_cycles,
             "vals": np.ascontiguousarray(vals).astype(np.int64).ravel(),
             "offs": np.ascontiguousarray(offs).astype(np.uint8).ravel(),
             "brows": np.ascontiguousarray(brows).astype(np.int32).ravel()}
@@ -330,6 +344,7 @@ def generate(pruned: str | Path, device_id: str, out: str | Path, *,
     from fitformer import __version__
     from fitformer.formats.export import load_pruned_run
     from fitformer.hardware.catalog import load_catalog
+    from fitformer.hardware.shared_array import row_tiles
     from fitformer.models.fixed_point import exact_model
     from fitformer.models.layers import layer_index, role_of
     from fitformer.models.loading import load_tokenizer, resolve_model
@@ -405,10 +420,13 @@ def generate(pruned: str | Path, device_id: str, out: str | Path, *,
         mask = masks[name].numpy() if name in masks else np.ones(lin.w_codes.shape, bool)
         lay = _layout(name, lin, mask, P, r, c, B)
         M, N = lin.w_codes.shape
+        # Row tiles of the shared array's R (design (c)); the per-operation units are untiled.
+        RT, tile_rows = row_tiles(M, int(knobs.get("R", M)), r)
         rec = {"name": name, "role": role, "layer": layer_index(name), "fn": "lin_" +
-               _c_name(name), "M": M, "N": N, "MP": math.ceil(M / r) * r, "P": P, "T": T,
+               _c_name(name), "M": M, "N": N, "P": P, "T": T, "RT": RT,
+               "NT": len(tile_rows),
                "S": lay["S"], "K1": lay["K1"], "KB": lay["KB"], "G": lay["G"],
-               "SEGS": lay["SEGS"], "compute_trips": lay["G"] * lay["SEGS"] * lay["KB"],
+               "SEGS": lay["SEGS"], "compute_trips": lay["compute_trips"],
                "x_t": lin.x_type.cpp(), "w_t": lin.w_type.cpp(), "acc_t":
                lin.acc_type.cpp(), "acc_w": lin.acc_type.width,
                "vals_off": counts["vals"], "brows_off": counts["brows"],
