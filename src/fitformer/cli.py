@@ -866,9 +866,10 @@ def _simulate_layers(spec: str, masks: dict) -> list[str]:
 ProfilePatternOpt = Annotated[PatternName, typer.Option(help="Pruning pattern.")]
 ProfileSplitOpt = Annotated[float | None, typer.Option(
     help="HP split d2 (default: the smallest grid value >= max(0.5, d)).")]
-ProfileBlockOpt = Annotated[str, typer.Option(
-    help="Block RxC of the pattern (HP's level-1 blocks; 1x16 keeps more accuracy than "
-         "16x16, docs/pruning-recipe.md).")]
+ProfileBlockOpt = Annotated[str | None, typer.Option(
+    help="Block RxC of the pattern (default: 1x16 for HP on classification, whose "
+         "level-1 blocks of one row keep more accuracy than 16x16, docs/pruning-recipe.md; "
+         "16x16 otherwise).")]
 ProfileBanksOpt = Annotated[int, typer.Option(help="Banks B per block row segment.")]
 ProfileBudgetOpt = Annotated[BudgetName, typer.Option(
     help="tiny (a few minutes, for tests), quick (a smoke run, ~15-40 min untrained) or "
@@ -950,7 +951,7 @@ def profile_cmd(model: ModelOpt = "default",
                 = "rotten-tomatoes",
                 pattern: ProfilePatternOpt = PatternName.hp,
                 level2_density: ProfileSplitOpt = None,
-                block: ProfileBlockOpt = "16x16", banks: ProfileBanksOpt = 4,
+                block: ProfileBlockOpt = None, banks: ProfileBanksOpt = 4,
                 budget: ProfileBudgetOpt = BudgetName.default,
                 task: TaskOpt = Task.classification, dense: DenseOpt = None,
                 text_column: TextCol = "text", label_column: LabelCol = "label",
@@ -974,7 +975,8 @@ def profile_cmd(model: ModelOpt = "default",
     from fitformer.sparsity.patterns import parse_block
 
     prof = Profile(model=model, dataset=dataset, pattern=pattern.value,
-                   level2_density=level2_density, block=parse_block(block), banks=banks,
+                   level2_density=level2_density,
+                   block=parse_block(block) if block else None, banks=banks,
                    budget=budget.value,
                    log=_log, task=task.value, dense_dir=_dense_dir(dense),
                    text_column=text_column, label_column=label_column,
@@ -1038,7 +1040,7 @@ def select_cmd(model: ModelOpt = "default",
                    help="Comma-separated device ids to consider.")] = None,
                pattern: ProfilePatternOpt = PatternName.hp,
                level2_density: ProfileSplitOpt = None,
-               block: ProfileBlockOpt = "16x16", banks: ProfileBanksOpt = 4,
+               block: ProfileBlockOpt = None, banks: ProfileBanksOpt = 4,
                budget: ProfileBudgetOpt = BudgetName.default, dense: DenseOpt = None,
                text_column: TextCol = "text", label_column: LabelCol = "label",
                metric: MetricOpt = None,
@@ -1065,7 +1067,8 @@ def select_cmd(model: ModelOpt = "default",
                  max_accuracy_drop=max_accuracy_drop, batch_size=batch_size, seq_len=seq_len,
                  precision=precision.value if precision else None, objective=objective.value,
                  devices_file=devices_file, only=ids, pattern=pattern.value,
-                 level2_density=level2_density, block=parse_block(block), banks=banks,
+                 level2_density=level2_density,
+                 block=parse_block(block) if block else None, banks=banks,
                  budget=budget.value, clock_mhz=clock_mhz,
                  out=out_dir, task=task.value, min_bleu=min_bleu, max_bleu_drop=max_bleu_drop,
                  tgt_len=tgt_len, gpu_engine=gpu_engine, dense_dir=_dense_dir(dense),

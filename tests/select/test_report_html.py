@@ -199,14 +199,30 @@ def test_pattern_text_names_a_block_away_from_the_default():
         "unstructured"
 
 
+def test_select_and_profile_default_block():
+    """HP on classification prunes 1x16 level-1 blocks by default (docs/pruning-recipe.md);
+    other patterns and translation keep design.md §3's 16x16; a given block is kept."""
+    assert Profile().block == (1, 16)
+    assert Profile(pattern="unstructured").block == (16, 16)
+    assert Profile(pattern="cbb").block == (16, 16)
+    assert Profile(task="translation", dataset="tatoeba-en-fr").block == (16, 16)
+    assert Profile(block=(16, 16)).block == (16, 16)
+    assert Profile()._spec(0.8).block == (1, 16)           # the runs it trains
+
+
 def test_train_command_names_the_options_away_from_their_defaults():
     assert train_command(Profile()) == "fitformer profile --budget default"
     assert train_command(Profile(model="my model", pattern="unstructured",
                                  level2_density=0.3, budget="quick")) == (
         "fitformer profile --budget quick --model 'my model' --pattern unstructured "
         "--level2-density 0.3")
+    # HP on classification defaults to 1x16 level-1 blocks, other patterns to 16x16.
     assert train_command(Profile(block=(1, 16), banks=2, budget="tiny")) == \
-        "fitformer profile --budget tiny --block 1x16 --banks 2"
+        "fitformer profile --budget tiny --banks 2"
+    assert train_command(Profile(block=(16, 16), budget="tiny")) == \
+        "fitformer profile --budget tiny --block 16x16"
+    assert train_command(Profile(pattern="unstructured", block=(1, 16), budget="tiny")) == \
+        "fitformer profile --budget tiny --pattern unstructured --block 1x16"
     assert train_command(Profile(dataset="tatoeba-en-fr", task="translation",
                                  budget="tiny")) == ("fitformer profile --budget tiny "
                                                      "--task translation")

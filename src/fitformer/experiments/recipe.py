@@ -50,6 +50,10 @@ RECIPE_LAYERS = {**RECIPE_LR, "distill": DistillConfig("layers", temperature=2.0
 #: instead of the same ones four times.
 RECIPE_AUGMENT = {"distill": DistillConfig("logits", temperature=2.0, alpha=0.9, augment=3),
                   "epochs_per_point": 1.0, "learning_rate": 2e-4}
+#: Twice the augmented data (six noisy copies, one epoch over the 7x set = 2,352 steps per
+#: point): does HP with 1x16 blocks still gain from more distillation sentences?
+RECIPE_AUGMENT_6 = {**RECIPE_AUGMENT,
+                    "distill": DistillConfig("logits", temperature=2.0, alpha=0.9, augment=6)}
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,8 @@ class Series:
     dense run, each with ``prune`` keyword arguments ``kwargs`` and the ``spec`` extras
     (``split_mode``, ``level2_density``: the HP split's d2, default the design.md §3
     rule; ``block``: the level-1 block ``(r, c)``, default 16 x 16; ``recipe``: the label of
-    the series with the same recipe, for the comparison with unstructured)."""
+    the series with the same recipe, for the comparison with unstructured; ``former``:
+    labels the series had in earlier reports)."""
 
     label: str
     pattern: str
@@ -68,6 +73,7 @@ class Series:
     level2_density: float | None = None
     block: tuple[int, int] = (16, 16)
     recipe: str | None = None       # the series whose recipe this one shares (default: label)
+    former: tuple[str, ...] = ()    # earlier labels (rows of an earlier pruning-recipe.json)
 
     @property
     def recipe_label(self) -> str:
@@ -76,6 +82,7 @@ class Series:
 
 _PROFILE = {"distill": DistillConfig(*PROFILE_DISTILL)}
 _AUGMENTED = "jump + logit KD on 3x augmented data, 1 epoch, lr 2e-4"
+_CHAIN_LR = "chain + logit KD, 1 epoch, lr 2e-4"
 #: select's profile recipe (one epoch per point, chained 0.5 -> 0.95) at a peak of 2e-4.
 _PROFILE_LR = {**_PROFILE, "learning_rate": PROFILE_LEARNING_RATE}
 SERIES = (
@@ -95,9 +102,14 @@ SERIES = (
            GRID[1:], _PROFILE),
     # The profile's chain at the jump recipe's learning rate: the candidate for select's
     # profile, and HP against unstructured at 0.5 and 0.7 at one recipe.
-    Series("chain + logit KD, 1 epoch, lr 2e-4 (select's profile)", "hp", GRID[1:],
-           _PROFILE_LR),
-    Series("chain + logit KD, 1 epoch, lr 2e-4", "unstructured", GRID[1:-1], _PROFILE_LR),
+    Series("chain + logit KD, 1 epoch, lr 2e-4, 16x16 blocks", "hp", GRID[1:],
+           _PROFILE_LR, recipe=_CHAIN_LR,
+           former=("chain + logit KD, 1 epoch, lr 2e-4 (select's profile)",)),
+    Series(_CHAIN_LR, "unstructured", GRID[1:-1], _PROFILE_LR),
+    # select's profile since session 12: the same chain with 1x16 level-1 blocks
+    # (fitformer.select.profile.SELECT_HP_BLOCK).
+    Series("chain + logit KD, 1 epoch, lr 2e-4, 1x16 blocks (select's profile)", "hp",
+           GRID[1:], _PROFILE_LR, block=(1, 16), recipe=_CHAIN_LR),
     Series(_AUGMENTED, "hp", (0.8, 0.9), RECIPE_AUGMENT),
     Series(_AUGMENTED, "unstructured", (0.8, 0.9), RECIPE_AUGMENT),
     # Finer level-1 blocks at the same recipe: the structure, not the recipe, costs HP its
@@ -108,6 +120,8 @@ SERIES = (
            recipe=_AUGMENTED),
     Series(f"{_AUGMENTED}, 1x16 blocks", "hp", (0.8, 0.9), RECIPE_AUGMENT, block=(1, 16),
            recipe=_AUGMENTED),
+    Series("jump + logit KD on 6x augmented data, 1 epoch, lr 2e-4, 1x16 blocks", "hp",
+           (0.8, 0.9), RECIPE_AUGMENT_6, block=(1, 16)),
 )
 BOOTSTRAP_RESAMPLES = 10_000
 
@@ -186,9 +200,12 @@ def run(*, train: bool = True, out_dir: Path = Path("docs"), only: str | None = 
                 log(f"training {ser.pattern} {s} ({ser.label}) ...")
                 res = prune("default", "rotten-tomatoes", **kw)
             if res is None:
-                old = earlier.get((ser.label, ser.pattern, s))
+                old = next((earlier[k] for k in ((x, ser.pattern, s) for x in
+                                                  (ser.label, *ser.former)) if k in earlier),
+                           None)
                 if old is not None:  # measured on a machine whose run cache is gone
-                    rows.append({**old, "earlier_report": True})
+                    rows.append({**old, "series": ser.label, "recipe": ser.recipe_label,
+                                 "earlier_report": True})
                     src = None       # the rest of the chain can only come from there too
                     continue
                 log(f"{ser.pattern} {s} ({ser.label}): not trained yet")

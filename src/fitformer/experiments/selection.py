@@ -5,7 +5,8 @@ LC runs over 13 log-spaced values from 0.1 ms to 1 s (batch 1 x 128 tokens); AC 
 maximum dev-accuracy drop of 0.02 and of 0.10 below the dense fine-tune. Prices: the
 catalog's, plus the example user file ``examples/devices-used-prices.yaml`` (used-market
 asks for the Alveo cards; the catalog has no list price for them). The profile is HP with
-the default split on the ``default`` budget (the pattern comparison's HP chain plus 0.95).
+the default split and select's default block (1x16 since 2026-12-01) on the ``default``
+budget.
 """
 
 from __future__ import annotations
@@ -56,11 +57,12 @@ def run_sweep(*, devices_file: Path | None = Path("examples/devices-used-prices.
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "selection.json").write_text(json.dumps(
         {"budget": budget, "devices_file": str(devices_file) if devices_file else None,
-         "dense_accuracy": dense, "profile": rep["profile"], "host_cpu": host_curve,
-         "rows": rows}, indent=2) + "\n")
+         "dense_accuracy": dense, "profile": rep["profile"], "block": rep["block"],
+         "host_cpu": host_curve, "rows": rows}, indent=2) + "\n")
     _plot(rows, out_dir / "img" / "selection.png")
     (out_dir / "selection.md").write_text(_markdown(rows, dense, budget, devices_file,
-                                                    rep["profile"], host_curve))
+                                                    rep["profile"], host_curve,
+                                                    tuple(rep["block"])))
     return rows
 
 
@@ -126,14 +128,16 @@ def _host_section(host: dict | None, dense: dict) -> list[str]:
     return L
 
 
-def _markdown(rows, dense, budget, devices_file, profile, host=None) -> str:
+def _markdown(rows, dense, budget, devices_file, profile, host=None,
+              block=(16, 16)) -> str:
     L = ["# Device selection: chosen device vs latency constraint",
          "",
          "Made by `fitformer experiment select-sweep` (writes this file, `selection.json` "
          "and `img/selection.png`); each row is one `fitformer select --latency-ms LC "
          f"--max-accuracy-drop D --budget {budget} --devices {devices_file}` query.",
          "",
-         f"MiniLM on Rotten Tomatoes, HP (default split), `{budget}` budget; dense dev "
+         f"MiniLM on Rotten Tomatoes, HP (default split, {block[0]}x{block[1]} level-1 "
+         f"blocks), `{budget}` budget; dense dev "
          f"accuracy {dense['dev']:.4f} (test {dense['test']:.4f}). Prices: catalog plus "
          "the example file's used-market asks (devices without a price are shown in "
          "reports but never chosen). Latency for batch 1 x 128 tokens; accuracy at 64 "

@@ -32,6 +32,22 @@ PROFILE_DISTILL = ("logits", 2.0, 0.9)
 #: + logit KD, 1 epoch: HP dev 0.784 at 0.9 and 0.788 at 0.95 against 0.682 and 0.594 at
 #: the recipe's 5e-5, measured 2026-12-01). The smoke budgets keep the recipe's default.
 PROFILE_LEARNING_RATE = 2e-4
+#: select's and profile's level-1 block for HP on classification: 1 x 16 (one row per block,
+#: 16-column stripes). At the profile's recipe it keeps dev 0.805 / 0.799 at sparsity 0.7 /
+#: 0.8 against 0.786 / 0.783 with 16 x 16, and at the augmented recipe 0.817 against 0.791
+#: (docs/pruning-recipe.md, measured 2026-12-01); column and bank balance are unchanged, the
+#: cost is index storage (block-row indices per row segment). Other patterns, and
+#: translation (not measured), keep design.md §3's 16 x 16.
+SELECT_HP_BLOCK = (1, 16)
+DEFAULT_BLOCK = (16, 16)
+
+
+def default_block(pattern: str, task: str = "classification") -> tuple[int, int]:
+    """The block select and profile use when ``--block`` is not given:
+    :data:`SELECT_HP_BLOCK` for HP on classification, else design.md §3's 16 x 16."""
+    return SELECT_HP_BLOCK if pattern == "hp" and task == "classification" else DEFAULT_BLOCK
+
+
 #: The fewest dev sentences select and profile accept: with fewer, one sentence moves dev
 #: accuracy by more than 0.05 (the default AC drop), and a split of one sentence has a
 #: majority-class rate of 1.0 that no floor can beat.
@@ -202,7 +218,7 @@ class Profile:
     dataset: str = "rotten-tomatoes"
     pattern: str = "hp"
     level2_density: float | None = None
-    block: tuple[int, int] = (16, 16)
+    block: tuple[int, int] | None = None      # None: default_block(pattern, task)
     banks: int = 4
     budget: str = "default"
     dense_dir: Path | None = None
@@ -218,6 +234,8 @@ class Profile:
     def __post_init__(self):
         #: The dense run was named by the user (``--dense``), not the budget's own.
         self.dense_given = self.dense_dir is not None
+        if self.block is None:
+            self.block = default_block(self.pattern, self.task)
 
     @property
     def metric_name(self) -> str:
@@ -518,7 +536,9 @@ class Profile:
                                      ("--dataset", self.dataset, default_dataset),
                                      ("--pattern", self.pattern, "hp"),
                                      ("--level2-density", self.level2_density, None),
-                                     ("--block", "x".join(map(str, self.block)), "16x16"),
+                                     ("--block", "x".join(map(str, self.block)),
+                                      "x".join(map(str, default_block(self.pattern,
+                                                                      self.task)))),
                                      ("--banks", self.banks, 4),
                                      ("--task", self.task, "classification"),
                                      ("--metric", self.metric, "accuracy"),
