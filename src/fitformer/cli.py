@@ -1308,7 +1308,8 @@ def hls_cmd(pruned: Annotated[str, typer.Option(help="A run directory made by "
         _print_json(rec)
         return
     d = rec["design"]
-    out.print(f"wrote {out_dir}: {rec['scope']} ({len(rec['linears'])} linears) for "
+    n_lin = len(rec["linears"])
+    out.print(f"wrote {out_dir}: {rec['scope']} ({n_lin} linear{'s' * (n_lin != 1)}) for "
               f"{rec['device']} ({rec['part']}), {d['family']} design {d['knobs']}, "
               f"{rec['precision']}, {rec['sentences']} dev sentences; next: fitformer csim "
               f"{out_dir} (or vitis_hls -f build_prj.tcl in it)", highlight=False,

@@ -342,3 +342,22 @@ def test_attention_loops_run_the_models_cycle_terms_bit_exact(tiny_hp_run, tmp_p
                 assert trips.get(f"{fn}.COMPUTE.{p}.{i}", 0) == passes * w[p, i], (name, p, i)
         assert trips[f"{fn}.COMPUTE"] == passes * 2 * lin["compute_trips"] == passes * w.sum()
         assert trips[f"{fn}.MERGE"] == passes * sum(rows) == passes * M
+
+
+def test_unknown_linear_and_layer_count_are_refused_before_calibration(tiny_hp_run, tmp_path,
+                                                                       monkeypatch):
+    """A bad --linear or --encoder-layers is named before the calibration (minutes on a
+    real run) and before --out is touched."""
+    import fitformer.hls.project as project
+    from fitformer.hls import generate
+
+    def never(*a, **k):
+        raise AssertionError("calibration reached")
+
+    monkeypatch.setattr(project, "_calibration_and_dev", never)
+    _, hp = tiny_hp_run
+    with pytest.raises(FitformerError, match="--linear nope: no such linear layer; choose"):
+        generate(hp.path, "zcu104", tmp_path / "a", linear="nope", log=lambda m: None)
+    with pytest.raises(FitformerError, match="--encoder-layers 7: the model has 6"):
+        generate(hp.path, "zcu104", tmp_path / "b", encoder_layers=7, log=lambda m: None)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -356,6 +356,14 @@ def generate(pruned: str | Path, device_id: str, out: str | Path, *,
         raise FitformerError(f"--pruned {run_dir} was pruned with {pruning.get('pattern')!r}; "
                              "the generated accelerator reads the HP format (prune with "
                              "`--pattern hp`).")
+    # Names and layer count checked before the calibration and the DSE (minutes).
+    linear_names = [n for n, m in net.named_modules() if isinstance(m, torch.nn.Linear)]
+    if linear is not None and linear not in linear_names:
+        raise FitformerError(f"--linear {linear}: no such linear layer; choose one of "
+                             f"{', '.join(linear_names[:3])}, ... (`fitformer model show`).")
+    n_hidden = int(getattr(net.config, "num_hidden_layers", 0) or 0)
+    if encoder_layers is not None and n_hidden and not 1 <= encoder_layers <= n_hidden:
+        raise FitformerError(f"--encoder-layers {encoder_layers}: the model has {n_hidden}.")
     out = Path(out)
     check_out(out)
     device = next(iter(load_catalog(devices_file, [device_id], flag="--device")))
@@ -396,9 +404,6 @@ def generate(pruned: str | Path, device_id: str, out: str | Path, *,
         raise FitformerError(f"--encoder-layers {encoder_layers}: the model has {ex.layers}.")
     names = [n for n in ex.linears
              if layer_index(n) is None or layer_index(n) < n_layers]
-    if linear is not None and linear not in ex.linears:
-        raise FitformerError(f"--linear {linear}: no such linear layer; choose one of "
-                             f"{', '.join(names[:3])}, ... (`fitformer model show`).")
     clear_out(out)
     out.mkdir(parents=True, exist_ok=True)
     # Written first, so that an interrupted generation is recognised as ours (check_out) and
