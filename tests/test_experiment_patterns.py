@@ -31,3 +31,22 @@ def test_runner_writes_table_json_and_plot(in_tiny_home, tmp_path):
     assert "HP (default split), ADMM" in md and "--budget tiny" in md
     png = (tmp_path / "img" / "pattern-accuracy.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_profile_recipe_adds_hp_1x16_and_distils():
+    import pytest
+
+    from fitformer.errors import FitformerError
+    from fitformer.experiments.patterns import recipe_kwargs
+
+    names = [s.name for s in protocol("profile")]
+    assert names[:6] == ["hp", "hp-1x16", "unstructured", "cbb", "bank", "block"]
+    assert all(sp.block == (1, 16) for sp in protocol("profile")[1].specs)
+    assert "hp-1x16" not in [s.name for s in protocol()]
+    kw = recipe_kwargs("profile")
+    assert kw["learning_rate"] == 2e-4
+    assert (kw["distill"].mode, kw["distill"].temperature, kw["distill"].alpha) == \
+        ("logits", 2.0, 0.9)
+    assert recipe_kwargs("none") == {}
+    with pytest.raises(FitformerError, match="--recipe 'best': choose none or profile"):
+        recipe_kwargs("best")

@@ -1132,12 +1132,18 @@ def experiment_patterns(
         = "docs",
         only: Annotated[list[str] | None, typer.Option(
             help="Run only these series (hp, unstructured, cbb, bank, block, hp-d2-1, "
-                 "hp-d2-0.75, hp-d2-0.25, hp-admm).")] = None,
+                 "hp-d2-0.75, hp-d2-0.25, hp-admm; with --recipe profile also hp-1x16).")]
+        = None,
         report_only: Annotated[bool, typer.Option(
             help="Train nothing: write the report from the runs already cached.")] = False,
         ray: RayOpt = None, cpus_per_task: CpusPerTaskOpt = 1.0,
         gpus_per_task: GpusPerTaskOpt = 0.0, threads: ThreadsOpt = None,
-        from_dense: FromDenseOpt = False) -> None:
+        from_dense: FromDenseOpt = False,
+        recipe: Annotated[str, typer.Option(
+            help="none: one epoch per point, lr 5e-5, no distillation "
+                 "(pattern-comparison.*); profile: select's profile recipe, logit "
+                 "distillation at lr 2e-4, plus HP with 1x16 blocks "
+                 "(pattern-comparison-profile.*).")] = "none") -> None:
     """Accuracy vs sparsity for every pattern on MiniLM + Rotten Tomatoes (resumable: rerun
     the same command after an interruption); writes OUT/pattern-comparison.md, .json and
     OUT/img/pattern-accuracy.png. With --ray each series is a Ray task (the same runs)."""
@@ -1145,7 +1151,7 @@ def experiment_patterns(
 
     run_patterns(budget=budget.value, out_dir=Path(out), only=only, report_only=report_only,
                  executor=_executor(ray, cpus_per_task, gpus_per_task, threads),
-                 from_dense=from_dense, log=_log)
+                 from_dense=from_dense, recipe=recipe, log=_log)
 
 
 @experiment_app.command("recipe")

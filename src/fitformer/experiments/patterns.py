@@ -11,6 +11,12 @@ Protocol:
   default chain's masks, which only shrink);
 - one ADMM run: HP (default split) at 0.8 from the dense fine-tune.
 
+Two recipes (``recipe``): ``none``, the comparison of issue 3 (one epoch per point, AdamW
+5e-5, no distillation; ``pattern-comparison.*``), and ``profile``, select's profile recipe
+(issue 16: the same chains distilling the dense model's logits at T 2, alpha 0.9, peak
+learning rate 2e-4; ``pattern-comparison-profile.*``), which also runs HP with 1x16 level-1
+blocks (select's default block, :data:`fitformer.select.profile.SELECT_HP_BLOCK`).
+
 Every run is a :func:`fitformer.sparsity.prune.prune` call, cached by its key, so the
 experiment resumes where it stopped; an interrupted run resumes from its checkpoint.
 Accuracies come with 95% Wilson score intervals (Wilson 1927) computed by
@@ -36,6 +42,7 @@ from fitformer.sparsity.executors import Executor, run_chains
 from fitformer.sparsity.prune import PruneSpec
 
 GRID = (0.5, 0.7, 0.8, 0.9)
+RECIPES = ("none", "profile")
 PATTERN_ORDER = ("hp", "unstructured", "cbb", "bank", "block")
 LABELS = {"hp": "HP (default split)", "unstructured": "unstructured",
           "cbb": "column-balanced block", "bank": "bank-balanced", "block": "block 16x16"}
@@ -50,10 +57,18 @@ class Series:
     specs: tuple[PruneSpec, ...]
 
 
-def protocol() -> list[Series]:
-    """The runs of the comparison, most informative first."""
+def protocol(recipe: str = "none") -> list[Series]:
+    """The runs of the comparison, most informative first (``recipe`` ``profile`` adds HP
+    with 1x16 level-1 blocks after HP)."""
     series = [Series(p, LABELS[p], tuple(PruneSpec(pattern=p, sparsity=s) for s in GRID))
               for p in PATTERN_ORDER]
+    if recipe == "profile":
+        from fitformer.select.profile import SELECT_HP_BLOCK
+
+        r, c = SELECT_HP_BLOCK
+        series.insert(1, Series(f"hp-{r}x{c}", f"HP (default split), {r}x{c} blocks",
+                                tuple(PruneSpec(pattern="hp", sparsity=s, block=(r, c))
+                                      for s in GRID)))
     for d2 in (1.0, 0.75, 0.25):
         series.append(Series(f"hp-d2-{d2:g}", f"HP d2={d2:g}",
                              tuple(PruneSpec(pattern="hp", sparsity=s, level2_density=d2)
@@ -61,6 +76,29 @@ def protocol() -> list[Series]:
     series.append(Series("hp-admm", "HP (default split), ADMM",
                          (PruneSpec(pattern="hp", sparsity=0.8, pruner="admm"),)))
     return series
+
+
+def recipe_kwargs(recipe: str) -> dict:
+    """:class:`~fitformer.sparsity.chains.PointJob` arguments of a recipe (module docstring).
+
+    Raises:
+        FitformerError: an unknown recipe.
+    """
+    if recipe == "none":
+        return {}
+    if recipe == "profile":
+        from fitformer.select.profile import PROFILE_DISTILL, PROFILE_LEARNING_RATE
+        from fitformer.training.loop import DistillConfig
+
+        return {"distill": DistillConfig(*PROFILE_DISTILL),
+                "learning_rate": PROFILE_LEARNING_RATE}
+    from fitformer.errors import FitformerError
+
+    raise FitformerError(f"--recipe {recipe!r}: choose {' or '.join(RECIPES)}.")
+
+
+def _stem(recipe: str) -> str:
+    return "pattern-comparison" if recipe == "none" else f"pattern-comparison-{recipe}"
 
 
 def wilson_interval(correct: int, n: int) -> tuple[float, float]:
@@ -92,7 +130,7 @@ def _row(series: Series, spec: PruneSpec, metrics: dict, path: Path) -> dict:
 def run_patterns(*, budget: str = "default", out_dir: Path = Path("docs"),
                  only: list[str] | None = None, dense_dir: Path | None = None,
                  report_only: bool = False, executor: Executor | None = None,
-                 from_dense: bool = False,
+                 from_dense: bool = False, recipe: str = "none",
                  log: Callable[[str], None] = print) -> list[dict]:
     """Run (or resume) the comparison and write its results, table and plot (after every
     finished point).
@@ -109,6 +147,8 @@ def run_patterns(*, budget: str = "default", out_dir: Path = Path("docs"),
             in this process, the default, or as Ray tasks); the runs are the same.
         from_dense: every point starts from the dense run instead of the previous point of
             its series (independent points; another protocol, other runs).
+        recipe: ``none`` or ``profile`` (module docstring); ``profile`` writes
+            ``pattern-comparison-profile.*`` and ``img/pattern-accuracy-profile.png``.
         log: progress lines.
 
     Returns:
@@ -116,19 +156,21 @@ def run_patterns(*, budget: str = "default", out_dir: Path = Path("docs"),
     """
     from fitformer.errors import FitformerError
 
-    names = [s.name for s in protocol()]
+    kwargs = recipe_kwargs(recipe)
+    names = [s.name for s in protocol(recipe)]
     unknown = sorted(set(only or ()) - set(names))
     if unknown:
         raise FitformerError(f"unknown series {unknown}; choose from {', '.join(names)}.")
     dense = (DenseJob(budget="default") if dense_dir is None
              else DenseJob(dense_dir=str(dense_dir)))
-    todo = [s for s in protocol() if only is None or s.name in only]
+    todo = [s for s in protocol(recipe) if only is None or s.name in only]
     by_name = {s.name: s for s in todo}
     order: dict[tuple[str, float], int] = {}
     for s in todo:
         for spec in s.specs:
             order[(s.name, spec.sparsity)] = len(order)
-    chain_list = [Chain(s.name, dense, tuple(PointJob(spec, budget=budget) for spec in s.specs))
+    chain_list = [Chain(s.name, dense, tuple(PointJob(spec, budget=budget, **kwargs)
+                                             for spec in s.specs))
                   for s in todo]
     if from_dense:
         chain_list = split_from_dense(chain_list)
@@ -140,36 +182,44 @@ def run_patterns(*, budget: str = "default", out_dir: Path = Path("docs"),
         series = by_name[r.chain.split(" @ ")[0]]
         rows.append(_row(series, r.point.spec, r.metrics, r.run_dir))
         rows.sort(key=lambda x: order[(x["series"], x["requested_sparsity"])])
-        write_report(rows, dense_metrics, budget, out_dir, planned, from_dense)
+        write_report(rows, dense_metrics, budget, out_dir, planned, from_dense, recipe)
 
     if report_only:
         for chain in chain_list:
             run_chain(chain, train=False, on_point=add)
-        write_report(rows, dense_metrics, budget, out_dir, planned, from_dense)
+        write_report(rows, dense_metrics, budget, out_dir, planned, from_dense, recipe)
     else:
         run_chains(chain_list, executor or Executor(), log=log, on_point=add)
     return rows
 
 
 def write_report(rows: list[dict], dense_metrics: dict, budget: str, out_dir: Path,
-                 planned: int | None = None, from_dense: bool = False) -> None:
-    """Write ``pattern-comparison.json``, ``.md`` and ``img/pattern-accuracy.png``."""
+                 planned: int | None = None, from_dense: bool = False,
+                 recipe: str = "none") -> None:
+    """Write ``pattern-comparison.json``, ``.md`` and ``img/pattern-accuracy.png`` (with
+    recipe ``profile``: ``pattern-comparison-profile.*``, ``img/pattern-accuracy-profile.png``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     dense = {s: dense_metrics["accuracy"][s] for s in ("dev", "test")}
     planned = planned or len(rows)
-    (out_dir / "pattern-comparison.json").write_text(json.dumps(
-        {"budget": budget, "dense": dense, "runs_finished": len(rows), "runs_planned": planned,
-         "from_dense": from_dense, "rows": rows}, indent=2) + "\n")
-    _plot(rows, dense, budget, out_dir / "img" / "pattern-accuracy.png")
+    stem = _stem(recipe)
+    png = "pattern-accuracy.png" if recipe == "none" else f"pattern-accuracy-{recipe}.png"
+    (out_dir / f"{stem}.json").write_text(json.dumps(
+        {"budget": budget, "recipe": recipe, "dense": dense, "runs_finished": len(rows),
+         "runs_planned": planned, "from_dense": from_dense, "rows": rows}, indent=2) + "\n")
+    _plot(rows, dense, budget, out_dir / "img" / png)
+    training = ("AdamW 5e-5" if recipe == "none" else
+                "AdamW peak 2e-4, distilling the dense fine-tune's logits (T 2, alpha 0.9: "
+                "select's profile recipe)")
     lines = [
         "# Pattern comparison: accuracy vs sparsity (MiniLM, Rotten Tomatoes)",
         "",
-        "Made by `fitformer experiment patterns --budget " + budget + "` "
+        "Made by `fitformer experiment patterns --budget " + budget
+        + ("" if recipe == "none" else f" --recipe {recipe}") + "` "
         "(resumable; see `src/fitformer/experiments/patterns.py` for the protocol).",
         "",
         f"Every run uses the `{budget}` budget: one epoch of the training split per "
         "sparsity point, gradual magnitude pruning on the cubic schedule over the first "
-        "two thirds of the steps, AdamW 5e-5; "
+        f"two thirds of the steps, {training}; "
         + ("every point starts from the dense fine-tune (`--from-dense`). " if from_dense else
            "points of a chain start from the previous point, the first from the dense "
            "fine-tune. ")
@@ -182,7 +232,7 @@ def write_report(rows: list[dict], dense_metrics: dict, budget: str, out_dir: Pa
         f"Runs finished: {len(rows)} of {planned}"
         + ("." if len(rows) >= planned else " (in progress: rerun the command to resume)."),
         "",
-        "![accuracy vs sparsity](img/pattern-accuracy.png)",
+        f"![accuracy vs sparsity](img/{png})",
         "",
         "| series | sparsity (req. / achieved) | hp_split d1, d2 | dev fp32 [95% CI] | "
         "dev fx16 | dev fx8 | test fp32 [95% CI] | test fx16 | test fx8 |",
@@ -197,7 +247,7 @@ def write_report(rows: list[dict], dense_metrics: dict, budget: str, out_dir: Pa
             f"{r['dev_fp32_ci95'][1]:.3f}] | {r['dev_fx16']:.4f} | {r['dev_fx8']:.4f} | "
             f"{r['test_fp32']:.4f} [{r['test_fp32_ci95'][0]:.3f}, "
             f"{r['test_fp32_ci95'][1]:.3f}] | {r['test_fx16']:.4f} | {r['test_fx8']:.4f} |")
-    (out_dir / "pattern-comparison.md").write_text("\n".join(lines) + "\n")
+    (out_dir / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
 
 def _plot(rows: list[dict], dense: dict, budget: str, path: Path) -> None:
