@@ -156,6 +156,12 @@ def test_load_rejects_a_garbage_file(tmp_path):
     (["select", "--latency-ms", "5", "--budget", "tiny", "--block", "1x16", "--banks", "3"],
      ["--banks 3 must divide", "c = 16"]),
     (["profile", "--budget", "tiny", "--block", "16by16"], ["--block", "16x16"]),
+    # Blocks that do not fit MiniLM's 384 x 384 matrices: refused before any training.
+    (["select", "--latency-ms", "5", "--budget", "tiny", "--block", "512x512"],
+     ["--block 512x512 is larger than the model's smallest prunable matrix (384x384)"]),
+    (["profile", "--budget", "tiny", "--block", "1x768"], ["--block 1x768 is larger"]),
+    (["select", "--latency-ms", "5", "--budget", "tiny", "--block", "384x384"],
+     ["--block 384x384: hp at the profile's sparsity 0.7 keeps nothing", "smaller --block"]),
 ])
 def test_training_and_shape_flags_are_checked(args, needles, home):
     assert_user_error(run_cli(*args, home=home), *needles)

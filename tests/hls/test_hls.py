@@ -361,3 +361,18 @@ def test_unknown_linear_and_layer_count_are_refused_before_calibration(tiny_hp_r
     with pytest.raises(FitformerError, match="--encoder-layers 7: the model has 6"):
         generate(hp.path, "zcu104", tmp_path / "b", encoder_layers=7, log=lambda m: None)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_design_missing_a_knob_names_it(tiny_hp_run, tmp_path):
+    from fitformer.hls import generate
+
+    _, hp = tiny_hp_run
+    design = tmp_path / "design.json"
+    design.write_text(json.dumps({"precision": "fx16", "weights_on_chip": True,
+                                  "family": "shared", "nonlinear": "fx16",
+                                  "design": {"array": {"P": 2, "T": 4},
+                                             "nonlinear": {"lanes": 8},
+                                             "add_norm": {"lanes": 4}}}))
+    with pytest.raises(FitformerError, match=r"has no knob 'R' \(a shared design needs "
+                                             r"array: P, T, R; nonlinear: lanes"):
+        generate(hp.path, "zcu104", tmp_path / "prj", design=design, log=lambda m: None)

@@ -189,11 +189,11 @@ def test_not_trained_hint_names_the_command_that_trains_it(written):
         "(`fitformer profile --budget tiny` trains them)")
 
 
-def test_pattern_text_names_a_block_away_from_the_default():
+def test_pattern_text_names_the_block():
     from fitformer.select.report import _pattern_text
 
     assert _pattern_text({"pattern": "hp"}) == "hp"                     # older reports
-    assert _pattern_text({"pattern": "hp", "block": [16, 16], "banks": 4}) == "hp"
+    assert _pattern_text({"pattern": "hp", "block": [16, 16], "banks": 4}) == "hp 16x16 B=4"
     assert _pattern_text({"pattern": "hp", "block": [1, 16], "banks": 4}) == "hp 1x16 B=4"
     assert _pattern_text({"pattern": "unstructured", "block": [1, 16], "banks": 2}) == \
         "unstructured"

@@ -147,7 +147,14 @@ def choose_design(run_dir: Path, device, design_file: str | Path | None, *, seq_
                             d["nonlinear"])
         try:
             est = estimate_point(wl, point, plat, 1, seq_len)
-        except (ValueError, KeyError) as exc:
+        except KeyError as exc:
+            need = ("array: P, T, R; nonlinear: lanes; add_norm: lanes"
+                    if point.family == "shared" else
+                    "qkv, attn_out, ffn_in, ffn_out: P, T; attention: H_par, T; add_norm: lanes")
+            raise FitformerError(f"--design {design_file} has no knob {exc.args[0]!r} (a "
+                                 f"{point.family} design needs {need}); add it, or re-create "
+                                 "the design with `fitformer select` for this run.") from None
+        except ValueError as exc:
             raise FitformerError(f"--design {design_file} does not fit this model's matrices "
                                  f"({exc}); re-create it with `fitformer select` for this "
                                  "run.") from None

@@ -316,6 +316,40 @@ class Profile:
             pat.plan((384, 384), s)
         if self.dense_given:
             self._check_dense_run()
+        self._check_block_fits(pat)
+
+    def _check_block_fits(self, pat) -> None:
+        """A block that does not fit the model's prunable matrices (or empties one at a
+        grid point) is refused now, not after devices were evaluated or points trained.
+        Classification only; a model whose config cannot be read here is left to the
+        training to report."""
+        from fitformer.hardware.frontends import load_dims
+        from fitformer.sparsity.patterns.base import check_not_emptied
+
+        if self.task != "classification" or self.pattern == "unstructured":
+            return
+        try:
+            dims, _ = load_dims(str(self.dense_dir) if self.dense_given else self.model)
+        except FitformerError:
+            return
+        H, ffn = dims.hidden, dims.intermediate
+        shapes = {"q, k, v, attn_out": (H, H), "ffn_in": (ffn, H), "ffn_out": (H, ffn)}
+        r, c = self.block
+        rows, cols = min(M for M, _ in shapes.values()), min(N for _, N in shapes.values())
+        if r > rows or c > cols:
+            raise FitformerError(f"--block {r}x{c} is larger than the model's smallest "
+                                 f"prunable matrix ({rows}x{cols}); choose a block of at most "
+                                 f"{rows} rows and {cols} columns (default "
+                                 f"{'x'.join(map(str, default_block(self.pattern)))}).")
+        for s in GRID[1:]:
+            for role, shape in shapes.items():
+                try:
+                    check_not_emptied(pat, role, shape, pat.plan(shape, s), s)
+                except FitformerError:
+                    raise FitformerError(
+                        f"--block {r}x{c}: {self.pattern} at the profile's sparsity {s:g} "
+                        f"keeps nothing of {role} ({shape[0]}x{shape[1]}); choose a smaller "
+                        "--block.") from None
 
     def _dense_run(self) -> dict:
         """The ``run.json`` (run key) of the ``--dense`` run."""

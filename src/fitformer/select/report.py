@@ -80,10 +80,11 @@ class Report(BaseModel):
 
 
 def _pattern_text(report: dict) -> str:
-    """The pattern with its block and banks when they are not the defaults (16 x 16, 4)."""
-    block, banks = report.get("block", [16, 16]), report.get("banks", 4)
-    if report["pattern"] == "unstructured" or (list(block) == [16, 16] and banks == 4):
+    """The pattern with its block and banks (``hp 1x16 B=4``; the pattern alone for
+    unstructured and for reports made before ``block`` was recorded)."""
+    if report["pattern"] == "unstructured" or "block" not in report:
         return report["pattern"]
+    block, banks = report["block"], report.get("banks", 4)
     return f"{report['pattern']} {block[0]}x{block[1]} B={banks}"
 
 
