@@ -40,8 +40,13 @@ def test_profile_recipe_adds_hp_1x16_and_distils():
     from fitformer.experiments.patterns import recipe_kwargs
 
     names = [s.name for s in protocol("profile")]
-    assert names[:6] == ["hp", "hp-1x16", "unstructured", "cbb", "bank", "block"]
+    assert names[:7] == ["hp", "hp-1x16", "hp-per-layer-1x16", "unstructured", "cbb", "bank",
+                         "block"]
     assert all(sp.block == (1, 16) for sp in protocol("profile")[1].specs)
+    per_layer = protocol("profile")[2].specs
+    assert [sp.sparsity for sp in per_layer] == [0.5, 0.7, 0.8, 0.9]
+    assert all(sp.per_layer and sp.block == (1, 16) for sp in per_layer)
+    assert not any(sp.per_layer for s in protocol() for sp in s.specs)
     assert "hp-1x16" not in [s.name for s in protocol()]
     kw = recipe_kwargs("profile")
     assert kw["learning_rate"] == 2e-4

@@ -1132,7 +1132,8 @@ def experiment_patterns(
         = "docs",
         only: Annotated[list[str] | None, typer.Option(
             help="Run only these series (hp, unstructured, cbb, bank, block, hp-d2-1, "
-                 "hp-d2-0.75, hp-d2-0.25, hp-admm; with --recipe profile also hp-1x16).")]
+                 "hp-d2-0.75, hp-d2-0.25, hp-admm; with --recipe profile also hp-1x16, "
+                 "hp-per-layer-1x16).")]
         = None,
         report_only: Annotated[bool, typer.Option(
             help="Train nothing: write the report from the runs already cached.")] = False,
@@ -1142,8 +1143,8 @@ def experiment_patterns(
         recipe: Annotated[str, typer.Option(
             help="none: one epoch per point, lr 5e-5, no distillation "
                  "(pattern-comparison.*); profile: select's profile recipe, logit "
-                 "distillation at lr 2e-4, plus HP with 1x16 blocks "
-                 "(pattern-comparison-profile.*).")] = "none") -> None:
+                 "distillation at lr 2e-4, plus HP with 1x16 blocks, default "
+                 "and per-layer split (pattern-comparison-profile.*).")] = "none") -> None:
     """Accuracy vs sparsity for every pattern on MiniLM + Rotten Tomatoes (resumable: rerun
     the same command after an interruption); writes OUT/pattern-comparison.md, .json and
     OUT/img/pattern-accuracy.png. With --ray each series is a Ray task (the same runs)."""

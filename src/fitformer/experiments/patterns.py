@@ -15,7 +15,9 @@ Two recipes (``recipe``): ``none``, the comparison of issue 3 (one epoch per poi
 5e-5, no distillation; ``pattern-comparison.*``), and ``profile``, select's profile recipe
 (issue 16: the same chains distilling the dense model's logits at T 2, alpha 0.9, peak
 learning rate 2e-4; ``pattern-comparison-profile.*``), which also runs HP with 1x16 level-1
-blocks (select's default block, :data:`fitformer.select.profile.SELECT_HP_BLOCK`).
+blocks (select's default block, :data:`fitformer.select.profile.SELECT_HP_BLOCK`), with the
+default split and with the per-layer split of :mod:`fitformer.sparsity.sensitivity` (each
+point's scan runs inside the previous point's masks, as chaining requires).
 
 Every run is a :func:`fitformer.sparsity.prune.prune` call, cached by its key, so the
 experiment resumes where it stopped; an interrupted run resumes from its checkpoint.
@@ -59,7 +61,7 @@ class Series:
 
 def protocol(recipe: str = "none") -> list[Series]:
     """The runs of the comparison, most informative first (``recipe`` ``profile`` adds HP
-    with 1x16 level-1 blocks after HP)."""
+    with 1x16 level-1 blocks, default and per-layer split, after HP)."""
     series = [Series(p, LABELS[p], tuple(PruneSpec(pattern=p, sparsity=s) for s in GRID))
               for p in PATTERN_ORDER]
     if recipe == "profile":
@@ -69,6 +71,9 @@ def protocol(recipe: str = "none") -> list[Series]:
         series.insert(1, Series(f"hp-{r}x{c}", f"HP (default split), {r}x{c} blocks",
                                 tuple(PruneSpec(pattern="hp", sparsity=s, block=(r, c))
                                       for s in GRID)))
+        series.insert(2, Series(f"hp-per-layer-{r}x{c}", f"HP (per-layer split), {r}x{c} blocks",
+                                tuple(PruneSpec(pattern="hp", sparsity=s, block=(r, c),
+                                                split_mode="per-layer") for s in GRID)))
     for d2 in (1.0, 0.75, 0.25):
         series.append(Series(f"hp-d2-{d2:g}", f"HP d2={d2:g}",
                              tuple(PruneSpec(pattern="hp", sparsity=s, level2_density=d2)
