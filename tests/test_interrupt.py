@@ -109,6 +109,62 @@ def test_sigint_mid_backward_saves_the_last_whole_step_and_resumes_to_the_same_w
     assert torch.load(ckpt, weights_only=True)["step"] == 4  # the end is kept too
 
 
+@pytest.fixture
+def background_job():
+    """The signals of a job a non-interactive shell starts in the background: SIGINT
+    ignored, SIGTERM at its default."""
+    previous = (signal.signal(signal.SIGINT, signal.SIG_IGN),
+                signal.signal(signal.SIGTERM, signal.SIG_DFL))
+    yield
+    signal.signal(signal.SIGINT, previous[0])
+    signal.signal(signal.SIGTERM, previous[1])
+
+
+def test_sigterm_checkpoints_a_background_job_that_ignores_ctrl_c(small, tmp_path,
+                                                                   background_job):
+    config, train = small
+    cfg = TrainConfig(max_steps=4, batch_size=16, max_length=32, checkpoint_every=100,
+                      checkpoint_seconds=1e9)
+    net = _fresh(config)
+    forwards = [0]
+
+    def on_forward(module, args, output):
+        forwards[0] += 1
+        if forwards[0] == 3:          # step 3: SIGTERM as its backward pass starts
+            output.register_hook(lambda g: os.kill(os.getpid(), signal.SIGTERM))
+
+    net.classifier.register_forward_hook(on_forward)
+    ckpt = tmp_path / "checkpoint.pt"
+    with pytest.raises(TrainingInterrupted) as info:
+        train_classifier(net, train, cfg, checkpoint=ckpt, description="fine-tune")
+    exc = info.value
+    assert (exc.step, exc.saved_step, exc.signum) == (2, 2, signal.SIGTERM)
+    assert str(exc) == (f"fine-tune stopped by SIGTERM after step 2 of 4; steps 1-2 are "
+                        f"saved in {ckpt}")
+    assert torch.load(ckpt, weights_only=True)["step"] == 2
+    # Both handlers restored: Ctrl-C stays ignored, SIGTERM kills again.
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_a_sigterm_handler_installed_by_other_code_is_kept(small, tmp_path, background_job):
+    config, train = small
+    seen = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+    handler = signal.getsignal(signal.SIGTERM)
+
+    class _Term(TrainHook):
+        def on_step_end(self, model, step, total_steps):
+            if step == 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    cfg = TrainConfig(max_steps=2, batch_size=16, max_length=32)
+    result = train_classifier(_fresh(config), train, cfg, checkpoint=tmp_path / "c.pt",
+                              hooks=[_Term()])
+    assert result.steps == 2 and seen == [signal.SIGTERM]
+    assert signal.getsignal(signal.SIGTERM) is handler
+
+
 class _CheckpointSteps(TrainHook):
     """Records, at the end of each step, the step the checkpoint file holds."""
 
@@ -174,6 +230,31 @@ def test_the_cli_message_for_an_interrupt_outside_training(monkeypatch, capsys, 
     assert capsys.readouterr().err == (
         "interrupted.\nCompleted runs and checkpoints are cached; to resume, run the same "
         "command: fitformer finetune --budget tiny --dataset 'my data.csv'\n")
+
+
+def test_the_cli_exits_143_when_sigterm_stopped_training(monkeypatch, capsys, home):
+    import gc
+    import importlib
+
+    from fitformer.cli import main
+
+    ft = importlib.import_module("fitformer.training.finetune")
+
+    def stopped(*args, **kwargs):
+        raise TrainingInterrupted("dense fine-tune (tiny)", 3, 5, home / "checkpoint.pt", 3,
+                                  signal.SIGTERM)
+
+    monkeypatch.setattr(ft, "finetune", stopped)
+    monkeypatch.setattr(sys, "argv", ["fitformer", "finetune", "--budget", "tiny"])
+    try:
+        with pytest.raises(SystemExit) as info:
+            main()
+    finally:
+        gc.unfreeze()
+    assert info.value.code == 143
+    assert capsys.readouterr().err.startswith(
+        "interrupted: dense fine-tune (tiny) stopped by SIGTERM after step 3 of 5; steps 1-3 "
+        f"are saved in {home / 'checkpoint.pt'}.\n")
 
 
 class _Bomb:

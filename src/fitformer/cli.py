@@ -1371,7 +1371,8 @@ def main() -> None:
     """Entry point of the ``fitformer`` console script.
 
     Ctrl-C (SIGINT) prints what was saved (a training command names the step its checkpoint
-    holds) and the command that resumes, on stderr, and exits with status 130. typer turns a
+    holds) and the command that resumes, on stderr, and exits with status 130 (143 when
+    SIGTERM stopped a training run, which checkpoints the same way). typer turns a
     ``KeyboardInterrupt`` into ``Exit(130)`` before it gets here, so it is looked for in the
     chain of the ``SystemExit`` too.
     """
@@ -1403,4 +1404,6 @@ def main() -> None:
         import gc
 
         gc.freeze()
-        sys.exit(130)
+        import signal
+
+        sys.exit(128 + int(getattr(interrupt, "signum", signal.SIGINT)))  # 130 or 143

@@ -18,7 +18,9 @@ in the middle of a backward pass (one C++ call that never looks at signals; hook
 parameters' gradients let Python react between layers). A SIGINT during the optimiser update
 and the step's hooks is deferred until they finish, so the saved state is always that of a
 whole step. A second Ctrl-C while that checkpoint is written stops the write; the file
-then keeps its previous content.
+then keeps its previous content. SIGTERM (``kill``, a batch scheduler's or Ray's stop) is
+handled the same way, so a background job, which a non-interactive shell starts with
+SIGINT ignored, still checkpoints when it is stopped.
 """
 
 from __future__ import annotations
@@ -307,8 +309,9 @@ def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C (SIGINT) stopped :func:`train_classifier`; raised after the state of the last
-    whole step was checkpointed. Rerunning the same training resumes from that step.
+    """Ctrl-C (SIGINT) or ``kill`` (SIGTERM) stopped :func:`train_classifier`; raised after
+    the state of the last whole step was checkpointed. Rerunning the same training resumes
+    from that step.
 
     Attributes:
         description: the run's progress label, e.g. ``dense fine-tune (tiny)``.
@@ -317,60 +320,74 @@ class TrainingInterrupted(KeyboardInterrupt):
         checkpoint: the resume file, ``None`` when the run keeps none.
         saved_step: the step whose state ``checkpoint`` holds (``step`` unless a second
             Ctrl-C stopped the write); 0 when there is no checkpoint file.
+        signum: the signal that stopped it (``signal.SIGINT`` or ``signal.SIGTERM``); the
+            CLI exits with ``128 + signum`` (130 or 143), the shell convention.
     """
 
     def __init__(self, description: str, step: int, total: int, checkpoint: Path | None,
-                 saved_step: int):
+                 saved_step: int, signum: int = signal.SIGINT):
         self.description, self.step, self.total = description, step, total
-        self.checkpoint, self.saved_step = checkpoint, saved_step
+        self.checkpoint, self.saved_step, self.signum = checkpoint, saved_step, int(signum)
         if checkpoint is None:
             saved = "this run keeps no checkpoint"
         elif saved_step:
             saved = f"steps 1-{saved_step} are saved in {checkpoint}"
         else:
             saved = "no step had finished, nothing to save"
-        super().__init__(f"{description} stopped after step {step} of {total}; {saved}")
+        by = "" if self.signum == signal.SIGINT else f" by {signal.Signals(self.signum).name}"
+        super().__init__(f"{description} stopped{by} after step {step} of {total}; {saved}")
 
 
-class _SigintGuard:
-    """SIGINT handling of one training run (a context manager).
+class _StopGuard:
+    """Stop-signal handling of one training run (a context manager).
 
-    Inside it, a SIGINT raises ``KeyboardInterrupt`` at once, except within
-    :meth:`critical`, where it is deferred until the block ends; :attr:`signalled` tells a
-    Ctrl-C from a ``KeyboardInterrupt`` raised by code. It only acts in the main thread
-    (where Python runs signal handlers) and keeps an inherited ``SIG_IGN`` (a job started
-    in the background by a non-interactive shell ignores Ctrl-C, by POSIX convention); the
-    previous handler is restored on exit.
+    Inside it, a SIGINT (Ctrl-C) or SIGTERM (``kill``, a batch scheduler's or Ray's stop)
+    raises ``KeyboardInterrupt`` at once, except within :meth:`critical`, where it is
+    deferred until the block ends; :attr:`signum` tells a signal from a
+    ``KeyboardInterrupt`` raised by code. It only acts in the main thread (where Python runs
+    signal handlers). It keeps an inherited SIGINT ``SIG_IGN`` (a job started in the
+    background by a non-interactive shell ignores Ctrl-C, by POSIX convention: such a job is
+    stopped with SIGTERM, which checkpoints too) and a SIGTERM handler some other code
+    installed; the previous handlers are restored on exit.
     """
 
     def __init__(self):
-        self.signalled = False
+        self.signum: int | None = None
         self._depth = 0
-        self._previous = None
-        self._installed = False
+        self._previous: dict[int, object] = {}
 
-    def __enter__(self) -> _SigintGuard:
+    @property
+    def signalled(self) -> bool:
+        """Whether a stop signal arrived inside the guard."""
+        return self.signum is not None
+
+    def __enter__(self) -> _StopGuard:
         if threading.current_thread() is threading.main_thread():
-            previous = signal.getsignal(signal.SIGINT)
-            if previous is not None and previous is not signal.SIG_IGN:
-                self._previous = previous
-                signal.signal(signal.SIGINT, self._handle)
-                self._installed = True
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                previous = signal.getsignal(signum)
+                if signum == signal.SIGINT:
+                    ours = previous not in (None, signal.SIG_IGN)
+                else:
+                    ours = previous is signal.SIG_DFL
+                if ours:
+                    self._previous[signum] = previous
+                    signal.signal(signum, self._handle)
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._installed:
-            signal.signal(signal.SIGINT, self._previous)
-            self._installed = False
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous.clear()
 
     def _handle(self, signum, frame) -> None:
-        self.signalled = True
+        if self.signum is None:
+            self.signum = signum
         if self._depth == 0:
             raise KeyboardInterrupt
 
     @contextmanager
     def critical(self) -> Iterator[None]:
-        """A block a Ctrl-C must not cut in two; a SIGINT received inside it raises
+        """A block a stop signal must not cut in two; a signal received inside it raises
         ``KeyboardInterrupt`` when it ends."""
         self._depth += 1
         try:
@@ -431,8 +448,9 @@ def train_classifier(model: torch.nn.Module, train: Encoded, config: TrainConfig
         :class:`TrainResult` with the per-step losses.
 
     Raises:
-        TrainingInterrupted: Ctrl-C (SIGINT); the last whole step was checkpointed first
-            (within about a second plus the time to write the checkpoint).
+        TrainingInterrupted: Ctrl-C (SIGINT) or SIGTERM; the last whole step was
+            checkpointed first (within about a second plus the time to write the
+            checkpoint).
         FitformerError: the training loss became non-finite.
         ValueError: ``distill`` is enabled without a ``teacher``.
     """
@@ -493,7 +511,7 @@ def train_classifier(model: torch.nn.Module, train: Encoded, config: TrainConfig
         saved_step = result.steps
         last_save = time.monotonic()
 
-    guard = _SigintGuard()
+    guard = _StopGuard()
     # Python runs signal handlers only between bytecodes; these hooks run Python between the
     # layers of the backward pass, so a Ctrl-C does not wait for a whole backward pass.
     grad_hooks = [p.register_post_accumulate_grad_hook(_no_op)
@@ -564,7 +582,7 @@ def train_classifier(model: torch.nn.Module, train: Encoded, config: TrainConfig
             except KeyboardInterrupt:
                 pass  # a second Ctrl-C: the file keeps its previous (whole) state
         raise TrainingInterrupted(description, result.steps, total, checkpoint,
-                                  saved_step or 0) from None
+                                  saved_step or 0, guard.signum) from None
     finally:
         for h in grad_hooks:
             h.remove()
