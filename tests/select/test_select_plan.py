@@ -84,6 +84,21 @@ def test_the_plan_names_what_is_cached_and_what_will_be_trained(in_tiny_home):
     assert own.items[0].steps == 30                   # 3 epochs x ceil(320 / 32)
 
 
+def test_the_translation_plan_names_the_hour_long_dense_run_first(home):
+    """--task translation: whatever --budget says, the dense reference is the from-scratch
+    model of the default budget; the plan line says so, with its steps, before training."""
+    plan = Profile(task="translation", dataset="tatoeba-en-fr", budget="tiny").plan()
+    dense = plan.items[0]
+    assert dense.what == "dense reference (from scratch; always the default budget)"
+    assert not dense.cached
+    assert dense.steps == 2 * 1376              # 2 epochs x ceil(176,008 pairs / 128)
+    assert [(i.sparsity, i.steps, i.cached) for i in plan.items[1:]] == \
+        [(s, 8, False) for s in GRID[1:]]       # the tiny budget's steps per point
+    text = plan.text()
+    assert "dense reference (from scratch; always the default budget) 2752 steps ~" in text
+    assert plan.minutes(dense) > 30             # about 0.95 s per step on 2 cores
+
+
 def test_a_bad_dataset_fails_before_anything_is_written(home, tmp_path):
     empty = tmp_path / "empty.csv"
     empty.write_text("text,label\n")

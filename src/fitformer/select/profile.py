@@ -119,16 +119,25 @@ class ProfilePoint:
 #: 336 steps in 420 s; README: dense fine-tune 27.7 train sentences/s).
 FALLBACK_STEP_S = 1.25
 FALLBACK_RUN_OVERHEAD_S = 60.0
+#: The same for translation (batch 128 pairs, the 3+3 x 256 encoder-decoder on 2 cores):
+#: README, 2026-11-30: the default dense run, 2,752 steps, about 0.95 s per step alone, plus
+#: 70 s of evaluation (greedy and 4-beam BLEU).
+TRANSLATION_FALLBACK_STEP_S = 0.95
+TRANSLATION_FALLBACK_RUN_OVERHEAD_S = 70.0
 #: How many of the newest cached runs set the rates.
 RATE_RUNS = 8
 
 
-def step_seconds() -> tuple[float, float, str]:
+def step_seconds(task: str = "classification") -> tuple[float, float, str]:
     """``(seconds per step, seconds per run outside training, source)``: medians over the
-    classification runs in the run cache (``train_time_s / steps`` and
+    runs of ``task`` in the run cache (``train_time_s / steps`` and
     ``wall_time_s - train_time_s`` of ``metrics.json``) of the :data:`RATE_RUNS` newest
     cached runs (measured on the machine that trained them), else
-    :data:`FALLBACK_STEP_S` / :data:`FALLBACK_RUN_OVERHEAD_S`."""
+    :data:`FALLBACK_STEP_S` / :data:`FALLBACK_RUN_OVERHEAD_S` (translation:
+    :data:`TRANSLATION_FALLBACK_STEP_S` / :data:`TRANSLATION_FALLBACK_RUN_OVERHEAD_S`).
+    Translation counts only ``default``-budget runs: a smoke run's sentences are shorter
+    (its steps about 4x cheaper), and every translation query trains on ``default`` data
+    first (the dense reference)."""
     import json
     import statistics
 
@@ -141,12 +150,18 @@ def step_seconds() -> tuple[float, float, str]:
     for m in found[-RATE_RUNS:]:
         try:
             d = json.loads(m.read_text())
-            if d.get("task", "classification") == "classification" and d.get("steps"):
-                per_step.append(d["train_time_s"] / d["steps"])
-                overhead.append(max(0.0, d["wall_time_s"] - d["train_time_s"]))
+            if d.get("task", "classification") != task or not d.get("steps"):
+                continue
+            if task == "translation" and d.get("budget") != "default":
+                continue
+            per_step.append(d["train_time_s"] / d["steps"])
+            overhead.append(max(0.0, d["wall_time_s"] - d["train_time_s"]))
         except (OSError, ValueError, KeyError, TypeError):
             continue
     if not per_step:
+        if task == "translation":
+            return (TRANSLATION_FALLBACK_STEP_S, TRANSLATION_FALLBACK_RUN_OVERHEAD_S,
+                    "the README's 2-core translation run (no cached one)")
         return FALLBACK_STEP_S, FALLBACK_RUN_OVERHEAD_S, "a 2-core default (no cached runs)"
     return (statistics.median(per_step), statistics.median(overhead),
             f"the medians of {len(per_step)} cached run(s)")
@@ -171,7 +186,6 @@ class Plan:
     step_s: float
     run_overhead_s: float
     rate_source: str
-    note: str = ""
 
     def minutes(self, item: PlanItem) -> float:
         return 0.0 if item.cached else (item.steps * self.step_s + self.run_overhead_s) / 60
@@ -182,8 +196,6 @@ class Plan:
 
     def text(self, upto_note: str = "") -> str:
         """One line: what is cached, what may be trained, the estimated minutes."""
-        if self.note:
-            return f"plan: {self.note}"
         cached = [i.what for i in self.items if i.cached]
         todo = self.to_train
         if not todo:
@@ -522,14 +534,14 @@ class Profile:
         import math
 
         from fitformer.data import load_dataset
-        from fitformer.sparsity.prune import PRUNE_RECIPE, point_steps
+        from fitformer.sparsity.prune import PRUNE_RECIPE, TRANSLATION_PRUNE_RECIPE, point_steps
         from fitformer.training.budgets import get_budget
         from fitformer.training.finetune import DENSE_RECIPE, finetune
+        from fitformer.training.translation import capped_splits, translation_recipe
 
         b = get_budget(self.budget)
-        sec_per_step, overhead_s, source = step_seconds()
-        if self.task == "translation":
-            return Plan([], sec_per_step, overhead_s, source, "translation: not planned")
+        sec_per_step, overhead_s, source = step_seconds(self.task)
+        translation = self.task == "translation"
         data = load_dataset(self.dataset, task=self.task, **self._columns())
         items: list[PlanItem] = []
         dense_dir = self.dense_dir
@@ -538,14 +550,24 @@ class Profile:
                            task=self.task, cached_only=True, **self._columns())
             dense_dir = None if res is None else res.path
             db = get_budget(self.dense_budget)
-            n = len(data.train.subset(db.train_examples))
-            steps = math.ceil(db.dense_epochs * math.ceil(n / DENSE_RECIPE.batch_size))
-            items.append(PlanItem(f"dense reference ({self.dense_budget} budget)", 0.0,
-                                  res is not None, steps))
+            if translation:
+                n = len(capped_splits(data, db)[0])
+                steps = translation_recipe(self.dense_budget, seed=0, max_length=64,
+                                           epochs=None, learning_rate=None).total_steps(n)
+                what = f"dense reference (from scratch; always the {self.dense_budget} budget)"
+            else:
+                n = len(data.train.subset(db.train_examples))
+                steps = math.ceil(db.dense_epochs * math.ceil(n / DENSE_RECIPE.batch_size))
+                what = f"dense reference ({self.dense_budget} budget)"
+            items.append(PlanItem(what, 0.0, res is not None, steps))
         else:
             items.append(PlanItem("dense reference (given)", 0.0, True, 0))
-        n = len(data.train.subset(b.train_examples))
-        steps = point_steps(b, n, PRUNE_RECIPE.batch_size, None)
+        if translation:
+            n = len(capped_splits(data, b)[0])
+            steps = point_steps(b, n, TRANSLATION_PRUNE_RECIPE.batch_size, None)
+        else:
+            n = len(data.train.subset(b.train_examples))
+            steps = point_steps(b, n, PRUNE_RECIPE.batch_size, None)
         chain_cached = dense_dir is not None
         if chain_cached:
             self.dense_dir = dense_dir

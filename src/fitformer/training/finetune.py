@@ -278,8 +278,7 @@ def finetune(model: str = "default", dataset: str = "rotten-tomatoes", *,
         epochs, learning_rate: override the dense recipe.
         text_column, label_column: columns of a local dataset file.
         force: retrain even if a cached run exists.
-        cached_only: return ``None`` instead of training when the run is not cached
-            (classification; translation always answers from or fills the cache).
+        cached_only: return ``None`` instead of training when the run is not cached.
 
     Returns:
         :class:`RunResult`; ``metrics`` follows the ``metrics.json`` schema of design.md §9.
@@ -296,7 +295,8 @@ def finetune(model: str = "default", dataset: str = "rotten-tomatoes", *,
         return finetune_translation("tatoeba-en-fr" if dataset == "rotten-tomatoes"
                                     else dataset, budget=budget, seed=seed,
                                     max_length=max_length, epochs=epochs,
-                                    learning_rate=learning_rate, force=force)
+                                    learning_rate=learning_rate, force=force,
+                                    cached_only=cached_only)
     if task != "classification":
         raise FitformerError(f"unknown task {task!r}; choose classification or translation.")
     b = get_budget(budget)

@@ -248,7 +248,7 @@ def translation_metrics(net, tokenizer, splits: tuple[PairSplit, PairSplit, Pair
 def finetune_translation(dataset: str = "tatoeba-en-fr", *, budget: str = "default",
                          seed: int = 0, max_length: int = 64, epochs: float | None = None,
                          learning_rate: float | None = None, force: bool = False,
-                         shape=None):
+                         shape=None, cached_only: bool = False):
     """Train the encoder-decoder Transformer from scratch on ``dataset`` (dense) and write
     (or reuse) its run directory; ``metrics.json`` holds BLEU under ``"bleu"`` (design.md
     §9): dev and test, greedy; test with 4-beam search under ``"bleu_beam"``; chrF and the
@@ -259,9 +259,11 @@ def finetune_translation(dataset: str = "tatoeba-en-fr", *, budget: str = "defau
             splits; epochs per :data:`TRANSLATION_EPOCHS`). seed, max_length, epochs,
             learning_rate: the recipe (:data:`TRANSLATION_RECIPE`). force: retrain.
         shape: :class:`fitformer.models.seq2seq.Seq2SeqShape` (default 3+3 x 256).
+        cached_only: return ``None`` instead of training when the run is not cached.
 
     Returns:
-        :class:`fitformer.training.finetune.RunResult`.
+        :class:`fitformer.training.finetune.RunResult` (``None``: not cached and
+        ``cached_only``).
 
     Raises:
         FitformerError: a classification dataset, bad flags or budget.
@@ -296,6 +298,8 @@ def finetune_translation(dataset: str = "tatoeba-en-fr", *, budget: str = "defau
         run, metrics = load_run_info(cached)
         metrics = complete_fixed_point(cached, metrics, data, b)
         return RunResult(cached, run, metrics, cached=True)
+    if cached_only:
+        return None
 
     started = time.perf_counter()
     train_s, dev_s, test_s = capped_splits(data, b)
