@@ -162,6 +162,11 @@ def test_load_rejects_a_garbage_file(tmp_path):
     (["profile", "--budget", "tiny", "--block", "1x768"], ["--block 1x768 is larger"]),
     (["select", "--latency-ms", "5", "--budget", "tiny", "--block", "384x384"],
      ["--block 384x384: hp at the profile's sparsity 0.7 keeps nothing", "smaller --block"]),
+    # A block for a pattern without blocks is not silently ignored.
+    (["select", "--budget", "tiny", "--pattern", "unstructured", "--block", "1x16"],
+     ["--block 1x16: --pattern unstructured has no blocks", "(block, cbb, hp)"]),
+    (["profile", "--budget", "tiny", "--pattern", "bank", "--block", "16x16"],
+     ["--pattern bank has no blocks"]),
 ])
 def test_training_and_shape_flags_are_checked(args, needles, home):
     assert_user_error(run_cli(*args, home=home), *needles)

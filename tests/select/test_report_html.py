@@ -221,8 +221,9 @@ def test_train_command_names_the_options_away_from_their_defaults():
         "fitformer profile --budget tiny --banks 2"
     assert train_command(Profile(block=(16, 16), budget="tiny")) == \
         "fitformer profile --budget tiny --block 16x16"
+    # A pattern without blocks takes no --block (profile refuses one).
     assert train_command(Profile(pattern="unstructured", block=(1, 16), budget="tiny")) == \
-        "fitformer profile --budget tiny --pattern unstructured --block 1x16"
+        "fitformer profile --budget tiny --pattern unstructured"
     assert train_command(Profile(dataset="tatoeba-en-fr", task="translation",
                                  budget="tiny")) == ("fitformer profile --budget tiny "
                                                      "--task translation")

@@ -246,6 +246,8 @@ class Profile:
     def __post_init__(self):
         #: The dense run was named by the user (``--dense``), not the budget's own.
         self.dense_given = self.dense_dir is not None
+        #: ``block`` was named by the user (``--block``), not the pattern's default.
+        self.block_given = self.block is not None
         if self.block is None:
             self.block = default_block(self.pattern, self.task)
 
@@ -308,10 +310,12 @@ class Profile:
         any work (without loading the dataset: :meth:`check_data` does that).
 
         Raises:
-            FitformerError: a metric that does not fit the task, a bad pattern, block,
-                banks, split or budget, ``--model`` together with ``--dense``, or a
+            FitformerError: a metric that does not fit the task, a bad pattern, block
+                (also a ``--block`` named for a pattern without blocks), banks, split or
+                budget, ``--model`` together with ``--dense``, or a
                 ``--dense`` run of the other task.
         """
+        from fitformer.sparsity.patterns.registry import make_pattern, pattern_names
         from fitformer.training.budgets import get_budget
 
         if self.task == "translation" and self.metric != "accuracy":
@@ -324,6 +328,12 @@ class Profile:
         get_budget(self.budget)
         self._distill()
         pat = self._spec(GRID[-1]).make_pattern()
+        if self.block_given and not {"r", "c"} & set(pat.params()):
+            blocked = [n for n in pattern_names()
+                       if {"r", "c"} & set(make_pattern(n).params())]
+            raise FitformerError(f"--block {'x'.join(map(str, self.block))}: --pattern "
+                                 f"{self.pattern} has no blocks; drop --block, or choose a "
+                                 f"pattern with blocks ({', '.join(blocked)}).")
         for s in GRID[1:]:
             pat.plan((384, 384), s)
         if self.dense_given:
@@ -587,14 +597,16 @@ class Profile:
 
         translation = self.task == "translation"
         default_dataset = "tatoeba-en-fr" if translation else "rotten-tomatoes"
+        default_block_text = "x".join(map(str, default_block(self.pattern, self.task)))
+        has_blocks = {"r", "c"} & set(self._spec(GRID[-1]).make_pattern().params())
         args = ["fitformer", "profile", "--budget", self.budget]
         for flag, value, default in (("--model", self.model, "default"),
                                      ("--dataset", self.dataset, default_dataset),
                                      ("--pattern", self.pattern, "hp"),
                                      ("--level2-density", self.level2_density, None),
-                                     ("--block", "x".join(map(str, self.block)),
-                                      "x".join(map(str, default_block(self.pattern,
-                                                                      self.task)))),
+                                     ("--block", "x".join(map(str, self.block))
+                                      if has_blocks else default_block_text,
+                                      default_block_text),
                                      ("--banks", self.banks, 4),
                                      ("--task", self.task, "classification"),
                                      ("--metric", self.metric, "accuracy"),
