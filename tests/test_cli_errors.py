@@ -167,6 +167,11 @@ def test_load_rejects_a_garbage_file(tmp_path):
      ["--block 1x16: --pattern unstructured has no blocks", "(block, cbb, hp)"]),
     (["profile", "--budget", "tiny", "--pattern", "bank", "--block", "16x16"],
      ["--pattern bank has no blocks"]),
+    # N:M with the default m = 4 cannot reach the grid's 0.95: the fix names the flag.
+    (["select", "--budget", "tiny", "--pattern", "nm"],
+     ["N:M with m=4 cannot reach sparsity 0.95", "(--nm-m 20 or more)"]),
+    (["profile", "--budget", "tiny", "--pattern", "nm", "--nm-m", "19"],
+     ["N:M with m=19 cannot reach sparsity 0.95", "(--nm-m 20 or more)"]),
 ])
 def test_training_and_shape_flags_are_checked(args, needles, home):
     assert_user_error(run_cli(*args, home=home), *needles)

@@ -871,6 +871,9 @@ ProfileBlockOpt = Annotated[str | None, typer.Option(
          "level-1 blocks of one row keep more accuracy than 16x16, docs/pruning-recipe.md; "
          "16x16 otherwise).")]
 ProfileBanksOpt = Annotated[int, typer.Option(help="Banks B per block row segment.")]
+ProfileNmOpt = Annotated[int, typer.Option(
+    help="M of N:M (--pattern nm); the grid's sparsity 0.95 keeps n = floor(0.05 m) of "
+         "every m weights, so it needs m >= 20.")]
 ProfileBudgetOpt = Annotated[BudgetName, typer.Option(
     help="tiny (a few minutes, for tests), quick (a smoke run, ~15-40 min untrained) or "
          "default (the full training split: the dense fine-tune ~25 min, then ~10-25 min "
@@ -952,6 +955,7 @@ def profile_cmd(model: ModelOpt = "default",
                 pattern: ProfilePatternOpt = PatternName.hp,
                 level2_density: ProfileSplitOpt = None,
                 block: ProfileBlockOpt = None, banks: ProfileBanksOpt = 4,
+                nm_m: ProfileNmOpt = 4,
                 budget: ProfileBudgetOpt = BudgetName.default,
                 task: TaskOpt = Task.classification, dense: DenseOpt = None,
                 text_column: TextCol = "text", label_column: LabelCol = "label",
@@ -976,7 +980,7 @@ def profile_cmd(model: ModelOpt = "default",
 
     prof = Profile(model=model, dataset=dataset, pattern=pattern.value,
                    level2_density=level2_density,
-                   block=parse_block(block) if block else None, banks=banks,
+                   block=parse_block(block) if block else None, banks=banks, nm_m=nm_m,
                    budget=budget.value,
                    log=_log, task=task.value, dense_dir=_dense_dir(dense),
                    text_column=text_column, label_column=label_column,
@@ -1041,6 +1045,7 @@ def select_cmd(model: ModelOpt = "default",
                pattern: ProfilePatternOpt = PatternName.hp,
                level2_density: ProfileSplitOpt = None,
                block: ProfileBlockOpt = None, banks: ProfileBanksOpt = 4,
+               nm_m: ProfileNmOpt = 4,
                budget: ProfileBudgetOpt = BudgetName.default, dense: DenseOpt = None,
                text_column: TextCol = "text", label_column: LabelCol = "label",
                metric: MetricOpt = None,
@@ -1068,7 +1073,7 @@ def select_cmd(model: ModelOpt = "default",
                  precision=precision.value if precision else None, objective=objective.value,
                  devices_file=devices_file, only=ids, pattern=pattern.value,
                  level2_density=level2_density,
-                 block=parse_block(block) if block else None, banks=banks,
+                 block=parse_block(block) if block else None, banks=banks, nm_m=nm_m,
                  budget=budget.value, clock_mhz=clock_mhz,
                  out=out_dir, task=task.value, min_bleu=min_bleu, max_bleu_drop=max_bleu_drop,
                  tgt_len=tgt_len, gpu_engine=gpu_engine, dense_dir=_dense_dir(dense),

@@ -195,6 +195,7 @@ def test_pattern_text_names_the_block():
     assert _pattern_text({"pattern": "hp"}) == "hp"                     # older reports
     assert _pattern_text({"pattern": "hp", "block": [16, 16], "banks": 4}) == "hp 16x16 B=4"
     assert _pattern_text({"pattern": "hp", "block": [1, 16], "banks": 4}) == "hp 1x16 B=4"
+    assert _pattern_text({"pattern": "nm", "block": [16, 16], "nm_m": 20}) == "nm m=20"
     assert _pattern_text({"pattern": "unstructured", "block": [1, 16], "banks": 2}) == \
         "unstructured"
 
@@ -221,6 +222,10 @@ def test_train_command_names_the_options_away_from_their_defaults():
         "fitformer profile --budget tiny --banks 2"
     assert train_command(Profile(block=(16, 16), budget="tiny")) == \
         "fitformer profile --budget tiny --block 16x16"
+    assert train_command(Profile(pattern="nm", nm_m=20, budget="tiny")) == \
+        "fitformer profile --budget tiny --pattern nm --nm-m 20"
+    assert Profile(pattern="nm", nm_m=20)._spec(0.95).make_pattern().plan((384, 384), 0.95) \
+        == (pytest.approx(0.05),)
     # A pattern without blocks takes no --block (profile refuses one).
     assert train_command(Profile(pattern="unstructured", block=(1, 16), budget="tiny")) == \
         "fitformer profile --budget tiny --pattern unstructured"

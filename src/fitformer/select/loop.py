@@ -156,7 +156,7 @@ class _Latency:
                 self._wl[sparsity] = workload_from_pattern(
                     self.model,
                     pattern=p.pattern, sparsity=sparsity, block=p.block, banks=p.banks,
-                    level2_density=p.level2_density)
+                    level2_density=p.level2_density, nm_m=p.nm_m)
             else:
                 point = p.point(sparsity, train=train)
                 if point is None:
@@ -207,7 +207,8 @@ class _Latency:
             if key in self._memo:
                 continue
             wl = workload_from_pattern(model, pattern=p.pattern, sparsity=s, block=p.block,
-                                       banks=p.banks, level2_density=p.level2_density)
+                                       banks=p.banks, level2_density=p.level2_density,
+                                       nm_m=p.nm_m)
             self._memo[key] = estimate(device, wl, batch=self.cons.batch_size,
                                        seq_len=self.cons.seq_len, model=model,
                                        tgt_len=self.cons.tgt_len)
@@ -484,7 +485,8 @@ def select(model: str = "default", dataset: str = "rotten-tomatoes", *,
            precision: str | None = None, objective: str = "price",
            devices_file: str | Path | None = None, only: list[str] | None = None,
            pattern: str = "hp", level2_density: float | None = None,
-           block: tuple[int, int] | None = None, banks: int = 4, budget: str = "default",
+           block: tuple[int, int] | None = None, banks: int = 4, nm_m: int = 4,
+           budget: str = "default",
            clock_mhz: float | None = None, out: str | Path | None = None,
            dense_dir: str | Path | None = None, task: str = "classification",
            min_bleu: float | None = None, max_bleu_drop: float | None = None,
@@ -506,7 +508,8 @@ def select(model: str = "default", dataset: str = "rotten-tomatoes", *,
         gpu_engine: the inference engine GPUs are estimated with
             (:data:`fitformer.hardware.gpu.ENGINES`; default ``tensorrt-fp16``).
         devices_file, only: catalog merge file and id filter.
-        pattern, level2_density, block, banks: the pruning pattern of the profile.
+        pattern, level2_density, block, banks, nm_m: the pruning pattern of the profile
+            (``nm_m``: the m of N:M).
         budget: ``tiny``, ``quick`` or ``default`` for the pruned points.
         out: folder for ``report.json``, the HTML report, plots and artifacts (default
             ``./fitformer-select``; ``out=False`` writes nothing). Files of an earlier
@@ -561,6 +564,7 @@ def select(model: str = "default", dataset: str = "rotten-tomatoes", *,
     profile = Profile(model=model, dataset=dataset, pattern=pattern,
                       level2_density=level2_density,
                       block=None if block is None else tuple(block), banks=banks,
+                      nm_m=nm_m,
                       budget=budget, dense_dir=Path(dense_dir) if dense_dir else None, log=log,
                       task=task, text_column=text_column, label_column=label_column,
                       metric=metric)
@@ -670,7 +674,8 @@ def select(model: str = "default", dataset: str = "rotten-tomatoes", *,
         "metric": {"name": cons.metric, "scale_max": cons.scale_max, "label": cons.label},
         "task": task,
         "objective": objective, "model": model, "dataset": dataset,
-        "pattern": pattern, "block": list(profile.block), "banks": banks, "budget": budget,
+        "pattern": pattern, "block": list(profile.block), "banks": banks,
+        **({"nm_m": nm_m} if pattern == "nm" else {}), "budget": budget,
         "max_length": 64,
         "dense_accuracy": {"dev": dense_dev, "test": dense.accuracy["test"]["fp32"]},
         "profile": [p.as_dict() for p in profile.known()],

@@ -213,7 +213,8 @@ class Profile:
 
     Attributes:
         model, dataset: as for :func:`fitformer.sparsity.prune.prune`.
-        pattern, level2_density, block, banks: the pruning pattern.
+        pattern, level2_density, block, banks, nm_m: the pruning pattern (``nm_m``:
+            the m of N:M; the grid's 0.95 needs m >= 20).
         budget: ``tiny``, ``quick`` or ``default``.
         dense_dir: the dense run (default: the dense fine-tune of ``budget``, created if
             missing; for translation the from-scratch model trained on the default budget).
@@ -232,6 +233,7 @@ class Profile:
     level2_density: float | None = None
     block: tuple[int, int] | None = None      # None: default_block(pattern, task)
     banks: int = 4
+    nm_m: int = 4
     budget: str = "default"
     dense_dir: Path | None = None
     log: Callable[[str], None] = print
@@ -275,7 +277,8 @@ class Profile:
         from fitformer.sparsity.prune import PruneSpec
 
         return PruneSpec(pattern=self.pattern, sparsity=sparsity, block=self.block,
-                         banks=self.banks, level2_density=self.level2_density)
+                         banks=self.banks, level2_density=self.level2_density,
+                         nm_m=self.nm_m)
 
     @property
     def dense_budget(self) -> str:
@@ -608,6 +611,7 @@ class Profile:
                                       if has_blocks else default_block_text,
                                       default_block_text),
                                      ("--banks", self.banks, 4),
+                                     ("--nm-m", self.nm_m if self.pattern == "nm" else 4, 4),
                                      ("--task", self.task, "classification"),
                                      ("--metric", self.metric, "accuracy"),
                                      ("--dense", self.dense_dir if self.dense_given

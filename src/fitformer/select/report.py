@@ -80,8 +80,10 @@ class Report(BaseModel):
 
 
 def _pattern_text(report: dict) -> str:
-    """The pattern with its block and banks (``hp 1x16 B=4``; the pattern alone for
-    unstructured and for reports made before ``block`` was recorded)."""
+    """The pattern with its block and banks (``hp 1x16 B=4``; ``nm m=20``; the pattern
+    alone for unstructured and for reports made before ``block`` was recorded)."""
+    if report["pattern"] == "nm":
+        return f"nm m={report.get('nm_m', 4)}"
     if report["pattern"] == "unstructured" or "block" not in report:
         return report["pattern"]
     block, banks = report["block"], report.get("banks", 4)

@@ -44,7 +44,8 @@ class NM(Pattern):
         if d > 0 and _floor(d * self.m) == 0:
             raise FitformerError(
                 f"N:M with m={self.m} cannot reach sparsity {sparsity} without pruning "
-                f"everything (n = floor({d:.3g} * {self.m}) = 0); use a larger m."
+                f"everything (n = floor({d:.3g} * {self.m}) = 0); use a larger m (--nm-m "
+                f"{math.ceil(1 / d - 1e-9)} or more)."
             )
         return (d,)
 
