@@ -147,3 +147,20 @@ def test_the_latency_hint_names_an_lc_at_which_ac_also_holds():
     # No point meets AC: the fastest point, saying so.
     reason, _, p, hint = _nearest_miss(rows, cons, 0.9)
     assert p["sparsity"] == 0.95 and "none of its points meets AC" in hint
+
+
+def test_a_bleu_floor_at_or_below_zero_is_refused():
+    """A BLEU drop as large as the dense model's BLEU asks for BLEU >= 0 or less, which an
+    empty translation meets: refused with the drop that means something."""
+    from fitformer.select.loop import Constraints, _check_above_majority
+
+    cons = Constraints(3.0, 1, 16, None, 2.0, 16, "bleu").check()
+    _check_above_majority(cons.target(34.26), None, cons, 34.26)       # 32.26: fine
+    with pytest.raises(FitformerError) as e:
+        _check_above_majority(cons.target(1.5), None, cons, 1.5)
+    assert str(e.value) == (
+        "AC: --max-bleu-drop 2 below the dense model's dev BLEU 1.50 asks for dev BLEU >= "
+        "-0.50, which any output meets (BLEU is at least 0); give --max-bleu-drop below "
+        "1.50.")
+    with pytest.raises(FitformerError, match="the dense model translates nothing"):
+        _check_above_majority(cons.target(0.0), None, cons, 0.0)

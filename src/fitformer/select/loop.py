@@ -222,11 +222,25 @@ def _check_above_majority(target: float, majority: float | None, cons: Constrain
     answering the most frequent class): a model that always answers that class meets it
     (the majority-class rule, design.md §9).
 
+    BLEU has no majority class; a BLEU floor at or below 0 (a drop as large as the dense
+    model's BLEU) is refused instead: every output meets it.
+
     Raises:
-        FitformerError: ``target <= majority``; the message names the baseline and a floor
-            that means something.
+        FitformerError: ``target <= majority`` (BLEU: ``target <= 0``); the message names
+            the baseline and a floor that means something.
     """
-    if cons.metric == "bleu" or majority is None or target > majority + 1e-12:
+    if cons.metric == "bleu":
+        if target <= 0 and dense_dev is not None:
+            fix = (f"give --max-bleu-drop below {dense_dev:.2f}" if dense_dev > 0 else
+                   "the dense model translates nothing: train the default one (`fitformer "
+                   "finetune --task translation --budget default`) or give --dense with a "
+                   "working translation run")
+            raise FitformerError(
+                f"AC: --max-bleu-drop {cons.max_accuracy_drop:g} below the dense model's "
+                f"dev BLEU {dense_dev:.2f} asks for dev BLEU >= {target:.2f}, which any "
+                f"output meets (BLEU is at least 0); {fix}.")
+        return
+    if majority is None or target > majority + 1e-12:
         return
     how = (f"--min-accuracy {cons.min_accuracy:g}" if cons.min_accuracy is not None else
            f"--max-accuracy-drop {cons.max_accuracy_drop:g} below the dense model's "
