@@ -128,6 +128,10 @@ def test_csim_project_paths_and_corrupt_json(tmp_path, monkeypatch):
         with pytest.raises(FitformerError, match="incomplete project .* run the `fitformer "
                                                  "hls` command"):
             _project("prj")
+    (prj / "project.json").write_text(json.dumps({"complete": False,
+                                                  "command": "fitformer hls --linear x"}))
+    with pytest.raises(FitformerError, match="run `fitformer hls --linear x` again"):
+        _project("prj")
 
 
 def test_damaged_binaries_are_refused_by_csim_and_by_the_testbench(linear_project):
@@ -140,13 +144,18 @@ def test_damaged_binaries_are_refused_by_csim_and_by_the_testbench(linear_projec
     from fitformer.hls.csim import build
 
     prj, rec = linear_project
+    # The hint repeats the options the project was made with (here --linear, --sentences).
+    hp = rec["run"]
+    assert rec["command"] == (f"fitformer hls --pruned {Path(hp).resolve()} --device zcu104 "
+                              f"--out {prj.resolve()} --linear {QUERY} --sentences 3")
     vals = prj / "weights" / "hp_values.bin"
     size = vals.stat().st_size
     assert rec["files"]["weights/hp_values.bin"]["bytes"] == size
     data = vals.read_bytes()
     vals.write_bytes(data[: size // 2])
     with pytest.raises(FitformerError, match=rf"hp_values.bin holds {size // 2:,} bytes, "
-                                             rf"project.json says {size:,}.*generate it again"):
+                                             rf"project.json says {size:,}.*generate it again"
+                                             rf" with `{re.escape(rec['command'])}`\."):
         csim(prj, log=lambda m: None)
     exe, _ = build(prj)
     res = subprocess.run([str(exe)], cwd=prj, capture_output=True, text=True)

@@ -41,10 +41,19 @@ def _project(prj: str | Path) -> tuple[Path, dict]:
         raise FitformerError(f"{prj / 'project.json'} is not valid JSON ({e}); generate the "
                              "project again with `fitformer hls`.") from None
     if not isinstance(rec, dict) or rec.get("complete") is False or "files" not in rec:
+        again = (f"`{rec['command']}`" if isinstance(rec, dict) and rec.get("command")
+                 else "the `fitformer hls` command that writes it")
         raise FitformerError(f"{prj} holds an incomplete project (its generation was "
-                             "interrupted, or project.json is not fitformer's): run the "
-                             "`fitformer hls` command that writes it again.")
+                             f"interrupted, or project.json is not fitformer's): run {again} "
+                             "again.")
     return prj, rec
+
+
+def _write_again(prj: Path, rec: dict) -> str:
+    """The command that writes the project again: the recorded one (a project written
+    before ``project.json`` recorded it: its run, device and folder)."""
+    return rec.get("command") or (f"fitformer hls --pruned {rec.get('run', 'RUN')} --device "
+                                  f"{rec.get('device', 'ID')} --out {prj}")
 
 
 def check_files(prj: Path, rec: dict) -> None:
@@ -61,8 +70,7 @@ def check_files(prj: Path, rec: dict) -> None:
         if not rel.startswith(("weights/", "tb_data/")):
             continue
         path = prj / rel
-        fix = (f"; the project is damaged: generate it again with `fitformer hls --pruned "
-               f"{rec.get('run', 'RUN')} --device {rec.get('device', 'ID')} --out {prj}`.")
+        fix = f"; the project is damaged: generate it again with `{_write_again(prj, rec)}`."
         if not path.is_file():
             raise FitformerError(f"{path} is missing" + fix)
         size = path.stat().st_size

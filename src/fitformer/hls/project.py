@@ -315,6 +315,31 @@ def _calibration_and_dev(run_dir: Path, net, tok, n_dev: int):
     return cal, ids, dev.labels[:n].numpy()
 
 
+def hls_command(pruned: str | Path, device_id: str, out: str | Path, *,
+                design: str | Path | None = None, devices_file: str | Path | None = None,
+                sentences: int = 200, precision: str | None = None,
+                seq_len: int | None = None, linear: str | None = None) -> str:
+    """The ``fitformer hls`` command line that writes this project (paths absolute, options
+    at their default left out); ``project.json`` records it, so that a hint to write a
+    damaged or interrupted project again repeats the options it was made with."""
+    import shlex
+
+    def absolute(path) -> str:
+        return str(Path(path).expanduser().resolve())
+
+    args = ["fitformer", "hls", "--pruned", absolute(pruned), "--device", device_id,
+            "--out", absolute(out)]
+    for flag, value in (("--design", design and absolute(design)),
+                        ("--devices", devices_file and absolute(devices_file)),
+                        ("--precision", precision), ("--seq-len", seq_len),
+                        ("--linear", linear)):
+        if value is not None:
+            args += [flag, str(value)]
+    if sentences != 200:
+        args += ["--sentences", str(sentences)]
+    return shlex.join(args)
+
+
 def generate(pruned: str | Path, device_id: str, out: str | Path, *,
              design: str | Path | None = None, devices_file: str | Path | None = None,
              sentences: int = 200, precision: str | None = None, seq_len: int | None = None,
@@ -357,6 +382,9 @@ def generate(pruned: str | Path, device_id: str, out: str | Path, *,
     from fitformer.models.loading import load_tokenizer, resolve_model
 
     started = time.perf_counter()
+    command = hls_command(pruned, device_id, out, design=design, devices_file=devices_file,
+                          sentences=sentences, precision=precision, seq_len=seq_len,
+                          linear=linear)
     run_dir = Path(pruned)
     net, masks, pruning = load_pruned_run(run_dir)
     if pruning.get("pattern") != "hp":
@@ -417,8 +445,8 @@ def generate(pruned: str | Path, device_id: str, out: str | Path, *,
     # csim refuses it; the complete record replaces it at the end.
     (out / "project.json").write_text(json.dumps({
         "schema_version": 1, "fitformer_version": __version__, "scope": None,
-        "complete": False, "note": "generation interrupted: run the same `fitformer hls` "
-        "command again"}) + "\n")
+        "complete": False, "command": command,
+        "note": "generation interrupted: run the command again"}) + "\n")
     for sub in ("firmware", "tb", "tb_data", "weights"):
         (out / sub).mkdir(parents=True, exist_ok=True)
 
@@ -554,7 +582,7 @@ def generate(pruned: str | Path, device_id: str, out: str | Path, *,
         version=__version__, c=_nonlinear_constants(ex.eps), fx16=ex.fx16_units,
         t=_fx16_tables()))
     record = {"schema_version": 1, "fitformer_version": __version__, "complete": True,
-              "run": str(run_dir),
+              "command": command, "run": str(run_dir),
               "device": device.id, "part": ctx["part"], "scope": scope, "linear": linear,
               "encoder_layers": n_layers if scope == "model" else None,
               "design": point.as_json(), "clock_mhz": est.clock_mhz, "seq_len": seq_len,
