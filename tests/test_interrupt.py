@@ -232,6 +232,31 @@ def test_the_cli_message_for_an_interrupt_outside_training(monkeypatch, capsys, 
         "command: fitformer finetune --budget tiny --dataset 'my data.csv'\n")
 
 
+def test_ctrl_c_in_hls_says_the_rerun_starts_over(monkeypatch, capsys, home):
+    """hls keeps no partial work: its Ctrl-C line does not promise cached checkpoints."""
+    import gc
+
+    import fitformer.hls as hls_mod
+    from fitformer.cli import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(hls_mod, "generate", interrupted)
+    monkeypatch.setattr(sys, "argv", ["fitformer", "hls", "--pruned", "run", "--device",
+                                      "zcu104", "--out", "prj"])
+    try:
+        with pytest.raises(SystemExit) as info:
+            main()
+    finally:
+        gc.unfreeze()
+    assert info.value.code == 130
+    assert capsys.readouterr().err == (
+        "interrupted: the project folder is incomplete (csim refuses it) and is written "
+        "again from the start; run the same command again: fitformer hls --pruned run "
+        "--device zcu104 --out prj\n")
+
+
 def test_the_cli_exits_143_when_sigterm_stopped_training(monkeypatch, capsys, home):
     import gc
     import importlib

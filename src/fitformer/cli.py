@@ -1372,11 +1372,18 @@ def _ray_flag_value(args: list[str]) -> list[str]:
     return out
 
 
+#: Commands that keep no partial work: Ctrl-C says that a rerun starts over.
+_STARTS_OVER = {"hls": "the project folder is incomplete (csim refuses it) and is written "
+                       "again from the start",
+                "csim": "nothing is kept (the compile and the testbench run again)"}
+
+
 def main() -> None:
     """Entry point of the ``fitformer`` console script.
 
     Ctrl-C (SIGINT) prints what was saved (a training command names the step its checkpoint
-    holds) and the command that resumes, on stderr, and exits with status 130 (143 when
+    holds) and the command that resumes (``hls`` and ``csim``, which keep no partial work:
+    that the rerun starts over), on stderr, and exits with status 130 (143 when
     SIGTERM stopped a training run, which checkpoints the same way). typer turns a
     ``KeyboardInterrupt`` into ``Exit(130)`` before it gets here, so it is looked for in the
     chain of the ``SystemExit`` too.
@@ -1400,10 +1407,15 @@ def main() -> None:
         if not isinstance(interrupt, KeyboardInterrupt):
             raise
         saved = f": {interrupt}" if str(interrupt) else ""
-        err.print(f"interrupted{saved}.\nCompleted runs and checkpoints are cached; to "
-                  "resume, run the same command: "
-                  f"{shlex.join(['fitformer', *sys.argv[1:]])}",
-                  highlight=False, soft_wrap=True)
+        again = shlex.join(['fitformer', *sys.argv[1:]])
+        command = sys.argv[1] if len(sys.argv) > 1 else ""
+        if command in _STARTS_OVER and not saved:
+            err.print(f"interrupted: {_STARTS_OVER[command]}; run the same command again: "
+                      f"{again}", highlight=False, soft_wrap=True)
+        else:
+            err.print(f"interrupted{saved}.\nCompleted runs and checkpoints are cached; to "
+                      f"resume, run the same command: {again}",
+                      highlight=False, soft_wrap=True)
         # The interpreter's last garbage collection of the torch / transformers objects
         # takes about 2 s on a busy machine; frozen objects are skipped (freed by the OS).
         import gc
