@@ -29,6 +29,11 @@ from fitformer.experiments.sweep import chains, load_sweep, run_sweep
      "recipe.distill_augment: Input should be a valid integer"),
     ("sparsities: [0.5]\nrecipe: {distill: logits, distill_augment: 500}\n",
      "recipe.distill_augment: Input should be less than or equal to 100"),
+    # The file's own key names, not prune's flags (--distill-alpha).
+    ("sparsities: [0.5]\nrecipe: {distill: logits, distill_alpha: 2}\n",
+     "recipe.distill_alpha: Input should be less than or equal to 1"),
+    ("sparsities: [0.5]\nrecipe: {distill: logits, distill_temperature: 0}\n",
+     "recipe.distill_temperature: Input should be greater than 0"),
     ("sparsities: [0.5]\nrecipe: {distil: logits}\n", "recipe.distil: Extra inputs"),
     ("sparsities: [0.5]\ndatasets: [missing.csv]\n", "dataset 'missing.csv' is not a file"),
     ("sparsities: [0.5]\nmodels: [./no-such-model]\n", "model './no-such-model' is not a folder"),
