@@ -243,13 +243,6 @@ class HpSplitName(StrEnum):
     per_layer = "per-layer"
 
 
-def _per_layer_split_text(run_dir: Path) -> str:
-    """``d2 0.25 x 8, 0.5 x 28`` from a per-layer HP run's pruning.json."""
-    layers = json.loads((run_dir / "pruning.json").read_text())["layers"]
-    d2s = sorted(v["levels"][1] for v in layers.values())
-    return ", ".join(f"{d2:g} x {d2s.count(d2)}" for d2 in sorted(set(d2s)))
-
-
 @app.command()
 def prune(model: Annotated[str, typer.Option(help="Base model: default, a folder or a hub id.")]
           = "default",
@@ -349,7 +342,9 @@ def prune(model: Annotated[str, typer.Option(help="Base model: default, a folder
     split_text = f"; hp_split d1 {split['d1']:.3f}, d2 {split['d2']:.3f}" if isinstance(
         split, dict) else ""
     if split == "per_layer":
-        split_text = f"; hp_split per layer, d2 {_per_layer_split_text(result.path)}"
+        from fitformer.sparsity.sensitivity import per_layer_split_text
+
+        split_text = f"; hp_split per layer, {per_layer_split_text(result.path)}"
     out.print(f"sparsity requested {sparsity:g}, achieved {m['sparsity']['overall']:.4f} "
               f"(counts round down per layer: never below the request){split_text}; "
               f"wall time {m['wall_time_s']:.0f} s (budget {m['budget']}"

@@ -278,3 +278,22 @@ def test_a_per_layer_run_is_estimated_from_its_own_counts(per_layer_runs):
     rep = estimate(load_catalog(None, ["zcu104"])[0], wl, batch=1, seq_len=128,
                    precision="fx8")
     assert rep.fits and rep.latency_ms > 0
+
+
+def test_per_layer_split_text_counts_the_d2s_and_names_a_bad_run(tmp_path):
+    import json
+
+    from fitformer.errors import FitformerError
+    from fitformer.experiments.patterns import _split_text
+    from fitformer.sparsity.sensitivity import per_layer_split_text
+
+    layers = {f"m{i}": {"levels": [0.5 / d2, d2]} for i, d2 in
+              enumerate([0.5, 0.75, 0.5, 1.0, 0.5])}
+    (tmp_path / "pruning.json").write_text(json.dumps({"layers": layers}))
+    assert per_layer_split_text(tmp_path) == "d2 0.5 x 3, 0.75 x 1, 1 x 1"
+    row = {"hp_split": "per_layer", "hp_split_counts": "d2 0.5 x 3, 0.75 x 1, 1 x 1"}
+    assert _split_text(row) == "per layer: d2 0.5 x 3, 0.75 x 1, 1 x 1"
+    assert _split_text({"hp_split": {"d1": 0.4, "d2": 0.5}}) == "0.4, 0.5"
+    assert _split_text({"hp_split": None}) == "-"
+    with pytest.raises(FitformerError, match="no per-layer HP levels"):
+        per_layer_split_text(tmp_path / "missing")

@@ -121,6 +121,10 @@ def _row(series: Series, spec: PruneSpec, metrics: dict, path: Path) -> dict:
            "hp_split": metrics["hp_split"], "budget": metrics["budget"],
            "steps": metrics["steps"], "train_time_s": metrics.get("train_time_s"),
            "run_dir": path.name}
+    if metrics["hp_split"] == "per_layer":
+        from fitformer.sparsity.sensitivity import per_layer_split_text
+
+        row["hp_split_counts"] = per_layer_split_text(path)
     for split in ("dev", "test"):
         n = metrics["split_sizes"][split]
         for prec, acc in metrics["accuracy"][split].items():
@@ -244,8 +248,7 @@ def write_report(rows: list[dict], dense_metrics: dict, budget: str, out_dir: Pa
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
-        split = r["hp_split"]
-        hs = f"{split['d1']:.3g}, {split['d2']:.3g}" if split else "-"
+        hs = _split_text(r)
         lines.append(
             f"| {r['label']} | {r['requested_sparsity']:g} / {r['achieved_sparsity']:.4f} | "
             f"{hs} | {r['dev_fp32']:.4f} [{r['dev_fp32_ci95'][0]:.3f}, "
@@ -253,6 +256,14 @@ def write_report(rows: list[dict], dense_metrics: dict, budget: str, out_dir: Pa
             f"{r['test_fp32']:.4f} [{r['test_fp32_ci95'][0]:.3f}, "
             f"{r['test_fp32_ci95'][1]:.3f}] | {r['test_fx16']:.4f} | {r['test_fx8']:.4f} |")
     (out_dir / f"{stem}.md").write_text("\n".join(lines) + "\n")
+
+
+def _split_text(row: dict) -> str:
+    """The table's HP split cell: ``d1, d2``; ``per layer: d2 0.5 x 32, ...``; ``-``."""
+    split = row["hp_split"]
+    if split == "per_layer":
+        return f"per layer: {row.get('hp_split_counts') or '?'}"
+    return f"{split['d1']:.3g}, {split['d2']:.3g}" if split else "-"
 
 
 def _plot(rows: list[dict], dense: dict, budget: str, path: Path) -> None:

@@ -346,3 +346,23 @@ def per_layer_splits(net: torch.nn.Module, data, pattern: Hierarchical, sparsity
     table = measure_sensitivity(net, data, pattern, sparsity, candidates, masks=masks,
                                 sentences=sentences, seed=seed)
     return table.choose(pattern.split(sparsity)), table
+
+
+def per_layer_split_text(run_dir) -> str:
+    """``d2 0.25 x 8, 0.5 x 28``: how many matrices of a per-layer HP run (its
+    ``pruning.json``) took each level-2 density.
+
+    Raises:
+        FitformerError: ``pruning.json`` is missing or has no per-layer levels.
+    """
+    import json
+    from pathlib import Path
+
+    path = Path(run_dir) / "pruning.json"
+    try:
+        layers = json.loads(path.read_text())["layers"]
+        d2s = sorted(v["levels"][1] for v in layers.values())
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise FitformerError(f"{path}: no per-layer HP levels ({exc}); is {run_dir} a "
+                             "`fitformer prune --pattern hp --hp-split per-layer` run?") from None
+    return "d2 " + ", ".join(f"{d2:g} x {d2s.count(d2)}" for d2 in sorted(set(d2s)))
