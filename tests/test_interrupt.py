@@ -252,9 +252,38 @@ def test_ctrl_c_in_hls_says_the_rerun_starts_over(monkeypatch, capsys, home):
         gc.unfreeze()
     assert info.value.code == 130
     assert capsys.readouterr().err == (
-        "interrupted: the project folder is incomplete (csim refuses it) and is written "
-        "again from the start; run the same command again: fitformer hls --pruned run "
+        "interrupted: a project folder it began is incomplete (csim refuses it); hls writes "
+        "it again from the start; run the same command again: fitformer hls --pruned run "
         "--device zcu104 --out prj\n")
+
+
+def test_sigterm_outside_training_is_reported_and_exits_143(monkeypatch, capsys, home):
+    """SIGTERM while loading or evaluating (no training loop's guard): the CLI's handler
+    raises, the message says so, the status is 143, and main restores the handler."""
+    import gc
+    import importlib
+
+    from fitformer.cli import main
+
+    ft = importlib.import_module("fitformer.training.finetune")
+
+    def killed(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        raise AssertionError("SIGTERM did not stop the command")
+
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    monkeypatch.setattr(ft, "finetune", killed)
+    monkeypatch.setattr(sys, "argv", ["fitformer", "finetune", "--budget", "tiny"])
+    try:
+        with pytest.raises(SystemExit) as info:
+            main()
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL      # restored
+    finally:
+        gc.unfreeze()
+        signal.signal(signal.SIGTERM, previous)
+    assert info.value.code == 143
+    assert capsys.readouterr().err.startswith("interrupted by SIGTERM.\nCompleted runs")
 
 
 def test_the_cli_exits_143_when_sigterm_stopped_training(monkeypatch, capsys, home):

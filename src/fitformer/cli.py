@@ -1368,8 +1368,8 @@ def _ray_flag_value(args: list[str]) -> list[str]:
 
 
 #: Commands that keep no partial work: Ctrl-C says that a rerun starts over.
-_STARTS_OVER = {"hls": "the project folder is incomplete (csim refuses it) and is written "
-                       "again from the start",
+_STARTS_OVER = {"hls": "a project folder it began is incomplete (csim refuses it); hls "
+                       "writes it again from the start",
                 "csim": "nothing is kept (the compile and the testbench run again)"}
 
 
@@ -1384,8 +1384,12 @@ def main() -> None:
     chain of the ``SystemExit`` too.
     """
     import shlex
+    import signal
+
+    from fitformer.signals import raise_on_sigterm
 
     sys.argv[1:] = _ray_flag_value(sys.argv[1:])
+    previous_sigterm = raise_on_sigterm()
     try:
         app()
     except FitformerError as exc:
@@ -1401,11 +1405,13 @@ def main() -> None:
             interrupt = interrupt.__cause__ or interrupt.__context__
         if not isinstance(interrupt, KeyboardInterrupt):
             raise
-        saved = f": {interrupt}" if str(interrupt) else ""
+        signum = int(getattr(interrupt, "signum", signal.SIGINT))
+        saved = f": {interrupt}" if str(interrupt) else (
+            " by SIGTERM" if signum == signal.SIGTERM else "")
         again = shlex.join(['fitformer', *sys.argv[1:]])
         command = sys.argv[1] if len(sys.argv) > 1 else ""
-        if command in _STARTS_OVER and not saved:
-            err.print(f"interrupted: {_STARTS_OVER[command]}; run the same command again: "
+        if command in _STARTS_OVER and not str(interrupt):
+            err.print(f"interrupted{saved}: {_STARTS_OVER[command]}; run the same command again: "
                       f"{again}", highlight=False, soft_wrap=True)
         else:
             err.print(f"interrupted{saved}.\nCompleted runs and checkpoints are cached; to "
@@ -1416,6 +1422,7 @@ def main() -> None:
         import gc
 
         gc.freeze()
-        import signal
-
-        sys.exit(128 + int(getattr(interrupt, "signum", signal.SIGINT)))  # 130 or 143
+        sys.exit(128 + signum)  # 130: SIGINT, 143: SIGTERM
+    finally:
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)

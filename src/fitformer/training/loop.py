@@ -39,6 +39,7 @@ import torch
 from rich.console import Console
 
 from fitformer.data.classification import TextSplit
+from fitformer.signals import sigterm_is_ours
 from fitformer.training.progress import StepReporter
 
 
@@ -348,7 +349,8 @@ class _StopGuard:
     signal handlers). It keeps an inherited SIGINT ``SIG_IGN`` (a job started in the
     background by a non-interactive shell ignores Ctrl-C, by POSIX convention: such a job is
     stopped with SIGTERM, which checkpoints too) and a SIGTERM handler some other code
-    installed; the previous handlers are restored on exit.
+    installed (the CLI's :func:`fitformer.signals.raise_on_sigterm` is replaced while the
+    loop runs); the previous handlers are restored on exit.
     """
 
     def __init__(self):
@@ -368,7 +370,7 @@ class _StopGuard:
                 if signum == signal.SIGINT:
                     ours = previous not in (None, signal.SIG_IGN)
                 else:
-                    ours = previous is signal.SIG_DFL
+                    ours = sigterm_is_ours(previous)
                 if ours:
                     self._previous[signum] = previous
                     signal.signal(signum, self._handle)
