@@ -172,6 +172,14 @@ def test_load_rejects_a_garbage_file(tmp_path):
      ["N:M with m=4 cannot reach sparsity 0.95", "(--nm-m 20 or more)"]),
     (["profile", "--budget", "tiny", "--pattern", "nm", "--nm-m", "19"],
      ["N:M with m=19 cannot reach sparsity 0.95", "(--nm-m 20 or more)"]),
+    # A group wider than MiniLM's rows (384), which made training 80x slower.
+    (["select", "--budget", "tiny", "--pattern", "nm", "--nm-m", "1000000"],
+     ["N:M with m=1000000 groups more weights than a row holds (384)", "--nm-m 384 or less"]),
+    # Checked by profile too (it trained, and select failed after the plan line).
+    (["profile", "--budget", "tiny", "--pattern", "cbb", "--block", "1x1"],
+     ["--banks 4 must divide the block width c = 1"]),
+    (["select", "--budget", "tiny", "--pattern", "unstructured", "--level2-density", "0.5"],
+     ["--level2-density 0.5 is HP's split; --pattern unstructured has none"]),
 ])
 def test_training_and_shape_flags_are_checked(args, needles, home):
     assert_user_error(run_cli(*args, home=home), *needles)

@@ -34,6 +34,8 @@ from fitformer.experiments.sweep import chains, load_sweep, run_sweep
      "recipe.distill_alpha: Input should be less than or equal to 1"),
     ("sparsities: [0.5]\nrecipe: {distill: logits, distill_temperature: 0}\n",
      "recipe.distill_temperature: Input should be greater than 0"),
+    ("sparsities: [0.5]\nrecipe: {distill: logits, distill_alpha: .nan}\n",
+     "recipe.distill_alpha: Input should be a finite number"),
     ("sparsities: [0.5]\nrecipe: {distil: logits}\n", "recipe.distil: Extra inputs"),
     ("sparsities: [0.5]\ndatasets: [missing.csv]\n", "dataset 'missing.csv' is not a file"),
     ("sparsities: [0.5]\nmodels: [./no-such-model]\n", "model './no-such-model' is not a folder"),

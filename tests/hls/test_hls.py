@@ -134,6 +134,23 @@ def test_csim_project_paths_and_corrupt_json(tmp_path, monkeypatch):
         _project("prj")
 
 
+def test_the_write_again_hint_names_the_checked_folder(tmp_path):
+    """A copied project's hint writes into the copy, not the folder it was made in; a
+    project without a recorded command keeps its linear and sentence count."""
+    from fitformer.hls.csim import _write_again
+
+    rec = {"command": "fitformer hls --pruned /r/run --device zcu104 --out /a/prj --linear "
+                      "q --sentences 3", "run": "/r/run", "device": "zcu104"}
+    copy = tmp_path / "copy of prj"
+    assert _write_again(copy, rec) == ("fitformer hls --pruned /r/run --device zcu104 --out "
+                                       f"'{copy}' --linear q --sentences 3")
+    legacy = {"run": "/r/run", "device": "zcu104", "linear": "q", "sentences": 3}
+    assert _write_again(copy, legacy) == ("fitformer hls --pruned /r/run --device zcu104 "
+                                          f"--out '{copy}' --linear q --sentences 3")
+    assert _write_again(copy, {"run": "/r/run", "device": "u50", "sentences": 200}) == \
+        f"fitformer hls --pruned /r/run --device u50 --out '{copy}'"
+
+
 def test_damaged_binaries_are_refused_by_csim_and_by_the_testbench(linear_project):
     """A truncated weights file is a clear error (csim checks project.json's sizes and
     SHA-256 before compiling) and the testbench alone refuses it too (exit status 3),

@@ -338,3 +338,15 @@ def test_partial_banks_and_groups_keep_floor_of_their_real_width():
     assert hp.mask(weights(1, 17, 0), 0.0).all()
     m = hp.mask(weights(1, 17, 0), 0.5)
     assert m.sum().item() == 8 and not m[0, 16]
+
+
+def test_nm_refuses_a_group_wider_than_the_rows():
+    from fitformer.errors import FitformerError
+    from fitformer.sparsity.patterns import check_not_emptied, make_pattern
+
+    pat = make_pattern("nm", nm_m=385)
+    with pytest.raises(FitformerError, match=r"q 384x384: N:M with m=385 groups more "
+                                             r"weights than a row holds \(384\); choose "
+                                             r"--nm-m 384 or less"):
+        check_not_emptied(pat, "q", (384, 384), pat.plan((384, 384), 0.5), 0.5)
+    check_not_emptied(pat, "ffn_out", (384, 1536), pat.plan((384, 1536), 0.5), 0.5)  # fits

@@ -69,7 +69,7 @@ class Recipe(_Strict):
 
     distill: Literal["none", "logits", "layers"] = "none"
     distill_temperature: float = Field(default=2.0, gt=0, allow_inf_nan=False)
-    distill_alpha: float = Field(default=0.5, ge=0, le=1)
+    distill_alpha: float = Field(default=0.5, ge=0, le=1, allow_inf_nan=False)
     distill_augment: StrictInt = Field(default=0, ge=0, le=MAX_AUGMENT)
     epochs_per_point: float | None = None
     lr: float | None = None

@@ -50,10 +50,24 @@ def _project(prj: str | Path) -> tuple[Path, dict]:
 
 
 def _write_again(prj: Path, rec: dict) -> str:
-    """The command that writes the project again: the recorded one (a project written
-    before ``project.json`` recorded it: its run, device and folder)."""
-    return rec.get("command") or (f"fitformer hls --pruned {rec.get('run', 'RUN')} --device "
-                                  f"{rec.get('device', 'ID')} --out {prj}")
+    """The command that writes the project in ``prj`` again: the recorded one with
+    ``--out prj`` (the folder may have been copied or moved); for a project written before
+    ``project.json`` recorded it, its run, device, linear and sentence count."""
+    import shlex
+
+    command = rec.get("command")
+    if isinstance(command, str) and command.startswith("fitformer hls "):
+        args = shlex.split(command)
+        if "--out" in args[:-1]:
+            args[args.index("--out") + 1] = str(prj)
+            return shlex.join(args)
+    args = ["fitformer", "hls", "--pruned", str(rec.get("run", "RUN")), "--device",
+            str(rec.get("device", "ID")), "--out", str(prj)]
+    if rec.get("linear"):
+        args += ["--linear", str(rec["linear"])]
+    if rec.get("sentences") not in (None, 200):
+        args += ["--sentences", str(rec["sentences"])]
+    return shlex.join(args)
 
 
 def check_files(prj: Path, rec: dict) -> None:

@@ -331,6 +331,14 @@ class Profile:
         get_budget(self.budget)
         self._distill()
         pat = self._spec(GRID[-1]).make_pattern()
+        if self.level2_density is not None and "level2_density" not in pat.params():
+            raise FitformerError(f"--level2-density {self.level2_density:g} is HP's split; "
+                                 f"--pattern {self.pattern} has none: drop it.")
+        if {"r", "c"} & set(pat.params()):
+            from fitformer.hardware.workload import _check_block
+
+            # The hardware model's check (select's estimates), before any work.
+            _check_block(tuple(self.block), self.banks)
         if self.block_given and not {"r", "c"} & set(pat.params()):
             blocked = [n for n in pattern_names()
                        if {"r", "c"} & set(make_pattern(n).params())]
@@ -359,6 +367,8 @@ class Profile:
             return
         H, ffn = dims.hidden, dims.intermediate
         shapes = {"q, k, v, attn_out": (H, H), "ffn_in": (ffn, H), "ffn_out": (H, ffn)}
+        for role, shape in shapes.items():
+            pat.check_shape(role, shape)
         r, c = self.block
         rows, cols = min(M for M, _ in shapes.values()), min(N for _, N in shapes.values())
         if r > rows or c > cols:

@@ -193,6 +193,15 @@ class Pattern(ABC):
                          previous: torch.Tensor | None = None) -> torch.Tensor:
         """The mask (bool, ``weight.shape``) at the given level densities."""
 
+    def check_shape(self, name: str, shape: tuple[int, int]) -> None:
+        """Refuse a matrix ``shape`` (rows, columns) the pattern's parameters do not fit;
+        the default accepts any (blocks are padded, design.md §3).
+
+        Raises:
+            FitformerError: naming the matrix ``name`` and the fix.
+        """
+        return None
+
     @abstractmethod
     def counts(self, shape: tuple[int, int], levels: tuple[float, ...]) -> dict[str, int]:
         """Integer counts the levels round to (documented per pattern)."""
@@ -243,6 +252,7 @@ def check_not_emptied(pattern: Pattern, name: str, shape: tuple[int, int],
     Raises:
         FitformerError: naming the layer, its counts and the fix.
     """
+    pattern.check_shape(name, shape)
     counts = pattern.counts(shape, levels)
     if sparsity < 1.0 and any(v == 0 for v in counts.values()):
         raise FitformerError(

@@ -29,6 +29,14 @@ class NM(Pattern):
     def from_options(cls, *, block=(16, 16), banks=4, level2_density=None, nm_m=4):
         return cls(nm_m)
 
+    def check_shape(self, name, shape):
+        """A group wider than a row would be one padded group per row, ``m`` wide (an
+        ``m`` of a million made training 80x slower): refused."""
+        if self.m > shape[1]:
+            raise FitformerError(f"{name} {shape[0]}x{shape[1]}: N:M with m={self.m} groups "
+                                 f"more weights than a row holds ({shape[1]}); choose --nm-m "
+                                 f"{shape[1]} or less.")
+
     def params(self):
         return {"m": self.m}
 
