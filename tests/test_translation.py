@@ -129,7 +129,15 @@ def test_tiny_translation_run_trains_and_scores(home):
     Report.model_validate(rep)
     assert rep["metric"] == {"name": "bleu", "scale_max": 100.0, "label": "BLEU"}
     assert rep["constraints"]["tgt_len"] == 4 and rep["dataset"] == "tatoeba-en-fr"
-    assert rep["target_accuracy_dev"] == pytest.approx(m["bleu"]["dev"]["fp32"] - 2.0)
+    dense_bleu = m["bleu"]["dev"]["fp32"]
+    assert rep["target_accuracy_dev"] == pytest.approx(max(0.0, dense_bleu - 2.0))
+    if dense_bleu <= 2.0:       # a tiny model: the default floor would be <= 0 BLEU
+        assert "is at or below 0 BLEU" in rep["target_note"]
+        # The same drop given by the user is refused: every output would meet it.
+        with pytest.raises(FitformerError, match="which any output meets"):
+            select(task="translation", dense_dir=res.path, budget="tiny", max_bleu_drop=2,
+                   only=["rtx-4090"], latency_ms=1e5, seq_len=8, tgt_len=4, out=False,
+                   log=lambda m: None)
     assert sel.exit_code == 0 and rep["best_device"] == "ultra96-v2"   # $249 < $1,599
     fpga = next(d for d in rep["devices"] if d["id"] == "ultra96-v2")
     assert fpga["sparsity"] == 0.0 and fpga["method"] == "model" and fpga["fits"]

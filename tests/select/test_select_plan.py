@@ -164,3 +164,4 @@ def test_a_bleu_floor_at_or_below_zero_is_refused():
         "1.50.")
     with pytest.raises(FitformerError, match="the dense model translates nothing"):
         _check_above_majority(cons.target(0.0), None, cons, 0.0)
+    # (The default drop, not the user's, is noted instead: tests/test_translation.py.)
