@@ -207,26 +207,31 @@ def test_a_keyboard_interrupt_raised_by_code_saves_nothing(small, tmp_path, sigi
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def test_the_cli_message_for_an_interrupt_outside_training(monkeypatch, capsys, home):
+def _main_with(monkeypatch, module: str, attr: str, fake, argv: list[str]) -> int:
+    """Run the CLI's ``main`` with ``module.attr`` replaced by ``fake``; its exit status."""
     import gc
     import importlib
 
     from fitformer.cli import main
 
-    ft = importlib.import_module("fitformer.training.finetune")
-
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(ft, "finetune", interrupted)
-    monkeypatch.setattr(sys, "argv", ["fitformer", "finetune", "--budget", "tiny",
-                                      "--dataset", "my data.csv"])
+    monkeypatch.setattr(importlib.import_module(module), attr, fake)
+    monkeypatch.setattr(sys, "argv", ["fitformer", *argv])
     try:
         with pytest.raises(SystemExit) as info:
             main()
     finally:
         gc.unfreeze()
-    assert info.value.code == 130
+    return info.value.code
+
+
+def _interrupted(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def test_the_cli_message_for_an_interrupt_outside_training(monkeypatch, capsys, home):
+    code = _main_with(monkeypatch, "fitformer.training.finetune", "finetune", _interrupted,
+                      ["finetune", "--budget", "tiny", "--dataset", "my data.csv"])
+    assert code == 130
     assert capsys.readouterr().err == (
         "interrupted.\nCompleted runs and checkpoints are cached; to resume, run the same "
         "command: fitformer finetune --budget tiny --dataset 'my data.csv'\n")
@@ -234,23 +239,9 @@ def test_the_cli_message_for_an_interrupt_outside_training(monkeypatch, capsys, 
 
 def test_ctrl_c_in_hls_says_the_rerun_starts_over(monkeypatch, capsys, home):
     """hls keeps no partial work: its Ctrl-C line does not promise cached checkpoints."""
-    import gc
-
-    import fitformer.hls as hls_mod
-    from fitformer.cli import main
-
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(hls_mod, "generate", interrupted)
-    monkeypatch.setattr(sys, "argv", ["fitformer", "hls", "--pruned", "run", "--device",
-                                      "zcu104", "--out", "prj"])
-    try:
-        with pytest.raises(SystemExit) as info:
-            main()
-    finally:
-        gc.unfreeze()
-    assert info.value.code == 130
+    code = _main_with(monkeypatch, "fitformer.hls", "generate", _interrupted,
+                      ["hls", "--pruned", "run", "--device", "zcu104", "--out", "prj"])
+    assert code == 130
     assert capsys.readouterr().err == (
         "interrupted: a project folder it began is incomplete (csim refuses it); hls writes "
         "it again from the start; run the same command again: fitformer hls --pruned run "
@@ -260,12 +251,6 @@ def test_ctrl_c_in_hls_says_the_rerun_starts_over(monkeypatch, capsys, home):
 def test_sigterm_outside_training_is_reported_and_exits_143(monkeypatch, capsys, home):
     """SIGTERM while loading or evaluating (no training loop's guard): the CLI's handler
     raises, the message says so, the status is 143, and main restores the handler."""
-    import gc
-    import importlib
-
-    from fitformer.cli import main
-
-    ft = importlib.import_module("fitformer.training.finetune")
 
     def killed(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGTERM)
@@ -273,42 +258,28 @@ def test_sigterm_outside_training_is_reported_and_exits_143(monkeypatch, capsys,
         raise AssertionError("SIGTERM did not stop the command")
 
     previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    monkeypatch.setattr(ft, "finetune", killed)
-    monkeypatch.setattr(sys, "argv", ["fitformer", "finetune", "--budget", "tiny"])
     try:
-        with pytest.raises(SystemExit) as info:
-            main()
+        code = _main_with(monkeypatch, "fitformer.training.finetune", "finetune", killed,
+                          ["finetune", "--budget", "tiny"])
         assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL      # restored
     finally:
-        gc.unfreeze()
         signal.signal(signal.SIGTERM, previous)
-    assert info.value.code == 143
+    assert code == 143
     assert capsys.readouterr().err.startswith("interrupted by SIGTERM.\nCompleted runs")
 
 
 def test_the_cli_exits_143_when_sigterm_stopped_training(monkeypatch, capsys, home):
-    import gc
-    import importlib
-
-    from fitformer.cli import main
-
-    ft = importlib.import_module("fitformer.training.finetune")
-
     def stopped(*args, **kwargs):
         raise TrainingInterrupted("dense fine-tune (tiny)", 3, 5, home / "checkpoint.pt", 3,
                                   signal.SIGTERM)
 
-    monkeypatch.setattr(ft, "finetune", stopped)
-    monkeypatch.setattr(sys, "argv", ["fitformer", "finetune", "--budget", "tiny"])
-    try:
-        with pytest.raises(SystemExit) as info:
-            main()
-    finally:
-        gc.unfreeze()
-    assert info.value.code == 143
+    code = _main_with(monkeypatch, "fitformer.training.finetune", "finetune", stopped,
+                      ["finetune", "--budget", "tiny"])
+    assert code == 143
     assert capsys.readouterr().err.startswith(
         "interrupted: dense fine-tune (tiny) stopped by SIGTERM after step 3 of 5; steps 1-3 "
         f"are saved in {home / 'checkpoint.pt'}.\n")
+
 
 
 class _Bomb:
