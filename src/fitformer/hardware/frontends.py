@@ -26,11 +26,11 @@ from fitformer.hardware.workload import (
     MatrixWork,
     ModelDims,
     Workload,
-    _check_block,
     _dense_work,
     _finish,
     _mark_balanced,
     balanced_work,
+    check_block_banks,
     dims_from_config,
     structure_from_counts,
     work_from_mask,
@@ -52,7 +52,7 @@ def dense_workload(dims: ModelDims, block: tuple[int, int] = (16, 16),
                    banks: int = 4) -> Workload:
     """The unpruned workload of a model known only by its dimensions (no weights needed),
     e.g. a published accelerator's model."""
-    _check_block(block, banks)
+    check_block_banks(block, banks)
     matrices = [_dense_work(dims, role, layer, *block, banks, stack)
                 for role, layer, stack in dims.prunable_slots() + dims.head_slots()]
     return _finish(dims, matrices, block, banks, "dense", 0.0, None,
@@ -97,7 +97,7 @@ def workload_from_pattern(model: str = "default", *, pattern: str = "hp",
     """
     from fitformer.sparsity.patterns import check_not_emptied, make_pattern
 
-    _check_block(block, banks)
+    check_block_banks(block, banks)
     if not 0.0 <= sparsity < 1.0:
         raise FitformerError(f"--sparsity {sparsity} must be in [0, 1).")
     dims, ref = load_dims(model)
@@ -183,7 +183,7 @@ def one_shot_masks(model: str, pattern: str, sparsity: float, *,
     """
     from fitformer.sparsity.patterns import make_pattern
 
-    _check_block(block, banks)
+    check_block_banks(block, banks)
     if not 0.0 < sparsity < 1.0:
         raise FitformerError(f"--sparsity {sparsity} must be in (0, 1) to build masks.")
     dims, ref = load_dims(model)
@@ -271,7 +271,7 @@ def workload_from_masks(masks: dict[str, np.ndarray], config, *, pattern: str,
     """
     from fitformer.models.layers import layer_index, role_of, stack_of
 
-    _check_block(block, banks)
+    check_block_banks(block, banks)
     if not masks:
         raise FitformerError(f"{source}: the masks file holds no masks; re-create the run "
                              "with `fitformer prune`.")

@@ -329,7 +329,13 @@ def _dense_work(dims: ModelDims, role: str, layer: int | None, r: int, c: int,
                          c // banks, stack)
 
 
-def _check_block(block: tuple[int, int], banks: int) -> None:
+def check_block_banks(block: tuple[int, int], banks: int) -> None:
+    """Refuse a block ``(r, c)`` or ``banks`` B the hardware model cannot take: each
+    positive, B dividing the block width c (design.md §3: banks split a block row segment).
+
+    Raises:
+        FitformerError: naming ``--banks`` and ``--block``.
+    """
     r, c = block
     if r < 1 or c < 1 or banks < 1 or c % banks:
         raise FitformerError(f"--banks {banks} must divide the block width c = {c} "

@@ -335,10 +335,10 @@ class Profile:
             raise FitformerError(f"--level2-density {self.level2_density:g} is HP's split; "
                                  f"--pattern {self.pattern} has none: drop it.")
         if {"r", "c"} & set(pat.params()):
-            from fitformer.hardware.workload import _check_block
+            from fitformer.hardware.workload import check_block_banks
 
             # The hardware model's check (select's estimates), before any work.
-            _check_block(tuple(self.block), self.banks)
+            check_block_banks(tuple(self.block), self.banks)
         if self.block_given and not {"r", "c"} & set(pat.params()):
             blocked = [n for n in pattern_names()
                        if {"r", "c"} & set(make_pattern(n).params())]
