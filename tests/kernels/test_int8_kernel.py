@@ -109,6 +109,19 @@ def test_hp_masks_each_path_and_close_to_dense(isa, shape, sparsity, d2):
         assert torch.equal(y[..., :16], b[:16].expand_as(y[..., :16]))   # pruned rows
 
 
+@pytest.mark.parametrize("n", [4095, 4096, 4097, 8195])
+def test_rows_wider_than_one_quantisation_chunk(isa, n):
+    """The per-token quantiser codes a row in 4096-column chunks: rows of one chunk, one
+    column more, and two chunks plus a partial quad equal the reference on every path."""
+    g = torch.Generator().manual_seed(n)
+    w = torch.randn(8, n, generator=g)
+    mask = torch.rand(8, n, generator=g) < 0.3
+    mask[:, -1] = True                                     # the last (partial) quad is used
+    layer = HPLinearInt8(w, mask, None, r=8)
+    for tokens in (1, 20):
+        _check_exact(layer, torch.randn(tokens, n, generator=g) * 3)
+
+
 def test_bad_inputs_are_named():
     layer = HPLinearInt8(torch.randn(4, 8), torch.ones(4, 8, dtype=torch.bool))
     with pytest.raises(FitformerError, match="does not end in 8 features"):

@@ -48,7 +48,8 @@ from fitformer.errors import FitformerError
 _SOURCE = Path(__file__).with_name("hp_linear.cpp")
 _SOURCE_INT8 = Path(__file__).with_name("hp_linear_int8.cpp")
 _SOURCES = (_SOURCE, Path(__file__).with_name("hp_linear_body.h"), _SOURCE_INT8,
-            *(Path(__file__).with_name(f"hp_linear_int8_{h}.h") for h in ("body", "quant")))
+            *(Path(__file__).with_name(f"hp_linear_int8_{h}.h") for h in ("body", "quant")),
+            Path(__file__).with_name("aligned_buffer.h"))
 _DTYPES = (torch.float32, torch.bfloat16)
 #: From this many tokens per call the tile path runs, below it the GEMV path
 #: (benchmarks/cpu_spmm.py --tokens: the tile path's 128-token tiles are mostly empty below

@@ -41,6 +41,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <type_traits>
+
+#include "aligned_buffer.h"
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) && !defined(__clang__)
 #define FITFORMER_X86_PATHS 1
 #include <immintrin.h>
@@ -54,21 +56,7 @@ enum Isa : int64_t { GENERIC = 0, AVX2 = 1, AVX512 = 2 };
 inline float to_float(float v) { return v; }
 inline float to_float(c10::BFloat16 v) { return static_cast<float>(v); }
 
-// A 64-byte aligned float buffer (uninitialised).
-class AlignedFloats {
- public:
-  explicit AlignedFloats(int64_t n)
-      : p_(static_cast<float*>(std::aligned_alloc(64, std::max<int64_t>(64, (n * 4 + 63) / 64 * 64)))) {
-    if (!p_) throw std::bad_alloc();
-  }
-  ~AlignedFloats() { std::free(p_); }
-  AlignedFloats(const AlignedFloats&) = delete;
-  AlignedFloats& operator=(const AlignedFloats&) = delete;
-  float* get() const { return p_; }
-
- private:
-  float* p_;
-};
+using AlignedFloats = AlignedBuffer<float>;
 
 template <typename scalar_t>
 struct TileArgs {

@@ -32,6 +32,8 @@
 #include <cstring>
 #include <new>
 #include <vector>
+
+#include "aligned_buffer.h"
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) && !defined(__clang__)
 #define FITFORMER_INT8_X86 1
 #include <immintrin.h>
@@ -54,17 +56,7 @@ struct Int8Args {
   int64_t row_splits, rows_per_split;
 };
 
-// An aligned buffer of n 32-bit words.
-struct Words {
-  explicit Words(int64_t n)
-      : p(static_cast<int32_t*>(std::aligned_alloc(64, std::max<int64_t>(64, (n * 4 + 63) / 64 * 64)))) {
-    if (!p) throw std::bad_alloc();
-  }
-  ~Words() { std::free(p); }
-  Words(const Words&) = delete;
-  Words& operator=(const Words&) = delete;
-  int32_t* p;
-};
+using Words = AlignedBuffer<int32_t>;
 
 // ---- generic: scalar int32 arithmetic on sign-extended bytes.
 namespace i8_generic {
@@ -86,13 +78,13 @@ void items(const Int8Args& a, int64_t begin, int64_t end) {
     const int64_t t0 = tile * TILE, nt = std::min(TILE, a.T - t0);
     const int64_t j0 = split * a.rows_per_split, j1 = std::min(a.Mb, j0 + a.rows_per_split);
     if (j0 >= j1) continue;
-    quantise_tile(a, t0, nt, 0, xp.p, sx);
+    quantise_tile(a, t0, nt, 0, xp.get(), sx);
     for (int64_t j = j0; j < j1; ++j)
       for (int64_t i = 0; i < a.r && j * a.r + i < a.M; ++i) {
         std::fill(acc, acc + TILE, 0);
         for (int64_t e = a.qptr[j]; e < a.qptr[j + 1]; ++e) {
           const int32_t w = a.w4[e * a.r + i];
-          const int32_t* xq = xp.p + static_cast<int64_t>(a.qcols[e]) * TILE;
+          const int32_t* xq = xp.get() + static_cast<int64_t>(a.qcols[e]) * TILE;
           for (int64_t t = 0; t < nt; ++t) acc[t] += dot4(xq[t], w);
         }
         const int64_t o = j * a.r + i;

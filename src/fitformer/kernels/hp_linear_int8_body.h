@@ -20,7 +20,7 @@ void items(const Int8Args& a, int64_t begin, int64_t end) {
     const int64_t t0 = tile * TILE, nt = std::min(TILE, a.T - t0);
     const int64_t j0 = split * a.rows_per_split, j1 = std::min(a.Mb, j0 + a.rows_per_split);
     if (j0 >= j1) continue;
-    quantise_tile(a, t0, nt, BIAS_CODE ? 0x80808080u : 0u, xp.p, sx);
+    quantise_tile(a, t0, nt, BIAS_CODE ? 0x80808080u : 0u, xp.get(), sx);
     const int64_t used = (nt + LANES * CV - 1) / (LANES * CV) * CV;   // vectors with tokens
     for (int64_t j = j0; j < j1; ++j) {
       const int64_t rows = std::min(a.r, a.M - j * a.r);
@@ -32,7 +32,7 @@ void items(const Int8Args& a, int64_t begin, int64_t end) {
           for (int i = 0; i < RR; ++i)
             for (int v = 0; v < CV; ++v) acc[i][v] = vzero();
           for (int64_t e = e0; e < e1; ++e) {
-            const int32_t* xq = xp.p + static_cast<int64_t>(a.qcols[e]) * TILE + p * LANES;
+            const int32_t* xq = xp.get() + static_cast<int64_t>(a.qcols[e]) * TILE + p * LANES;
             XIn xv[CV];
             for (int v = 0; v < CV; ++v) xv[v] = xload(xq + v * LANES);
             const int32_t* w = a.w4 + (e * a.r + i0) * WW;

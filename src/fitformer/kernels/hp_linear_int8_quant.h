@@ -6,11 +6,13 @@
 // xp[q * TILE + t] = the 4 int8 codes of columns 4q .. 4q + 3 (beyond N: 0), each XOR
 // `flip` (0x80808080 turns the codes into VNNI's unsigned xq + 128; 0 keeps them signed).
 // Codes: nearest even of x * (127 / max|x[t]|), clamped to [-127, 127]. Lanes t >= nt hold
-// zero codes (XOR flip). `codes` is scratch of at least 4 * Nq bytes.
+// zero codes (XOR flip). A row is coded in chunks of CHUNK columns through `codes` (4 KiB
+// on the stack: a chunk ends on a quad boundary, so every quad is read within one chunk).
 inline void quantise_tile(const Int8Args& a, int64_t t0, int64_t nt, uint32_t flip,
                           int32_t* xp, float* sx) {
   const int64_t N = a.N, Nq = a.Nq;
-  alignas(64) int8_t codes[4 * 4096];
+  constexpr int64_t CHUNK = 4096;
+  alignas(64) int8_t codes[CHUNK];
   for (int64_t t = 0; t < TILE; ++t) {
     if (t >= nt) {
       sx[t] = 0.0f;
@@ -22,13 +24,13 @@ inline void quantise_tile(const Int8Args& a, int64_t t0, int64_t nt, uint32_t fl
     for (int64_t n = 0; n < N; ++n) amax = std::max(amax, std::fabs(xr[n]));
     const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
     sx[t] = amax / 127.0f;
-    for (int64_t n0 = 0; n0 < N; n0 += 4096) {      // chunks of the scratch's size
-      const int64_t n1 = std::min(N, n0 + 4096);
+    for (int64_t n0 = 0; n0 < N; n0 += CHUNK) {
+      const int64_t n1 = std::min(N, n0 + CHUNK);
       for (int64_t n = n0; n < n1; ++n)
         codes[n - n0] = static_cast<int8_t>(
             std::nearbyint(std::min(127.0f, std::max(-127.0f, xr[n] * inv))));
-      for (int64_t n = n1; n < n0 + 4096 && n < 4 * Nq; ++n) codes[n - n0] = 0;
-      for (int64_t q = n0 / 4; q < (std::min(4 * Nq, n0 + 4096) + 3) / 4; ++q) {
+      for (int64_t n = n1; n < n0 + CHUNK && n < 4 * Nq; ++n) codes[n - n0] = 0;
+      for (int64_t q = n0 / 4; q < (std::min(4 * Nq, n0 + CHUNK) + 3) / 4; ++q) {
         uint32_t word;
         std::memcpy(&word, codes + 4 * q - n0, 4);
         xp[q * TILE + t] = static_cast<int32_t>(word ^ flip);
