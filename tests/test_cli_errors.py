@@ -180,6 +180,9 @@ def test_load_rejects_a_garbage_file(tmp_path):
      ["--banks 4 must divide the block width c = 1"]),
     (["select", "--budget", "tiny", "--pattern", "unstructured", "--level2-density", "0.5"],
      ["--level2-density 0.5 is HP's split; --pattern unstructured has none"]),
+    # --nm-m with another pattern was ignored.
+    (["profile", "--budget", "tiny", "--nm-m", "20"],
+     ["--nm-m 20 is the m of --pattern nm; --pattern hp has no N:M groups", "drop --nm-m"]),
 ])
 def test_training_and_shape_flags_are_checked(args, needles, home):
     assert_user_error(run_cli(*args, home=home), *needles)

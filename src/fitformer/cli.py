@@ -220,9 +220,11 @@ def finetune(model: Annotated[str, typer.Option(help="default, a folder or a hub
         out.print(f"dev accuracy {acc['dev']['fp32']:.4f}  test accuracy "
                   f"{acc['test']['fp32']:.4f}  ({m['split_sizes']['dev']} / "
                   f"{m['split_sizes']['test']} examples)")
+    # 0 when every step was restored from a checkpoint (none ran in this process).
+    rate = (f"{m['examples_per_s']:.1f} train examples/s" if m["examples_per_s"] else
+            "every step restored from the checkpoint")
     out.print(f"train loss (mean of the first / last 10% of steps) {m['loss']['train_first']:.4f}"
-              f" -> {m['loss']['train_last']:.4f}; "
-              f"{m['examples_per_s']:.1f} train examples/s; wall time {m['wall_time_s']:.0f} s"
+              f" -> {m['loss']['train_last']:.4f}; {rate}; wall time {m['wall_time_s']:.0f} s"
               f" (budget {m['budget']}{', smoke run' if m['smoke'] else ''})")
 
 
@@ -866,9 +868,9 @@ ProfileBlockOpt = Annotated[str | None, typer.Option(
          "level-1 blocks of one row keep more accuracy than 16x16, docs/pruning-recipe.md; "
          "16x16 otherwise).")]
 ProfileBanksOpt = Annotated[int, typer.Option(help="Banks B per block row segment.")]
-ProfileNmOpt = Annotated[int, typer.Option(
-    help="M of N:M (--pattern nm); the grid's sparsity 0.95 keeps n = floor(0.05 m) of "
-         "every m weights, so it needs m >= 20.")]
+ProfileNmOpt = Annotated[int | None, typer.Option(
+    help="M of N:M (--pattern nm only; default 4); the grid's sparsity 0.95 keeps "
+         "n = floor(0.05 m) of every m weights, so it needs m >= 20.")]
 ProfileBudgetOpt = Annotated[BudgetName, typer.Option(
     help="tiny (a few minutes, for tests), quick (a smoke run, ~15-40 min untrained) or "
          "default (the full training split: the dense fine-tune ~25 min, then ~10-25 min "
@@ -950,7 +952,7 @@ def profile_cmd(model: ModelOpt = "default",
                 pattern: ProfilePatternOpt = PatternName.hp,
                 level2_density: ProfileSplitOpt = None,
                 block: ProfileBlockOpt = None, banks: ProfileBanksOpt = 4,
-                nm_m: ProfileNmOpt = 4,
+                nm_m: ProfileNmOpt = None,
                 budget: ProfileBudgetOpt = BudgetName.default,
                 task: TaskOpt = Task.classification, dense: DenseOpt = None,
                 text_column: TextCol = "text", label_column: LabelCol = "label",
@@ -1040,7 +1042,7 @@ def select_cmd(model: ModelOpt = "default",
                pattern: ProfilePatternOpt = PatternName.hp,
                level2_density: ProfileSplitOpt = None,
                block: ProfileBlockOpt = None, banks: ProfileBanksOpt = 4,
-               nm_m: ProfileNmOpt = 4,
+               nm_m: ProfileNmOpt = None,
                budget: ProfileBudgetOpt = BudgetName.default, dense: DenseOpt = None,
                text_column: TextCol = "text", label_column: LabelCol = "label",
                metric: MetricOpt = None,

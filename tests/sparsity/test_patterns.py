@@ -188,6 +188,13 @@ def test_nm_two_four():
         make_pattern("nm").mask(W, 0.9)
 
 
+def test_has_blocks_names_the_patterns_that_take_block():
+    from fitformer.sparsity.patterns import pattern_names
+
+    blocked = {n for n in pattern_names() if make_pattern(n).has_blocks}
+    assert blocked == {"block", "cbb", "hp"}
+
+
 def test_unknown_pattern():
     with pytest.raises(FitformerError, match="choose from"):
         make_pattern("random")

@@ -499,7 +499,8 @@ def select(model: str = "default", dataset: str = "rotten-tomatoes", *,
            precision: str | None = None, objective: str = "price",
            devices_file: str | Path | None = None, only: list[str] | None = None,
            pattern: str = "hp", level2_density: float | None = None,
-           block: tuple[int, int] | None = None, banks: int = 4, nm_m: int = 4,
+           block: tuple[int, int] | None = None, banks: int = 4,
+           nm_m: int | None = None,
            budget: str = "default",
            clock_mhz: float | None = None, out: str | Path | None = None,
            dense_dir: str | Path | None = None, task: str = "classification",
@@ -523,7 +524,7 @@ def select(model: str = "default", dataset: str = "rotten-tomatoes", *,
             (:data:`fitformer.hardware.gpu.ENGINES`; default ``tensorrt-fp16``).
         devices_file, only: catalog merge file and id filter.
         pattern, level2_density, block, banks, nm_m: the pruning pattern of the profile
-            (``nm_m``: the m of N:M).
+            (``nm_m``: the m of N:M, default 4; refused with another pattern).
         budget: ``tiny``, ``quick`` or ``default`` for the pruned points.
         out: folder for ``report.json``, the HTML report, plots and artifacts (default
             ``./fitformer-select``; ``out=False`` writes nothing). Files of an earlier
@@ -697,7 +698,7 @@ def select(model: str = "default", dataset: str = "rotten-tomatoes", *,
         "task": task,
         "objective": objective, "model": model, "dataset": dataset,
         "pattern": pattern, "block": list(profile.block), "banks": banks,
-        **({"nm_m": nm_m} if pattern == "nm" else {}), "budget": budget,
+        **({"nm_m": profile.nm_m} if pattern == "nm" else {}), "budget": budget,
         "max_length": 64,
         "dense_accuracy": {"dev": dense_dev, "test": dense.accuracy["test"]["fp32"]},
         "profile": [p.as_dict() for p in profile.known()],

@@ -233,7 +233,7 @@ class Profile:
     level2_density: float | None = None
     block: tuple[int, int] | None = None      # None: default_block(pattern, task)
     banks: int = 4
-    nm_m: int = 4
+    nm_m: int | None = None                  # None: 4 (--nm-m is for --pattern nm)
     budget: str = "default"
     dense_dir: Path | None = None
     log: Callable[[str], None] = print
@@ -252,6 +252,10 @@ class Profile:
         self.block_given = self.block is not None
         if self.block is None:
             self.block = default_block(self.pattern, self.task)
+        #: ``nm_m`` was named by the user (``--nm-m``), not N:M's default 4.
+        self.nm_m_given = self.nm_m is not None
+        if self.nm_m is None:
+            self.nm_m = 4
 
     @property
     def metric_name(self) -> str:
@@ -334,14 +338,17 @@ class Profile:
         if self.level2_density is not None and "level2_density" not in pat.params():
             raise FitformerError(f"--level2-density {self.level2_density:g} is HP's split; "
                                  f"--pattern {self.pattern} has none: drop it.")
-        if {"r", "c"} & set(pat.params()):
+        if pat.has_blocks:
             from fitformer.hardware.workload import check_block_banks
 
             # The hardware model's check (select's estimates), before any work.
             check_block_banks(tuple(self.block), self.banks)
-        if self.block_given and not {"r", "c"} & set(pat.params()):
+        if self.nm_m_given and self.pattern != "nm":
+            raise FitformerError(f"--nm-m {self.nm_m} is the m of --pattern nm; --pattern "
+                                 f"{self.pattern} has no N:M groups: drop --nm-m.")
+        if self.block_given and not pat.has_blocks:
             blocked = [n for n in pattern_names()
-                       if {"r", "c"} & set(make_pattern(n).params())]
+                       if make_pattern(n).has_blocks]
             raise FitformerError(f"--block {'x'.join(map(str, self.block))}: --pattern "
                                  f"{self.pattern} has no blocks; drop --block, or choose a "
                                  f"pattern with blocks ({', '.join(blocked)}).")
@@ -611,7 +618,7 @@ class Profile:
         translation = self.task == "translation"
         default_dataset = "tatoeba-en-fr" if translation else "rotten-tomatoes"
         default_block_text = "x".join(map(str, default_block(self.pattern, self.task)))
-        has_blocks = {"r", "c"} & set(self._spec(GRID[-1]).make_pattern().params())
+        has_blocks = self._spec(GRID[-1]).make_pattern().has_blocks
         args = ["fitformer", "profile", "--budget", self.budget]
         for flag, value, default in (("--model", self.model, "default"),
                                      ("--dataset", self.dataset, default_dataset),

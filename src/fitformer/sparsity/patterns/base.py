@@ -220,6 +220,12 @@ class Pattern(ABC):
         (:func:`~fitformer.sparsity.patterns.registry.pattern_from_params` inverts it)."""
         return {}
 
+    @property
+    def has_blocks(self) -> bool:
+        """Whether the pattern prunes ``r x c`` blocks (it takes ``--block``): its
+        :meth:`params` name a block height ``r`` or width ``c``."""
+        return bool({"r", "c"} & set(self.params()))
+
     def mask(self, weight: torch.Tensor, sparsity: float,
              previous: torch.Tensor | None = None) -> torch.Tensor:
         """Mask of ``weight`` (2-D float tensor ``(M, N)``) at the requested ``sparsity``.
