@@ -26,7 +26,12 @@ from fitformer.experiments.sweep import chains, load_sweep, run_sweep
     ("sparsities: [0.5]\nrecipe: {distill_augment: 2}\n",
      "distill_augment labels its copies with the teacher"),
     ("sparsities: [0.5]\nrecipe: {distill: logits, distill_augment: true}\n",
-     "recipe.distill_augment: Input should be a valid integer"),
+     "recipe.distill_augment: Value error, got true; give a number"),
+    # YAML true/false is not read as 1/0.
+    ("sparsities: [0.5]\nrecipe: {distill: logits, distill_alpha: true}\n",
+     "recipe.distill_alpha: Value error, got true; give a number"),
+    ("sparsities: [0.5]\npattern_params: {banks: false}\n",
+     "pattern_params.banks: Value error, got false; give a number"),
     ("sparsities: [0.5]\nrecipe: {distill: logits, distill_augment: 500}\n",
      "recipe.distill_augment: Input should be less than or equal to 100"),
     # The file's own key names, not prune's flags (--distill-alpha).

@@ -53,6 +53,15 @@ from fitformer.training.loop import MAX_AUGMENT
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, v, info):
+        """YAML's ``true``/``false`` given for a number (pydantic's lax mode reads it as
+        1/0) is refused: ``distill_alpha: true`` is a slip, not 1.0."""
+        if isinstance(v, bool) and cls.model_fields[info.field_name].annotation is not bool:
+            raise ValueError(f"got {str(v).lower()}; give a number")
+        return v
+
 
 class PatternParams(_Strict):
     """The pattern parameters every chain of the sweep uses (``fitformer prune``'s
