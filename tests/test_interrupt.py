@@ -99,6 +99,8 @@ def test_sigint_mid_backward_saves_the_last_whole_step_and_resumes_to_the_same_w
     assert not ckpt.with_name("checkpoint.pt.tmp").exists()
     state = torch.load(ckpt, weights_only=True)
     assert state["step"] == 2 and len(state["losses"]) == 2
+    # The step, readable without loading the checkpoint (the plan line's saved steps).
+    assert json.loads(ckpt.with_suffix(".json").read_text()) == {"step": 2, "total": 4}
 
     resumed = _fresh(config)
     result = train_classifier(resumed, train, cfg, checkpoint=ckpt)
@@ -371,5 +373,5 @@ def test_ctrl_c_in_finetune_says_what_was_saved_and_the_rerun_resumes(home):
     run = json.loads((path / "run.json").read_text())
     assert {k: v for k, v in run.items() if k not in UNHASHED_FIELDS} == json.loads(
         json.dumps(key, default=str))
-    assert not (path / "checkpoint.pt").exists()
-    assert not any((home / "runs" / ".partial").glob("*/checkpoint.pt*"))
+    assert not (path / "checkpoint.pt").exists() and not (path / "checkpoint.json").exists()
+    assert not any((home / "runs" / ".partial").glob("*/checkpoint.*"))

@@ -183,7 +183,9 @@ def test_host_is_measured_before_training_and_its_load_and_spread_shown(
 
     def fake_finetune(*a, **k):
         if k.get("cached_only"):            # the plan line looks it up: not cached yet
-            return None
+            from fitformer.training.runs import Uncached
+
+            return Uncached({"kind": "finetune", "test": "not cached"})
         events.append(("train", None))
         return dense
 

@@ -99,6 +99,34 @@ def test_the_translation_plan_names_the_hour_long_dense_run_first(home):
     assert plan.minutes(dense) > 30             # about 0.95 s per step on 2 cores
 
 
+def test_the_plan_counts_only_the_steps_an_interrupted_run_left(home):
+    """A checkpoint of the dense translation run (stopped at step 53): the plan line says
+    so and estimates only the 2,699 steps left."""
+    import json
+
+    from fitformer.training.runs import Uncached, partial_path, saved_steps
+    from fitformer.training.translation import finetune_translation
+
+    fresh = Profile(task="translation", dataset="tatoeba-en-fr", budget="tiny").plan()
+    missing = finetune_translation("tatoeba-en-fr", cached_only=True)
+    assert isinstance(missing, Uncached) and not missing and missing.saved_steps == 0
+    folder = partial_path(missing.key)
+    folder.mkdir(parents=True)
+    (folder / "checkpoint.json").write_text(json.dumps({"step": 53, "total": 2752}))
+    assert saved_steps(missing.key) == 0          # no checkpoint.pt beside it: nothing saved
+    (folder / "checkpoint.pt").write_bytes(b"state")
+    assert missing.saved_steps == 53
+    plan = Profile(task="translation", dataset="tatoeba-en-fr", budget="tiny").plan()
+    dense = plan.items[0]
+    assert (dense.steps, dense.saved_steps, dense.steps_left) == (2752, 53, 2699)
+    assert ("dense reference (from scratch; always the default budget) 2752 steps (53 saved "
+            "by an interrupted run) ~") in plan.text()
+    assert plan.minutes(dense) == pytest.approx(
+        fresh.minutes(fresh.items[0]) - 53 * plan.step_s / 60)
+    (folder / "checkpoint.json").write_text("{not json")     # unreadable: counted as none
+    assert saved_steps(missing.key) == 0
+
+
 def test_a_bad_dataset_fails_before_anything_is_written(home, tmp_path):
     empty = tmp_path / "empty.csv"
     empty.write_text("text,label\n")

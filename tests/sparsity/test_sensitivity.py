@@ -252,7 +252,7 @@ def test_per_layer_runs_record_splits_and_never_grow_a_level(per_layer_runs):
     # Cached by its key.
     again = prune(spec=PruneSpec("hp", 0.8, split_mode="per-layer", sensitivity_sentences=8),
                   from_dir=dense.path, budget="tiny", cached_only=True)
-    assert again is not None and again.path == a.path
+    assert again and again.path == a.path
 
 
 def test_a_per_layer_run_is_estimated_from_its_own_counts(per_layer_runs):

@@ -195,11 +195,11 @@ def run(*, train: bool = True, out_dir: Path = Path("docs"), only: str | None = 
             kw = dict(spec=spec, from_dir=src, budget="default", **ser.kwargs)
             res = None if src is None else prune("default", "rotten-tomatoes",
                                                  cached_only=True, **kw)
-            if res is None and src is not None and train and (
+            if not res and src is not None and train and (
                     only is None or only in f"{ser.label} ({ser.pattern})"):
                 log(f"training {ser.pattern} {s} ({ser.label}) ...")
                 res = prune("default", "rotten-tomatoes", **kw)
-            if res is None:
+            if not res:
                 old = next((earlier[k] for k in ((x, ser.pattern, s) for x in
                                                   (ser.label, *ser.former)) if k in earlier),
                            None)

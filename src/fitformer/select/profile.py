@@ -170,12 +170,18 @@ def step_seconds(task: str = "classification") -> tuple[float, float, str]:
 @dataclass(frozen=True)
 class PlanItem:
     """One run of a :class:`Plan`: ``what`` (label), grid ``sparsity``, whether it is
-    ``cached``, and its optimiser ``steps``."""
+    ``cached``, its optimiser ``steps``, and ``saved_steps``, those its checkpoint from an
+    interrupted run already holds (resumed, not trained again)."""
 
     what: str
     sparsity: float
     cached: bool
     steps: int
+    saved_steps: int = 0
+
+    @property
+    def steps_left(self) -> int:
+        return max(0, self.steps - self.saved_steps)
 
 
 @dataclass(frozen=True)
@@ -188,7 +194,8 @@ class Plan:
     rate_source: str
 
     def minutes(self, item: PlanItem) -> float:
-        return 0.0 if item.cached else (item.steps * self.step_s + self.run_overhead_s) / 60
+        return 0.0 if item.cached else (item.steps_left * self.step_s
+                                        + self.run_overhead_s) / 60
 
     @property
     def to_train(self) -> list[PlanItem]:
@@ -200,7 +207,9 @@ class Plan:
         todo = self.to_train
         if not todo:
             return f"plan: everything is cached ({', '.join(cached)}); nothing to train."
-        parts = [f"{i.what} {i.steps} steps ~{self.minutes(i):.0f} min" for i in todo]
+        parts = [f"{i.what} {i.steps} steps"
+                 + (f" ({min(i.saved_steps, i.steps)} saved by an interrupted run)"
+                    if i.saved_steps else "") + f" ~{self.minutes(i):.0f} min" for i in todo]
         total = sum(self.minutes(i) for i in todo)
         return (f"plan: cached: {', '.join(cached) or 'nothing'}; to train{upto_note}: "
                 + "; ".join(parts) + f"; at most ~{total:.0f} min in all (rates from "
@@ -244,6 +253,7 @@ class Profile:
     metric: str = "accuracy"
     from_dense: bool = False
     _points: dict[float, ProfilePoint] = field(default_factory=dict)
+    _uncached: dict = field(default_factory=dict)     # grid point -> runs.Uncached
 
     def __post_init__(self):
         #: The dense run was named by the user (``--dense``), not the budget's own.
@@ -495,8 +505,9 @@ class Profile:
                           learning_rate=self._learning_rate(), **self._columns())
             # The source run decides the model (prune refuses --model with --from).
             result = prune("default", self.dataset, cached_only=True, **kwargs)
-            if result is None:
+            if not result:
                 if not train:
+                    self._uncached[s] = result     # its key: the plan reads its checkpoint
                     return None
                 self.log(f"pruning and fine-tuning {self.pattern} at sparsity {s:g} "
                          f"({self.budget} budget) ...")
@@ -578,7 +589,7 @@ class Profile:
         if dense_dir is None:
             res = finetune(self.model, self.dataset, budget=self.dense_budget,
                            task=self.task, cached_only=True, **self._columns())
-            dense_dir = None if res is None else res.path
+            dense_dir = res.path if res else None
             db = get_budget(self.dense_budget)
             if translation:
                 n = len(capped_splits(data, db)[0])
@@ -589,7 +600,8 @@ class Profile:
                 n = len(data.train.subset(db.train_examples))
                 steps = math.ceil(db.dense_epochs * math.ceil(n / DENSE_RECIPE.batch_size))
                 what = f"dense reference ({self.dense_budget} budget)"
-            items.append(PlanItem(what, 0.0, res is not None, steps))
+            items.append(PlanItem(what, 0.0, bool(res), steps,
+                                  0 if res else res.saved_steps))
         else:
             items.append(PlanItem("dense reference (given)", 0.0, True, 0))
         if translation:
@@ -606,7 +618,10 @@ class Profile:
                 break
             if chain_cached or (self.from_dense and dense_dir is not None):
                 chain_cached = self.point(s, train=False) is not None
-            items.append(PlanItem(f"{self.pattern} {s:g}", s, chain_cached, steps))
+            missing = self._uncached.get(s)
+            items.append(PlanItem(f"{self.pattern} {s:g}", s, chain_cached, steps,
+                                  0 if chain_cached or missing is None
+                                  else missing.saved_steps))
         return Plan(items, sec_per_step, overhead_s, source)
 
     def train_command(self) -> str:

@@ -54,7 +54,8 @@ class DenseJob:
 
     def run(self, *, train: bool = True):
         """The dense run (:class:`~fitformer.training.finetune.RunResult`), read from the
-        cache or trained when ``train``; ``None`` when it is not cached and not ``train``.
+        cache or trained when ``train``; when it is not cached and not ``train``, a falsy
+        :class:`~fitformer.training.runs.Uncached`.
 
         Raises:
             FitformerError: bad model, dataset or budget, or a ``dense_dir`` that is not a
@@ -204,7 +205,7 @@ def run_chain(chain: Chain, *, train: bool = True,
     from fitformer.sparsity.prune import prune
 
     dense = chain.dense.run(train=train)
-    if dense is None:
+    if not dense:
         return []
     d = chain.dense
     columns = ({} if d.task == "translation" else
@@ -217,7 +218,7 @@ def run_chain(chain: Chain, *, train: bool = True,
                     task=d.task, seed=d.seed, max_length=d.max_length,
                     distill=p.distill, epochs_per_point=p.epochs_per_point,
                     learning_rate=p.learning_rate, cached_only=not train, **columns)
-        if res is None:
+        if not res:
             break
         out = PointResult(chain.name, p, res.path, res.metrics, res.cached)
         results.append(out)

@@ -49,6 +49,7 @@ from fitformer.training.finetune import (
 from fitformer.training.loop import DistillConfig, Encoded, TrainConfig, train_classifier
 from fitformer.training.runs import (
     RECIPE_VERSION,
+    Uncached,
     find_run,
     load_run_info,
     partial_path,
@@ -243,7 +244,7 @@ def prune(model: str = "default", dataset: str = "rotten-tomatoes", *,
           force: bool = False, cached_only: bool = False,
           distill: DistillConfig | None = None, teacher_dir: str | Path | None = None,
           epochs_per_point: float | None = None,
-          learning_rate: float | None = None) -> RunResult | None:
+          learning_rate: float | None = None) -> RunResult | Uncached:
     """Prune and fine-tune to one sparsity point; write (or reuse) its run directory.
 
     Args:
@@ -259,7 +260,8 @@ def prune(model: str = "default", dataset: str = "rotten-tomatoes", *,
             run of the same pattern chains the points.
         budget: ``tiny``, ``quick`` or ``default``: data caps and steps per point.
         seed: data order and dropout.
-        cached_only: return the cached run, or ``None`` instead of training.
+        cached_only: return the cached run, or :class:`~fitformer.training.runs.Uncached`
+            (falsy: the run's key and the steps its checkpoint holds) instead of training.
         distill: knowledge distillation from the dense teacher
             (:class:`~fitformer.training.loop.DistillConfig`; classification only).
         teacher_dir: the teacher run; default the dense run the chain started from.
@@ -270,8 +272,8 @@ def prune(model: str = "default", dataset: str = "rotten-tomatoes", *,
             the translation recipe's); part of the run key through the recipe.
 
     Returns:
-        :class:`~fitformer.training.finetune.RunResult` (``None`` only with
-        ``cached_only`` when the run is not cached).
+        :class:`~fitformer.training.finetune.RunResult` (:class:`~fitformer.training.runs.
+        Uncached` only with ``cached_only`` when the run is not cached).
 
     Raises:
         FitformerError: bad pattern parameters, a source pruned with another pattern or at
@@ -370,7 +372,7 @@ def prune(model: str = "default", dataset: str = "rotten-tomatoes", *,
         run, metrics = load_run_info(cached)
         return RunResult(cached, run, metrics, cached=True)
     if cached_only:
-        return None
+        return Uncached(key)
 
     started = time.perf_counter()
     torch.manual_seed(seed)

@@ -30,6 +30,7 @@ from fitformer.training.loop import Encoded, TrainConfig, train_classifier
 from fitformer.training.runs import (
     METRICS_SCHEMA_VERSION,
     RECIPE_VERSION,
+    Uncached,
     commit_run,
     find_run,
     load_run_info,
@@ -263,7 +264,7 @@ def finetune(model: str = "default", dataset: str = "rotten-tomatoes", *,
              max_length: int = 64, epochs: float | None = None,
              learning_rate: float | None = None, text_column: str = "text",
              label_column: str = "label", force: bool = False,
-             cached_only: bool = False) -> RunResult | None:
+             cached_only: bool = False) -> RunResult | Uncached:
     """Fine-tune ``model`` densely on ``dataset`` and write (or reuse) its run directory.
 
     Args:
@@ -278,7 +279,9 @@ def finetune(model: str = "default", dataset: str = "rotten-tomatoes", *,
         epochs, learning_rate: override the dense recipe.
         text_column, label_column: columns of a local dataset file.
         force: retrain even if a cached run exists.
-        cached_only: return ``None`` instead of training when the run is not cached.
+        cached_only: return :class:`~fitformer.training.runs.Uncached` (falsy: the run's
+            key and the steps its checkpoint holds) instead of training when the run is
+            not cached.
 
     Returns:
         :class:`RunResult`; ``metrics`` follows the ``metrics.json`` schema of design.md §9.
@@ -316,7 +319,7 @@ def finetune(model: str = "default", dataset: str = "rotten-tomatoes", *,
         metrics = complete_precisions(cached, metrics, data, budget, max_length)
         return RunResult(cached, run, metrics, cached=True)
     if cached_only:
-        return None
+        return Uncached(key)
 
     started = time.perf_counter()
     torch.manual_seed(seed)

@@ -510,6 +510,11 @@ def train_classifier(model: torch.nn.Module, train: Encoded, config: TrainConfig
                      "scheduler": scheduler.state_dict(), "rng": rng,
                      "hooks": [h.state_dict() for h in hooks], "step": result.steps,
                      "losses": result.losses}, checkpoint)
+        # The step it holds, readable without loading it (fitformer.training.runs.
+        # saved_steps: the plan line of select / profile counts only the steps left).
+        from fitformer.training.runs import write_json
+
+        write_json(checkpoint.with_suffix(".json"), {"step": result.steps, "total": total})
         saved_step = result.steps
         last_save = time.monotonic()
 

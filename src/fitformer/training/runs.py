@@ -50,6 +50,45 @@ def partial_path(key: dict) -> Path:
     return runs_dir() / ".partial" / key_hash(key)
 
 
+#: Resume state in a build folder: the checkpoint and the step it holds (written by
+#: :func:`fitformer.training.loop.train_classifier`), dropped when the run is committed.
+RESUME_FILES = ("checkpoint.pt", "checkpoint.json")
+
+
+def saved_steps(key: dict) -> int:
+    """The optimiser steps the checkpoint of the run with ``key`` holds (``checkpoint.json``
+    beside ``checkpoint.pt`` in its build folder); 0 when it has none or the file is
+    unreadable (a resumed run then starts over only in this estimate, not in training)."""
+    folder = partial_path(key)
+    if not (folder / "checkpoint.pt").is_file():
+        return 0
+    try:
+        step = json.loads((folder / "checkpoint.json").read_text())["step"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+    return step if isinstance(step, int) and step > 0 else 0
+
+
+class Uncached:
+    """What a training entry point returns for ``cached_only=True`` when its run is not
+    cached: the run's ``key``, and :attr:`saved_steps` of its checkpoint. Falsy, like the
+    ``None`` it replaces."""
+
+    def __init__(self, key: dict):
+        self.key = key
+
+    def __bool__(self) -> bool:
+        return False
+
+    @property
+    def saved_steps(self) -> int:
+        """:func:`saved_steps` of :attr:`key` (read on each access)."""
+        return saved_steps(self.key)
+
+    def __repr__(self) -> str:
+        return f"Uncached({key_hash(self.key)})"
+
+
 def is_complete(path: Path) -> bool:
     return all((path / f).is_file() for f in COMPLETE_FILES)
 
@@ -203,7 +242,8 @@ def start_partial(key: dict, force: bool = False) -> Path:
     partial = partial_path(key)
     _lock(partial)
     if force:
-        (partial / "checkpoint.pt").unlink(missing_ok=True)
+        for f in RESUME_FILES:
+            (partial / f).unlink(missing_ok=True)
     partial.mkdir(parents=True, exist_ok=True)
     import torch
 
@@ -216,7 +256,7 @@ def start_partial(key: dict, force: bool = False) -> Path:
 
 def commit_run(partial: Path, key: dict) -> Path:
     """Move a finished ``partial`` folder into its run directory and drop resume state."""
-    for leftover in ("checkpoint.pt",):
+    for leftover in RESUME_FILES:
         (partial / leftover).unlink(missing_ok=True)
     # safetensors and transformers write through private temp files (mode 0600); give the
     # run's files the user's usual permissions so a shared cache stays readable.

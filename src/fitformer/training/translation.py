@@ -259,11 +259,12 @@ def finetune_translation(dataset: str = "tatoeba-en-fr", *, budget: str = "defau
             splits; epochs per :data:`TRANSLATION_EPOCHS`). seed, max_length, epochs,
             learning_rate: the recipe (:data:`TRANSLATION_RECIPE`). force: retrain.
         shape: :class:`fitformer.models.seq2seq.Seq2SeqShape` (default 3+3 x 256).
-        cached_only: return ``None`` instead of training when the run is not cached.
+        cached_only: return :class:`~fitformer.training.runs.Uncached` instead of
+            training when the run is not cached.
 
     Returns:
-        :class:`fitformer.training.finetune.RunResult` (``None``: not cached and
-        ``cached_only``).
+        :class:`fitformer.training.finetune.RunResult` (:class:`~fitformer.training.runs.
+        Uncached`: not cached and ``cached_only``).
 
     Raises:
         FitformerError: a classification dataset, bad flags or budget.
@@ -273,7 +274,13 @@ def finetune_translation(dataset: str = "tatoeba-en-fr", *, budget: str = "defau
     from fitformer.training.budgets import get_budget
     from fitformer.training.finetune import RunResult, check_training_flags, save_run
     from fitformer.training.loop import train_classifier
-    from fitformer.training.runs import RECIPE_VERSION, find_run, load_run_info, start_partial
+    from fitformer.training.runs import (
+        RECIPE_VERSION,
+        Uncached,
+        find_run,
+        load_run_info,
+        start_partial,
+    )
 
     shape = shape or Seq2SeqShape()
     b = get_budget(budget)
@@ -299,7 +306,7 @@ def finetune_translation(dataset: str = "tatoeba-en-fr", *, budget: str = "defau
         metrics = complete_fixed_point(cached, metrics, data, b)
         return RunResult(cached, run, metrics, cached=True)
     if cached_only:
-        return None
+        return Uncached(key)
 
     started = time.perf_counter()
     train_s, dev_s, test_s = capped_splits(data, b)
