@@ -183,6 +183,10 @@ def test_load_rejects_a_garbage_file(tmp_path):
     # --nm-m with another pattern was ignored.
     (["profile", "--budget", "tiny", "--nm-m", "20"],
      ["--nm-m 20 is the m of --pattern nm; --pattern hp has no N:M groups", "drop --nm-m"]),
+    (["prune", "--budget", "tiny", "--sparsity", "0.5", "--nm-m", "20"],
+     ["--nm-m 20 is the m of --pattern nm; --pattern hp has no N:M groups"]),
+    (["profile", "--budget", "tiny", "--pattern", "nm", "--nm-m", "0"],
+     ["--nm-m 0: N:M groups m weights, so m >= 1 (and m >= 20"]),
 ])
 def test_training_and_shape_flags_are_checked(args, needles, home):
     assert_user_error(run_cli(*args, home=home), *needles)

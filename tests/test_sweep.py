@@ -5,6 +5,7 @@ that ``fitformer prune`` makes."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -26,12 +27,30 @@ from fitformer.experiments.sweep import chains, load_sweep, run_sweep
     ("sparsities: [0.5]\nrecipe: {distill_augment: 2}\n",
      "distill_augment labels its copies with the teacher"),
     ("sparsities: [0.5]\nrecipe: {distill: logits, distill_augment: true}\n",
-     "recipe.distill_augment: Value error, got true; give a number"),
-    # YAML true/false is not read as 1/0.
+     re.escape("recipe.distill_augment: Value error, got true (YAML reads")),
+    # YAML true/false is not read as 1/0, nor a quoted number as a number.
     ("sparsities: [0.5]\nrecipe: {distill: logits, distill_alpha: true}\n",
-     "recipe.distill_alpha: Value error, got true; give a number"),
+     re.escape("recipe.distill_alpha: Value error, got true (YAML reads "
+               "true/false/yes/no/on/off as a flag); give a number")),
     ("sparsities: [0.5]\npattern_params: {banks: false}\n",
-     "pattern_params.banks: Value error, got false; give a number"),
+     "pattern_params.banks: Value error, got false"),
+    ("sparsities: [0.5]\nrecipe: {distill: yes}\n",
+     re.escape("recipe.distill: Value error, got true (YAML reads true/false/yes/no/on/off "
+               "as a flag); give one of 'none', 'logits', 'layers'")),
+    ("sparsities: [true]\n", re.escape("sparsities: Value error, got true (YAML reads")),
+    ("sparsities: true\n", "give a list of numbers"),
+    ("sparsities: ['0.5']\n", "sparsities: Value error, got the string '0.5'; give a list of "
+     "numbers, without quotes"),
+    ("sparsities: [0.5]\nrecipe: {distill: logits, distill_alpha: '0.9'}\n",
+     "recipe.distill_alpha: Value error, got the string '0.9'; give a number, without quotes"),
+    ("sparsities: [0.5]\nfrom_dense: 'yes'\n",
+     "from_dense: Value error, got the string 'yes'; give true or false"),
+    # Settings that would be ignored.
+    ("sparsities: [0.5]\nrecipe: {distill: none, distill_alpha: 0.5}\n",
+     "distill_alpha set, but distill is none"),
+    ("sparsities: [0.5]\npattern_params: {nm_m: 20}\n",
+     re.escape("pattern_params.nm_m is the m of the nm pattern, and patterns ['hp'] has "
+               "none")),
     ("sparsities: [0.5]\nrecipe: {distill: logits, distill_augment: 500}\n",
      "recipe.distill_augment: Input should be less than or equal to 100"),
     # The file's own key names, not prune's flags (--distill-alpha).
@@ -69,6 +88,10 @@ def test_the_cli_refuses_a_bad_file_before_ray_starts(tmp_path, empty_home):
                               str(tmp_path / "none.yaml")], capture_output=True, text=True,
                              timeout=120)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+    from fitformer.experiments.sweep import load_sweep
+
+    with pytest.raises(FitformerError, match="is a folder; give a YAML file"):
+        load_sweep(tmp_path)
 
 
 def test_chains_of_a_grid(tmp_path):

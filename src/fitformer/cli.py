@@ -269,7 +269,8 @@ def prune(model: Annotated[str, typer.Option(help="Base model: default, a folder
                    "matrix keeps the density and takes the d1, d2 whose one-shot masks "
                    "raise the training loss least on 256 sentences; table in "
                    "pruning.json).")] = HpSplitName.global_,
-          nm_m: Annotated[int, typer.Option(help="M of N:M.")] = 4,
+          nm_m: Annotated[int | None, typer.Option(
+              help="M of N:M (--pattern nm only; default 4).")] = None,
           pruner: Annotated[PrunerName, typer.Option(help="gradual (cubic) or admm.")]
           = PrunerName.gradual,
           task: TaskOpt = Task.classification,
@@ -310,8 +311,12 @@ def prune(model: Annotated[str, typer.Option(help="Base model: default, a folder
     from fitformer.sparsity.prune import PruneSpec
     from fitformer.sparsity.prune import prune as do_prune
 
+    if nm_m is not None and pattern.value != "nm":
+        raise FitformerError(f"--nm-m {nm_m} is the m of --pattern nm; --pattern "
+                             f"{pattern.value} has no N:M groups: drop --nm-m.")
     spec = PruneSpec(pattern=pattern.value, sparsity=sparsity, block=parse_block(block),
-                     banks=banks, level2_density=level2_density, nm_m=nm_m,
+                     banks=banks, level2_density=level2_density,
+                     nm_m=4 if nm_m is None else nm_m,
                      pruner=pruner.value, split_mode=hp_split.value)
     from fitformer.training.loop import DistillConfig
 

@@ -127,6 +127,27 @@ def test_the_plan_counts_only_the_steps_an_interrupted_run_left(home):
     assert saved_steps(missing.key) == 0
 
 
+def test_step_rates_count_only_the_steps_the_last_process_trained(home):
+    """A resumed run's train_time_s covers the steps after its checkpoint: the rate divides
+    by those; a run resumed with every step saved trained none and sets no rate."""
+    import json
+
+    from fitformer.paths import runs_dir
+    from fitformer.select.profile import FALLBACK_STEP_S, step_seconds
+
+    def cached(name, **metrics):
+        d = runs_dir() / name
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps({"task": "classification", **metrics}))
+
+    cached("all-saved", steps=30, resumed_from_step=30, train_time_s=0.004, wall_time_s=31.0)
+    assert step_seconds()[0] == FALLBACK_STEP_S               # no rate from it
+    cached("resumed", steps=30, resumed_from_step=21, train_time_s=27.0, wall_time_s=57.0)
+    per_step, overhead, source = step_seconds()
+    assert per_step == pytest.approx(3.0)                     # 27 s over 9 steps, not 30
+    assert overhead == pytest.approx(30.0) and source == "the medians of 1 cached run(s)"
+
+
 def test_a_bad_dataset_fails_before_anything_is_written(home, tmp_path):
     empty = tmp_path / "empty.csv"
     empty.write_text("text,label\n")

@@ -55,12 +55,43 @@ class _Strict(BaseModel):
 
     @field_validator("*", mode="before")
     @classmethod
-    def _no_bool_for_numbers(cls, v, info):
-        """YAML's ``true``/``false`` given for a number (pydantic's lax mode reads it as
-        1/0) is refused: ``distill_alpha: true`` is a slip, not 1.0."""
-        if isinstance(v, bool) and cls.model_fields[info.field_name].annotation is not bool:
-            raise ValueError(f"got {str(v).lower()}; give a number")
+    def _no_lax_scalars(cls, v, info):
+        """What pydantic's lax mode would convert silently is refused: YAML's
+        ``true``/``false`` (also ``yes``/``no``/``on``/``off``) for anything but a flag
+        (``distill_alpha: true`` is a slip, not 1.0), and a quoted string for a number or a
+        flag (``distill_alpha: '0.9'``), also inside a list (``sparsities: [true]``)."""
+        expected = _expected(cls.model_fields[info.field_name].annotation)
+        items = v if isinstance(v, list) and expected.startswith("a list") else [v]
+        for x in items:
+            if isinstance(x, bool) and "true or false" not in expected:
+                raise ValueError(f"got {str(x).lower()} (YAML reads true/false/yes/no/on/off "
+                                 f"as a flag); give {expected}")
+            if isinstance(x, str) and ("number" in expected or "true or false" in expected):
+                raise ValueError(f"got the string {x!r}; give {expected}, without quotes")
         return v
+
+
+def _expected(annotation) -> str:
+    """What a key of ``annotation`` takes, in words (for :meth:`_Strict._no_lax_scalars`)."""
+    import types
+    import typing
+
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        return _expected(args[0])
+    if typing.get_origin(annotation) is list:
+        inner = _expected(args[0]) if args else "values"
+        return f"a list of {inner.removeprefix('a ').removeprefix('one of ')}" + (
+            "s" if inner in ("a number", "a string") else "")
+    if annotation is bool:
+        return "true or false"
+    if annotation in (int, float) or typing.get_origin(annotation) is typing.Annotated:
+        return "a number"
+    if annotation is str:
+        return "a string"
+    return "a value of the key's type"
 
 
 class PatternParams(_Strict):
@@ -95,6 +126,10 @@ class Recipe(_Strict):
         if self.distill_augment and self.distill == "none":
             raise ValueError("distill_augment labels its copies with the teacher: set "
                              "distill: logits (or layers), or distill_augment: 0")
+        unused = sorted({"distill_alpha", "distill_temperature"} & self.model_fields_set)
+        if unused and self.distill == "none":
+            raise ValueError(f"{' and '.join(unused)} set, but distill is none (no "
+                             "distillation): set distill: logits (or layers), or drop them")
         return self
 
 
@@ -123,6 +158,13 @@ class SweepSpec(_Strict):
                              "weights (the dense point is always included)")
         return sorted(set(v))
 
+    @model_validator(mode="after")
+    def _nm_m_needs_nm(self):
+        if "nm_m" in self.pattern_params.model_fields_set and "nm" not in self.patterns:
+            raise ValueError(f"pattern_params.nm_m is the m of the nm pattern, and patterns "
+                             f"{self.patterns} has none: add nm to patterns, or drop nm_m")
+        return self
+
 
 def load_sweep(path: str | Path) -> SweepSpec:
     """Read and check a sweep file: YAML, keys and values, and what can be checked without
@@ -139,7 +181,8 @@ def load_sweep(path: str | Path) -> SweepSpec:
 
     p = Path(path).expanduser()
     if not p.is_file():
-        raise FitformerError(f"sweep file {p} does not exist; give a YAML file "
+        what = "is a folder" if p.is_dir() else "does not exist"
+        raise FitformerError(f"sweep file {p} {what}; give a YAML file "
                              "(see `fitformer sweep --help` for its keys).")
     try:
         raw = yaml.safe_load(p.read_text())

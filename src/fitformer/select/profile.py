@@ -154,7 +154,12 @@ def step_seconds(task: str = "classification") -> tuple[float, float, str]:
                 continue
             if task == "translation" and d.get("budget") != "default":
                 continue
-            per_step.append(d["train_time_s"] / d["steps"])
+            # train_time_s covers the steps run in the last process only (a resumed run's
+            # earlier steps were timed by the process before it).
+            ran = d["steps"] - int(d.get("resumed_from_step") or 0)
+            if ran <= 0:
+                continue
+            per_step.append(d["train_time_s"] / ran)
             overhead.append(max(0.0, d["wall_time_s"] - d["train_time_s"]))
         except (OSError, ValueError, KeyError, TypeError):
             continue
@@ -165,6 +170,11 @@ def step_seconds(task: str = "classification") -> tuple[float, float, str]:
         return FALLBACK_STEP_S, FALLBACK_RUN_OVERHEAD_S, "a 2-core default (no cached runs)"
     return (statistics.median(per_step), statistics.median(overhead),
             f"the medians of {len(per_step)} cached run(s)")
+
+
+def _minutes_text(minutes: float) -> str:
+    """``"7 min"``, or ``"<1 min"`` below half a minute (not ``"0 min"``)."""
+    return "<1 min" if minutes < 0.5 else f"{minutes:.0f} min"
 
 
 @dataclass(frozen=True)
@@ -209,10 +219,11 @@ class Plan:
             return f"plan: everything is cached ({', '.join(cached)}); nothing to train."
         parts = [f"{i.what} {i.steps} steps"
                  + (f" ({min(i.saved_steps, i.steps)} saved by an interrupted run)"
-                    if i.saved_steps else "") + f" ~{self.minutes(i):.0f} min" for i in todo]
+                    if i.saved_steps else "") + f" ~{_minutes_text(self.minutes(i))}"
+                 for i in todo]
         total = sum(self.minutes(i) for i in todo)
         return (f"plan: cached: {', '.join(cached) or 'nothing'}; to train{upto_note}: "
-                + "; ".join(parts) + f"; at most ~{total:.0f} min in all (rates from "
+                + "; ".join(parts) + f"; at most ~{_minutes_text(total)} in all (rates from "
                 f"{self.rate_source}).")
 
 

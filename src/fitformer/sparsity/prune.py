@@ -453,9 +453,11 @@ def prune(model: str = "default", dataset: str = "rotten-tomatoes", *,
         _console().print(
             f"warning: {label} collapsed to the majority class ({reason}); select never "
             f"chooses it. Likely cause: the jump from sparsity {src_sparsity:g} to "
-            f"{spec.sparsity:g} in {steps} steps ({pruner.window_steps} pruning). Try "
-            "--distill logits, a larger --epochs-per-point, or chain through lower "
-            "sparsities (--from a less sparse run).", highlight=False)
+            f"{spec.sparsity:g} in {steps} steps ({pruner.window_steps} pruning). With "
+            "`fitformer prune`, try --distill logits, a larger --epochs-per-point, or chain "
+            "through lower sparsities (--from a less sparse run); with `select` or "
+            "`profile`, a larger --budget (the smoke budgets train a few steps).",
+            highlight=False)
     save_file({k: v.contiguous() for k, v in masks.items()}, str(partial / "masks.safetensors"))
     path = save_run(partial, key, net, tokenizer, metrics, {"pruning.json": pruning})
     return RunResult(path, key, metrics, cached=False)

@@ -23,7 +23,8 @@ class NM(Pattern):
 
     def __post_init__(self):
         if self.m < 1:
-            raise FitformerError(f"N:M needs m >= 1, got {self.m}")
+            raise FitformerError(f"--nm-m {self.m}: N:M groups m weights, so m >= 1 (and "
+                                 "m >= 20 for the profile grid's sparsity 0.95).")
 
     @classmethod
     def from_options(cls, *, block=(16, 16), banks=4, level2_density=None, nm_m=4):
