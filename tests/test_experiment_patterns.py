@@ -55,3 +55,20 @@ def test_profile_recipe_adds_hp_1x16_and_distils():
     assert recipe_kwargs("none") == {}
     with pytest.raises(FitformerError, match="--recipe 'best': choose none or profile"):
         recipe_kwargs("best")
+
+
+def test_the_summary_gives_each_series_gap_to_unstructured_and_counts_collapses():
+    from fitformer.experiments.patterns import summary_lines
+
+    def row(series, label, s, dev):
+        return {"series": series, "label": label, "requested_sparsity": s, "dev_fp32": dev}
+
+    rows = [row("unstructured", "unstructured", 0.5, 0.835), row("unstructured",
+            "unstructured", 0.9, 0.793), row("hp", "HP", 0.5, 0.828), row("hp", "HP", 0.9,
+            0.578), row("bank", "bank-balanced", 0.5, 0.840)]
+    lines = summary_lines(rows, 0.578)
+    assert "| series | 0.5 | 0.9 |" in lines
+    assert "| HP | -0.007 | -0.215 |" in lines and "| bank-balanced | +0.005 | - |" in lines
+    assert lines[-1] == ("Runs at or below the dev majority-class rate (0.578): 1 of 5 "
+                         "(HP 0.9).")
+    assert summary_lines([], 0.5) == []
