@@ -308,12 +308,11 @@ def prune(model: Annotated[str, typer.Option(help="Base model: default, a folder
     masks.safetensors, pruning.json (per-layer K1/k/d1/d2) and metrics.json (dev/test
     accuracy at fp32, fx16, fx8)."""
     from fitformer.sparsity.patterns import parse_block
+    from fitformer.sparsity.patterns.nm import check_nm_m_given
     from fitformer.sparsity.prune import PruneSpec
     from fitformer.sparsity.prune import prune as do_prune
 
-    if nm_m is not None and pattern.value != "nm":
-        raise FitformerError(f"--nm-m {nm_m} is the m of --pattern nm; --pattern "
-                             f"{pattern.value} has no N:M groups: drop --nm-m.")
+    check_nm_m_given(nm_m, pattern.value)
     spec = PruneSpec(pattern=pattern.value, sparsity=sparsity, block=parse_block(block),
                      banks=banks, level2_density=level2_density,
                      nm_m=4 if nm_m is None else nm_m,

@@ -364,9 +364,9 @@ class Profile:
 
             # The hardware model's check (select's estimates), before any work.
             check_block_banks(tuple(self.block), self.banks)
-        if self.nm_m_given and self.pattern != "nm":
-            raise FitformerError(f"--nm-m {self.nm_m} is the m of --pattern nm; --pattern "
-                                 f"{self.pattern} has no N:M groups: drop --nm-m.")
+        from fitformer.sparsity.patterns.nm import check_nm_m_given
+
+        check_nm_m_given(self.nm_m if self.nm_m_given else None, self.pattern)
         if self.block_given and not pat.has_blocks:
             blocked = [n for n in pattern_names()
                        if make_pattern(n).has_blocks]

@@ -10,6 +10,18 @@ from fitformer.sparsity.patterns.base import Pattern, _check_density, _floor, _r
 from fitformer.sparsity.patterns.registry import register
 
 
+def check_nm_m_given(nm_m: int | None, pattern: str) -> None:
+    """Refuse ``--nm-m`` (``nm_m`` not ``None``: the user gave it) with a ``pattern`` other
+    than ``nm``, which would ignore it.
+
+    Raises:
+        FitformerError: naming the flag and the fix.
+    """
+    if nm_m is not None and pattern != "nm":
+        raise FitformerError(f"--nm-m {nm_m} is the m of --pattern nm; --pattern {pattern} "
+                             "has no N:M groups: drop --nm-m.")
+
+
 @register
 @dataclass
 class NM(Pattern):
